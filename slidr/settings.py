@@ -1,0 +1,118 @@
+"""One settings tree for the whole system.
+
+Every value can be overridden by an environment variable: ``SLIDR_`` plus the path in upper
+case joined by ``__``, e.g. ``SLIDR_KAFKA__PORT=9092`` or ``SLIDR_TOPICS__CLICKS=clicks``.
+Ports, hosts and topic names are defined here only; the local stack, docker-compose.yml and the
+tests read them from here.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository (or installed source tree) root: triton_repo/ sits here.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "slidr"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 19092
+    controller_port: int = 19093
+    #: Broker version fetched from Maven Central by the local stack.
+    version: str = "4.1.1"
+    #: Heap of the local broker; small on purpose, it shares 2 cores with everything else.
+    heap: str = "512m"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class TopicSettings(_Section):
+    clicks: str = "slidr.clicks"
+    purchases: str = "slidr.purchases"
+    decisions: str = "slidr.decisions"
+    replayed_decisions: str = "slidr.decisions.replayed"
+    dead_letters: str = "slidr.dead-letters"
+    #: Ground truth of simulated traffic, for evaluation only; never read by the pipeline.
+    truth: str = "slidr.sim.truth"
+    partitions: int = 4
+    #: Clicks are kept long enough for a weekly replay.
+    clicks_retention_hours: int = 24 * 8
+    decisions_retention_hours: int = 24 * 8
+    dead_letters_retention_hours: int = 24 * 14
+
+
+class RedisSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 16379
+    db: int = 0
+    password: SecretStr | None = None
+    #: Prefix of every key the pipeline writes; tests and replays use their own.
+    key_prefix: str = "slidr:"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+
+class TritonSettings(_Section):
+    host: str = "127.0.0.1"
+    http_port: int = 18000
+    grpc_port: int = 18001
+    metrics_port: int = 18002
+    model_name: str = "slidr"
+    model_repository: Path = PROJECT_ROOT / "triton_repo"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+
+class EventLimits(_Section):
+    #: Larger payloads go to the dead-letter topic unparsed.
+    max_event_bytes: int = 8192
+    #: Events further than this from the processing clock are rejected.
+    max_future_skew_s: int = 300
+    max_age_days: int = 8
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SLIDR_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    #: Logs, pid files and service data of the local stack; never the working directory.
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    #: Where downloaded artefacts (the Kafka jars) are cached across stacks.
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "slidr"
+    )
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    redis: RedisSettings = RedisSettings()
+    triton: TritonSettings = TritonSettings()
+    events: EventLimits = EventLimits()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,138 @@
+"""Start, find and stop one background service process, tracked by a pid file.
+
+The pid file stores the pid and the kernel's start time of that process, so a recycled pid is
+never mistaken for our service and ``down`` stops exactly what ``up`` started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from slidr.errors import StackError
+
+log = logging.getLogger(__name__)
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime) follows the parenthesised command name, which may hold spaces.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+@dataclass(frozen=True)
+class ManagedProcess:
+    name: str
+    workdir: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.workdir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        """The pid of our running process, or None (a stale pid file is removed)."""
+        try:
+            pid_s, ticks_s = self.pid_file.read_text().split()
+        except (OSError, ValueError):
+            return None
+        pid = int(pid_s)
+        if _start_ticks(pid) != int(ticks_s):
+            self.pid_file.unlink(missing_ok=True)
+            return None
+        return pid
+
+    def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as out:
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=self.workdir,
+                env=dict(env) if env is not None else None,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() reaches its children
+            )
+        ticks = _start_ticks(proc.pid)
+        self.pid_file.write_text(f"{proc.pid} {ticks}\n")
+        log.debug("started %s pid %d: %s", self.name, proc.pid, " ".join(argv))
+        return proc.pid
+
+    def exited_early(self) -> bool:
+        return self.pid() is None
+
+    def stop(self, timeout_s: float = 20.0) -> bool:
+        """SIGTERM the process group, then SIGKILL after ``timeout_s``. False if none ran."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if _start_ticks(pid) is None or _is_zombie(pid):
+                break
+            time.sleep(0.1)
+        else:
+            log.warning("%s did not stop in %.0f s; killing it", self.name, timeout_s)
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _reap(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def wait_until(
+    check: Callable[[], bool], what: str, timeout_s: float, proc: ManagedProcess
+) -> None:
+    """Poll ``check()`` until it is true; fail early, with the log's tail, if the process died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if proc.exited_early():
+            raise StackError(
+                f"{proc.name} exited during start-up; last lines of {proc.log_file}:\n"
+                f"{proc.tail()}"
+            )
+        time.sleep(0.2)
+    raise StackError(
+        f"{what} not ready after {timeout_s:.0f} s; see {proc.log_file}:\n{proc.tail()}"
+    )
