@@ -5,7 +5,7 @@ class SlidrError(Exception):
     """Base class: catching it at the CLI turns it into a one-line message and exit code 2."""
 
 
-class InvalidEvent(SlidrError):  # noqa: N818 - the name reads as a verdict on the event
+class InvalidEvent(SlidrError):
     """An upstream event that cannot be accepted; ``reason`` is a stable dead-letter code."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -18,5 +18,5 @@ class StackError(SlidrError):
     """A local service could not be started, reached or stopped."""
 
 
-class PrerequisiteMissing(StackError):  # noqa: N818 - names what is missing, not a failure
+class PrerequisiteMissing(StackError):
     """A program the local stack needs is not installed; the message names how to get it."""

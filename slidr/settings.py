@@ -93,6 +93,23 @@ class EventLimits(_Section):
     max_age_days: int = 8
 
 
+class WorkerSettings(_Section):
+    #: Micro-batch bounds: a batch closes at this many clicks or after this wait, whichever first.
+    batch_size: int = Field(default=500, ge=1, le=1024)
+    batch_wait_ms: int = Field(default=20, ge=1)
+    consumer_group: str = "slidr-worker"
+    #: Threshold for every slice until a calibration record exists for the serving version.
+    global_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    #: Pin a model version; None follows the serving pointer (or the newest version).
+    model_version: int | None = None
+    #: How often the worker looks for a new serving version or calibration record.
+    reload_every_s: float = 2.0
+    redis_timeout_s: float = 0.5
+    triton_timeout_s: float = 1.0
+    #: Prometheus endpoint; 0 disables it.
+    metrics_port: int = 19100
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SLIDR_", env_nested_delimiter="__", frozen=True, extra="forbid"
@@ -102,14 +119,16 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=_default_state_dir)
     #: Where downloaded artefacts (the Kafka jars) are cached across stacks.
     cache_dir: Path = Field(
-        default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        / "slidr"
+        default_factory=lambda: (
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "slidr"
+        )
     )
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     redis: RedisSettings = RedisSettings()
     triton: TritonSettings = TritonSettings()
     events: EventLimits = EventLimits()
+    worker: WorkerSettings = WorkerSettings()
 
 
 @lru_cache(maxsize=1)

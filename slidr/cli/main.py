@@ -23,10 +23,13 @@ app = typer.Typer(
 def _register() -> None:
     # Imported here so `slidr --help` stays fast and a missing optional extra only breaks the
     # subcommand that needs it.
-    from slidr.cli import simulate, stack
+    from slidr.cli import decisions, simulate, stack, topics, worker
 
     app.add_typer(stack.app, name="stack")
     app.command(name="simulate")(simulate.simulate)
+    app.command(name="topics")(topics.topics)
+    app.command(name="worker")(worker.worker)
+    app.command(name="decisions")(decisions.decisions)
 
 
 @app.callback()

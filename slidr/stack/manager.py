@@ -60,8 +60,7 @@ class LocalStack:
                 ensure_topics(self.settings)
                 on_progress(f"kafka: round trip in {self.kafka.round_trip() * 1000:.0f} ms")
         return [
-            _status(service, started_in_s=timings.get(service.name))
-            for service in self.services
+            _status(service, started_in_s=timings.get(service.name)) for service in self.services
         ]
 
     def down(self) -> list[str]:

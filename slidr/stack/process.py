@@ -19,6 +19,10 @@ from slidr.errors import StackError
 
 log = logging.getLogger(__name__)
 
+# Services outlive the Popen objects that started them; keeping the objects here lets stop()
+# reap them when the same process stops them (tests) and keeps Popen from warning on collection.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 def _start_ticks(pid: int) -> int | None:
     try:
@@ -49,7 +53,7 @@ class ManagedProcess:
         except (OSError, ValueError):
             return None
         pid = int(pid_s)
-        if _start_ticks(pid) != int(ticks_s):
+        if _start_ticks(pid) != int(ticks_s) or _is_zombie(pid):
             self.pid_file.unlink(missing_ok=True)
             return None
         return pid
@@ -66,6 +70,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() reaches its children
             )
+        _CHILDREN[proc.pid] = proc
         ticks = _start_ticks(proc.pid)
         self.pid_file.write_text(f"{proc.pid} {ticks}\n")
         log.debug("started %s pid %d: %s", self.name, proc.pid, " ".join(argv))
@@ -113,10 +118,9 @@ def _is_zombie(pid: int) -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.wait(timeout=5)
 
 
 def wait_until(
@@ -129,8 +133,7 @@ def wait_until(
             return
         if proc.exited_early():
             raise StackError(
-                f"{proc.name} exited during start-up; last lines of {proc.log_file}:\n"
-                f"{proc.tail()}"
+                f"{proc.name} exited during start-up; last lines of {proc.log_file}:\n{proc.tail()}"
             )
         time.sleep(0.2)
     raise StackError(

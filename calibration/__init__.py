@@ -1,0 +1,1 @@
+"""Calibration (see the issue tracker); nothing here is imported by the streaming path yet."""

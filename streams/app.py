@@ -1,0 +1,119 @@
+"""The Faust worker: consume clicks in micro-batches, publish decisions and dead letters.
+
+The agent only moves batches between Kafka and :class:`~streams.pipeline.ClickPipeline`.
+Offsets are acknowledged by Faust after the agent's loop body returns, and the body returns
+only after every decision of the batch is acknowledged by the broker: at-least-once, and a
+redelivered click gets the same decision again (counters are idempotent per click_id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+from prometheus_client import start_http_server
+from streams.feature_store import RedisFeatureStore
+
+from slidr.settings import Settings
+from streams.metrics import WorkerMetrics
+from streams.pipeline import BatchOutcome, ClickPipeline, RawClick
+from streams.scorer import TritonScorer
+from streams.serving_model import ServingModel
+
+log = logging.getLogger(__name__)
+
+
+def _raw(event: Any) -> RawClick:
+    message = event.message
+    return RawClick(
+        value=message.value,
+        key=message.key,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+    )
+
+
+def create_app(
+    settings: Settings,
+    metrics: WorkerMetrics | None = None,
+    on_batch: Callable[[BatchOutcome], Awaitable[None]] | None = None,
+) -> faust.App:
+    """Build the worker app from settings; nothing connects until the app starts."""
+    w = settings.worker
+    datadir = settings.state_dir / "worker" / w.consumer_group
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        w.consumer_group,
+        broker=f"kafka://{settings.kafka.bootstrap}",
+        datadir=str(datadir),
+        store="memory://",
+        web_enabled=False,
+        topic_allow_declare=False,  # the stack creates topics with their retention
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=w.batch_size,
+        producer_acks=-1,
+        producer_linger_ms=1,
+    )
+    metrics = metrics or WorkerMetrics()
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+           "value_serializer": "raw"}  # fmt: skip
+    clicks = app.topic(settings.topics.clicks, **raw)
+    decisions = app.topic(settings.topics.decisions, **raw)
+    dead_letters = app.topic(settings.topics.dead_letters, **raw)
+    state: dict[str, ClickPipeline] = {}
+
+    @app.on_configured.connect  # type: ignore[misc]
+    def _configure(app: faust.App, conf: Any, **kwargs: Any) -> None:
+        if w.metrics_port:
+            start_http_server(w.metrics_port, addr="127.0.0.1", registry=metrics.registry)
+
+    async def _pipeline() -> ClickPipeline:
+        if "pipeline" not in state:
+            store = RedisFeatureStore(settings.redis, timeout_s=w.redis_timeout_s)
+            scorer = TritonScorer(settings.triton, timeout_s=w.triton_timeout_s)
+            model = ServingModel(settings, scorer)
+            record = await model.load()
+            metrics.model_version.set(record.version)
+            state["pipeline"] = ClickPipeline(settings, store, model, metrics)
+        return state["pipeline"]
+
+    @app.agent(clicks, name="score-clicks")
+    async def score_clicks(stream: Any) -> None:
+        try:
+            await _score(stream)
+        except Exception:
+            # Faust would log a crashed agent and keep the worker alive doing nothing (faust
+            # #416). Exit instead: uncommitted clicks are redelivered to the restarted worker.
+            log.critical("scoring agent crashed; exiting so the worker restarts", exc_info=True)
+            os._exit(70)
+
+    async def _score(stream: Any) -> None:
+        pipeline = await _pipeline()
+        async for events in stream.take_events(w.batch_size, within=w.batch_wait_ms / 1000):
+            started = asyncio.get_running_loop().time()
+            outcome = await pipeline.process([_raw(e) for e in events])
+            sends = [
+                await decisions.send(key=d.click_id.encode(), value=d.to_json(), force=True)
+                for d in outcome.decisions
+            ]
+            sends += [
+                await dead_letters.send(
+                    key=(d.original_key or "").encode(), value=d.to_json(), force=True
+                )
+                for d in outcome.dead_letters
+            ]
+            # Wait for the broker's acks before Faust acks (and later commits) the clicks.
+            await asyncio.gather(*sends)
+            metrics.scoring_seconds.observe(asyncio.get_running_loop().time() - started)
+            if record := pipeline.model.record:
+                metrics.model_version.set(record.version)
+            if on_batch is not None:
+                await on_batch(outcome)
+
+    return app

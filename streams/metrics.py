@@ -1,0 +1,45 @@
+"""The worker's Prometheus metrics, on a registry of its own (several workers per test)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.clicks = Counter("slidr_clicks", "Clicks decided", ["slice", "verdict"], registry=r)
+        self.dead_letters = Counter(
+            "slidr_dead_letters", "Events sent to the dead-letter topic", ["reason"], registry=r
+        )
+        self.degraded = Counter(
+            "slidr_degraded_decisions", "Fail-open decisions", ["why"], registry=r
+        )
+        self.invalidation_rate = Gauge(
+            "slidr_invalidation_rate", "Share of invalid decisions in the last batch", ["slice"],
+            registry=r,
+        )  # fmt: skip
+        self.feature_seconds = Histogram(
+            "slidr_feature_seconds", "Redis feature round trip per batch", registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.inference_seconds = Histogram(
+            "slidr_inference_seconds", "Triton inference per batch", registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.scoring_seconds = Histogram(
+            "slidr_scoring_path_seconds", "Batch consumed to decisions produced", registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.click_to_decision_seconds = Histogram(
+            "slidr_click_to_decision_seconds", "Click's Kafka timestamp to its decision", registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.consumer_lag = Gauge(
+            "slidr_consumer_lag", "Messages behind the end of the clicks topic", ["partition"],
+            registry=r,
+        )  # fmt: skip
+        self.model_version = Gauge("slidr_model_version", "Serving model version", registry=r)

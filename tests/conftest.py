@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from slidr.settings import Settings
+from slidr.stack import LocalStack
+from tests.stack_fixtures import private_settings
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings of a real Kafka, Redis and Triton started for this test session."""
+    settings = private_settings(tmp_path_factory.mktemp("stack"))
+    stack = LocalStack(settings)
+    statuses = stack.up()
+    assert all(s.healthy for s in statuses), statuses
+    yield settings
+    stack.down()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(stack_settings: Settings) -> str:
+    return stack_settings.kafka.bootstrap
+
+
+@pytest.fixture
+def model_repository(stack_settings: Settings) -> Path:
+    return Path(stack_settings.triton.model_repository)

@@ -1,0 +1,35 @@
+"""Small, explicit clicks for tests that need to know exactly what went in."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from slidr.events import Click, DeviceType, Platform
+
+
+def make_click(
+    n: int,
+    *,
+    at: datetime | None = None,
+    session: str = "s-1",
+    customer: str | None = None,
+    ip: str = "198.51.100.1",
+    device: DeviceType = DeviceType.DESKTOP,
+    user_agent: str = "Mozilla/5.0 (test)",
+    prefix: str = "c",
+) -> Click:
+    return Click(
+        click_id=f"{prefix}-{n}",
+        event_time=at or datetime.now(UTC) - timedelta(minutes=5),
+        session_id=session,
+        customer_id=customer,
+        logged_in=customer is not None,
+        ip=ip,
+        user_agent=user_agent,
+        device_type=device,
+        platform=Platform.IOS if device is DeviceType.APP else Platform.WINDOWS,
+        marketplace="US",
+        ad_id="ad-1",
+        campaign_id="camp-1",
+        advertiser_id="adv-1",
+    )

@@ -1,0 +1,64 @@
+"""A private local stack for a test session: free ports, a temporary state directory and a
+copy of the model repository, so tests never touch a developer's running stack."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+from models.day_zero import ensure_day_zero_version
+from slidr.settings import (
+    PROJECT_ROOT,
+    KafkaSettings,
+    RedisSettings,
+    Settings,
+    TritonSettings,
+)
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def private_settings(root: Path) -> Settings:
+    """Settings for a stack living entirely under ``root`` (the jar cache is shared)."""
+    kafka, controller, redis_port, http, grpc, metrics = free_ports(6)
+    repo = root / "triton_repo"
+    shutil.copytree(
+        PROJECT_ROOT / "triton_repo",
+        repo,
+        ignore=lambda _dir, names: [n for n in names if n.isdigit() or n == "__pycache__"],
+    )
+    settings = Settings(
+        state_dir=root / "state",
+        kafka=KafkaSettings(port=kafka, controller_port=controller),
+        redis=RedisSettings(port=redis_port, key_prefix="slidr-test:"),
+        triton=TritonSettings(
+            http_port=http, grpc_port=grpc, metrics_port=metrics, model_repository=repo
+        ),
+    )
+    ensure_day_zero_version(settings.triton)
+    return settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The SLIDR_* environment that makes a subprocess (e.g. `slidr worker`) use ``settings``."""
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}__{key.upper()}" if prefix else key.upper(), item)
+        elif value is not None:
+            env[f"SLIDR_{prefix}"] = str(value)
+
+    walk("", settings.model_dump(mode="json"))
+    return env

@@ -1,0 +1,128 @@
+"""The scoring path end to end on the real stack: clicks in, one decision per click out."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from slidr.events import Decision, DeviceType
+from slidr.features import FEATURE_HASH, N_FEATURES
+from slidr.settings import Settings
+from tests.factories import make_click
+from tests.worker_harness import WorkerProcess, consume, isolated, produce
+
+pytestmark = pytest.mark.integration
+
+
+def traffic(n: int, prefix: str) -> list:  # type: ignore[type-arg]
+    start = datetime.now(UTC) - timedelta(hours=1)
+    devices = list(DeviceType)
+    return [
+        make_click(
+            i,
+            prefix=prefix,
+            at=start + timedelta(seconds=i),
+            session=f"s-{i % 17}",
+            customer=f"u-{i % 5}" if i % 3 == 0 else None,
+            ip=f"198.51.100.{i % 11}",
+            device=devices[i % 3],
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def worker_settings(stack_settings: Settings) -> Settings:
+    return isolated(stack_settings)
+
+
+@pytest.fixture
+def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(worker_settings, tmp_path / "worker.log")
+    process.start()
+    yield process
+    if process.proc is not None:
+        process.stop()
+
+
+def test_every_click_gets_exactly_one_decision(
+    worker_settings: Settings, worker: WorkerProcess
+) -> None:
+    clicks = traffic(300, "one")
+    bad = [b"{oops", orjson.dumps({"click_id": "x"}), b"x" * 10_000]
+    produce(worker_settings, clicks, bad)
+    decisions = consume(worker_settings, worker_settings.topics.decisions, 300, settle_s=3)
+    assert len(decisions) == 300, worker.log()
+    by_id = {d["click_id"]: d for d in decisions}
+    assert set(by_id) == {c.click_id for c in clicks}
+    for d in decisions:
+        Decision.model_validate(d)  # the full contract, every field
+        assert d["model_version"] == 1 and d["feature_hash"] == FEATURE_HASH
+        assert len(d["features"]) == N_FEATURES and not d["degraded"]
+        assert d["verdict"] in ("valid", "invalid") and d["processing_ms"] > 0
+    assert {d["slice"] for d in decisions} >= {"desktop/in", "app/out", "mobile_web/out"}
+    dead = consume(worker_settings, worker_settings.topics.dead_letters, 3, settle_s=1)
+    assert sorted(d["reason"] for d in dead) == ["malformed_json", "missing_field", "oversized"]
+
+
+def test_a_bot_burst_is_invalidated_and_says_why(
+    worker_settings: Settings, worker: WorkerProcess
+) -> None:
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    burst = [
+        make_click(i, prefix="bot", at=start + timedelta(seconds=i), session="s-bot")
+        for i in range(30)
+    ]
+    produce(worker_settings, burst)
+    decisions = {
+        d["click_id"]: d
+        for d in consume(worker_settings, worker_settings.topics.decisions, 30, settle_s=1)
+    }
+    assert decisions["bot-0"]["verdict"] == "valid"
+    last = decisions["bot-29"]
+    assert last["verdict"] == "invalid"
+    assert "velocity" in last["reason_codes"] and "model" in last["reason_codes"]
+
+
+def test_a_killed_worker_loses_nothing_and_repeats_itself_exactly(
+    worker_settings: Settings, worker: WorkerProcess
+) -> None:
+    clicks = traffic(3000, "kill")
+    produce(worker_settings, clicks)
+    first = consume(worker_settings, worker_settings.topics.decisions, 500, timeout_s=60)
+    assert len(first) >= 500, worker.log()
+    worker.stop(signal.SIGKILL)  # mid-stream, no clean shutdown, offsets partly committed
+    worker.start()
+    decisions = consume(worker_settings, worker_settings.topics.decisions, 3000, timeout_s=90)
+    by_id: dict[str, list[dict[str, object]]] = {}
+    for d in decisions:
+        by_id.setdefault(str(d["click_id"]), []).append(d)
+    assert set(by_id) == {c.click_id for c in clicks}, worker.log()
+    stable = ("verdict", "score", "threshold", "features", "model_version", "slice")
+    for copies in by_id.values():
+        assert all({k: c[k] for k in stable} == {k: copies[0][k] for k in stable} for c in copies)
+
+
+def test_metrics_endpoint_counts_decisions(
+    worker_settings: Settings, worker: WorkerProcess
+) -> None:
+    import urllib.request
+
+    produce(worker_settings, traffic(50, "metrics"))
+    assert len(consume(worker_settings, worker_settings.topics.decisions, 50)) == 50
+    time.sleep(0.5)
+    url = f"http://127.0.0.1:{worker_settings.worker.metrics_port}/metrics"
+    body = urllib.request.urlopen(url, timeout=5).read().decode()
+    total = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith("slidr_clicks_total{")
+    )
+    assert total == 50
+    assert "slidr_click_to_decision_seconds_bucket" in body

@@ -1,0 +1,120 @@
+"""Run `slidr worker` as a real subprocess against a test's own topics, group and key prefix."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, Producer
+
+from slidr.events import Click
+from slidr.settings import RedisSettings, Settings, TopicSettings, WorkerSettings
+from slidr.topics import ensure_topics
+from tests.stack_fixtures import free_ports, settings_env
+
+SLIDR = str(Path(sys.executable).parent / "slidr")
+
+
+def isolated(settings: Settings, **worker: object) -> Settings:
+    """Same services, but fresh topics, consumer group and Redis key prefix."""
+    tag = uuid.uuid4().hex[:8]
+    topics = TopicSettings(
+        clicks=f"t{tag}.clicks",
+        purchases=f"t{tag}.purchases",
+        decisions=f"t{tag}.decisions",
+        replayed_decisions=f"t{tag}.replayed",
+        dead_letters=f"t{tag}.dlq",
+        truth=f"t{tag}.truth",
+        partitions=2,
+    )
+    redis = RedisSettings(
+        **{**settings.redis.model_dump(), "key_prefix": f"t{tag}:"}  # type: ignore[arg-type]
+    )
+    worker_settings = WorkerSettings(
+        consumer_group=f"worker-{tag}",
+        metrics_port=free_ports(1)[0],
+        **worker,  # type: ignore[arg-type]
+    )
+    isolated = settings.model_copy(
+        update={"topics": topics, "redis": redis, "worker": worker_settings}
+    )
+    ensure_topics(isolated)
+    return isolated
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, **settings_env(self.settings)}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([SLIDR, "worker"], env=env, stdout=log, stderr=log)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def produce(settings: Settings, clicks: Iterable[Click], raw: Iterable[bytes] = ()) -> int:
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap, "linger.ms": 5})
+    n = 0
+    for click in clicks:
+        producer.produce(settings.topics.clicks, click.to_json(), click.click_id.encode())
+        n += 1
+    for payload in raw:
+        producer.produce(settings.topics.clicks, payload, b"bad")
+        n += 1
+    assert producer.flush(30) == 0
+    return n
+
+
+def consume(
+    settings: Settings, topic: str, want: int, timeout_s: float = 60.0, settle_s: float = 0.0
+) -> list[dict[str, Any]]:
+    """Read ``topic`` from the start until ``want`` messages (or the timeout), then keep
+    reading for ``settle_s`` so that extra messages (duplicates) would be seen too."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    settled_at: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=0.5):
+                if msg.error() is None:
+                    out.append(orjson.loads(msg.value()))
+            if len(out) >= want:
+                settled_at = settled_at or time.monotonic() + settle_s
+                if time.monotonic() >= settled_at:
+                    break
+    finally:
+        consumer.close()
+    return out
