@@ -36,4 +36,5 @@ def velocity_score(features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]
     index = np.asarray([INDEX[name] for name in VELOCITY_LIMITS])
     limits = np.asarray(list(VELOCITY_LIMITS.values()), dtype=np.float32)
     ratio = (features[:, index] / limits).max(axis=1)
-    return np.clip(ratio / 2.0, 0.0, 1.0).astype(np.float32)
+    scores: npt.NDArray[np.float32] = np.clip(ratio / 2.0, 0.0, 1.0).astype(np.float32)
+    return scores

@@ -25,7 +25,7 @@ from pydantic import (
 from slidr.errors import InvalidEvent
 from slidr.settings import EventLimits
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 class DeviceType(StrEnum):

@@ -16,9 +16,9 @@ from typing import Any
 
 import faust
 from prometheus_client import start_http_server
-from streams.feature_store import RedisFeatureStore
 
 from slidr.settings import Settings
+from streams.feature_store import RedisFeatureStore
 from streams.metrics import WorkerMetrics
 from streams.pipeline import BatchOutcome, ClickPipeline, RawClick
 from streams.scorer import TritonScorer
@@ -59,18 +59,26 @@ def create_app(
         broker_commit_every=w.batch_size,
         producer_acks=-1,
         producer_linger_ms=1,
+        # A killed worker's partitions move to the survivors after this long, not Faust's 60 s.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
     )
     metrics = metrics or WorkerMetrics()
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-           "value_serializer": "raw"}  # fmt: skip
-    clicks = app.topic(settings.topics.clicks, **raw)
-    decisions = app.topic(settings.topics.decisions, **raw)
-    dead_letters = app.topic(settings.topics.dead_letters, **raw)
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(
+            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    clicks = raw_topic(settings.topics.clicks)
+    decisions = raw_topic(settings.topics.decisions)
+    dead_letters = raw_topic(settings.topics.dead_letters)
     state: dict[str, ClickPipeline] = {}
 
-    @app.on_configured.connect  # type: ignore[misc]
-    def _configure(app: faust.App, conf: Any, **kwargs: Any) -> None:
-        if w.metrics_port:
+    if w.metrics_port:
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def _serve_metrics() -> None:
             start_http_server(w.metrics_port, addr="127.0.0.1", registry=metrics.registry)
 
     async def _pipeline() -> ClickPipeline:

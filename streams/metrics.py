@@ -35,7 +35,7 @@ class WorkerMetrics:
             buckets=_LATENCY_BUCKETS,
         )  # fmt: skip
         self.click_to_decision_seconds = Histogram(
-            "slidr_click_to_decision_seconds", "Click's Kafka timestamp to its decision", registry=r,
+            "slidr_click_to_decision_seconds", "Kafka timestamp to decision", registry=r,
             buckets=_LATENCY_BUCKETS,
         )  # fmt: skip
         self.consumer_lag = Gauge(

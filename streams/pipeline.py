@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-from streams.feature_store import FeatureStore, FeatureStoreUnavailable
 
 from slidr.errors import InvalidEvent
 from slidr.events import Click, DeadLetter, DeadLetterReason, Decision, Verdict, parse_click
 from slidr.settings import Settings
 from streams.decide import decide, fail_open
+from streams.feature_store import FeatureStore, FeatureStoreUnavailable
 from streams.metrics import WorkerMetrics
 from streams.scorer import ScorerUnavailable
 from streams.serving_model import ServingModel
@@ -161,7 +161,7 @@ class ClickPipeline:
     def _count(self, decisions: Sequence[Decision], accepted: Sequence[RawClick]) -> None:
         per_slice: Counter[tuple[str, str]] = Counter((d.slice, d.verdict) for d in decisions)
         for (slice_name, verdict), n in per_slice.items():
-            self.metrics.clicks.labels(slice_name, verdict.value).inc(n)
+            self.metrics.clicks.labels(slice_name, str(verdict)).inc(n)
         for slice_name in {s for s, _ in per_slice}:
             total = (
                 per_slice[(slice_name, Verdict.VALID)] + per_slice[(slice_name, Verdict.INVALID)]

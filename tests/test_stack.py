@@ -56,8 +56,8 @@ def test_produce_and_consume_through_the_broker(stack_settings: Settings) -> Non
     group = f"test-{uuid.uuid4().hex}"
     payloads = {f"k{i}-{uuid.uuid4().hex}".encode(): f"v{i}".encode() for i in range(20)}
     producer = Producer({"bootstrap.servers": stack_settings.kafka.bootstrap})
-    for key, value in payloads.items():
-        producer.produce(topic, value, key)
+    for k, v in payloads.items():
+        producer.produce(topic, v, k)
     assert producer.flush(10) == 0
     consumer = Consumer(
         {
@@ -71,8 +71,11 @@ def test_produce_and_consume_through_the_broker(stack_settings: Settings) -> Non
     try:
         for _ in range(200):
             msg = consumer.poll(0.5)
-            if msg is not None and msg.error() is None and msg.key() in payloads:
-                seen[msg.key()] = msg.value()
+            if msg is None or msg.error() is not None:
+                continue
+            key, value = msg.key(), msg.value()
+            if key is not None and key in payloads and value is not None:
+                seen[key] = value
             if len(seen) == len(payloads):
                 break
     finally:

@@ -99,7 +99,7 @@ def test_a_killed_worker_loses_nothing_and_repeats_itself_exactly(
     assert len(first) >= 500, worker.log()
     worker.stop(signal.SIGKILL)  # mid-stream, no clean shutdown, offsets partly committed
     worker.start()
-    decisions = consume(worker_settings, worker_settings.topics.decisions, 3000, timeout_s=90)
+    decisions = consume(worker_settings, worker_settings.topics.decisions, 3000, timeout_s=120)
     by_id: dict[str, list[dict[str, object]]] = {}
     for d in decisions:
         by_id.setdefault(str(d["click_id"]), []).append(d)

@@ -35,13 +35,11 @@ def isolated(settings: Settings, **worker: object) -> Settings:
         truth=f"t{tag}.truth",
         partitions=2,
     )
-    redis = RedisSettings(
-        **{**settings.redis.model_dump(), "key_prefix": f"t{tag}:"}  # type: ignore[arg-type]
-    )
+    redis = RedisSettings(**{**settings.redis.model_dump(), "key_prefix": f"t{tag}:"})
     worker_settings = WorkerSettings(
         consumer_group=f"worker-{tag}",
         metrics_port=free_ports(1)[0],
-        **worker,  # type: ignore[arg-type]
+        **worker,
     )
     isolated = settings.model_copy(
         update={"topics": topics, "redis": redis, "worker": worker_settings}
@@ -109,8 +107,9 @@ def consume(
     try:
         while time.monotonic() < deadline:
             for msg in consumer.consume(500, timeout=0.5):
-                if msg.error() is None:
-                    out.append(orjson.loads(msg.value()))
+                value = msg.value()
+                if msg.error() is None and value is not None:
+                    out.append(orjson.loads(value))
             if len(out) >= want:
                 settled_at = settled_at or time.monotonic() + settle_s
                 if time.monotonic() >= settled_at:

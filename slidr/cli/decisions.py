@@ -6,6 +6,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Annotated
 
 import orjson
 import typer
@@ -43,12 +44,13 @@ def _read_all(topic: str, idle_s: float) -> list[dict[str, object]]:
         last = time.monotonic()
         while ends and time.monotonic() - last < idle_s:
             for msg in consumer.consume(1000, timeout=0.5):
-                if msg.error() is not None:
+                value, partition, offset = msg.value(), msg.partition(), msg.offset()
+                if msg.error() is not None or value is None or partition is None:
                     continue
                 last = time.monotonic()
-                out.append(orjson.loads(msg.value()))
-                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                    ends.pop(msg.partition(), None)
+                out.append(orjson.loads(value))
+                if (offset or 0) + 1 >= ends.get(partition, 0):
+                    ends.pop(partition, None)
         return out
     finally:
         consumer.close()
@@ -64,11 +66,17 @@ def _truth(path: Path | None) -> dict[str, bool]:
 
 
 def decisions(
-    truth: Path | None = typer.Option(
-        None, "--truth", help="Simulator ground truth (Parquet dir) to add bot recall and "
-        "human false-positive rate.", envvar="SLIDR_DECISIONS_TRUTH",
-    ),  # fmt: skip
-    idle_s: float = typer.Option(3.0, help="Stop reading after this long without a message."),
+    truth: Annotated[
+        Path | None,
+        typer.Option(
+            help="Simulator ground truth (the truth/ Parquet dir of --truth-out) to add bot "
+            "recall, precision and the human false-positive rate.",
+            envvar="SLIDR_DECISIONS_TRUTH",
+        ),
+    ] = None,
+    idle_s: Annotated[
+        float, typer.Option(help="Stop reading after this long without a message, seconds.")
+    ] = 3.0,
 ) -> None:
     """Summarise the decisions topic: clicks, invalidation rate (IVR) and degraded per slice."""
     settings = get_settings()

@@ -50,8 +50,9 @@ def topics(
             partition, high = newest[sample]
             consumer.assign([TopicPartition(sample, partition, high - 1)])
             msg = consumer.poll(10)
-            if msg is None or msg.error() is not None:
+            value = msg.value() if msg is not None and msg.error() is None else None
+            if value is None:
                 raise StackError(f"could not read the newest message of {sample}")
-            console.print_json(msg.value().decode("utf-8", errors="replace"))
+            console.print_json(value.decode("utf-8", errors="replace"))
     finally:
         consumer.close()

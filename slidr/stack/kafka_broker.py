@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import shutil
 import subprocess
@@ -155,10 +156,8 @@ class KafkaService:
         admin = admin_client(self.settings)
         fs = admin.create_topics([NewTopic(_HEALTH_TOPIC, 1, 1)], request_timeout=10)
         for future in fs.values():
-            try:
+            with contextlib.suppress(KafkaException):  # already there
                 future.result(timeout=10)
-            except KafkaException:
-                pass  # already there
         start = time.monotonic()
         token = uuid.uuid4().hex.encode()
         producer = Producer({"bootstrap.servers": self.kafka.bootstrap})

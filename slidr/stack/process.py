@@ -6,6 +6,7 @@ never mistaken for our service and ``down`` stops exactly what ``up`` started.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -84,10 +85,8 @@ class ManagedProcess:
         pid = self.pid()
         if pid is None:
             return False
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if _start_ticks(pid) is None or _is_zombie(pid):
@@ -95,10 +94,8 @@ class ManagedProcess:
             time.sleep(0.1)
         else:
             log.warning("%s did not stop in %.0f s; killing it", self.name, timeout_s)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         _reap(pid)
         self.pid_file.unlink(missing_ok=True)
         return True

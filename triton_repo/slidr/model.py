@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import triton_python_backend_utils as pb_utils
 
 
@@ -26,9 +27,10 @@ class VelocityHeuristic:
         self.index = np.asarray([int(i) for i in spec["limits"]], dtype=np.int64)
         self.limit = np.asarray(list(spec["limits"].values()), dtype=np.float32)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         ratio = (x[:, self.index] / self.limit).max(axis=1)
-        return np.clip(ratio / 2.0, 0.0, 1.0).astype(np.float32).reshape(-1, 1)
+        score: npt.NDArray[np.float32] = np.clip(ratio / 2.0, 0.0, 1.0).astype(np.float32)
+        return score.reshape(-1, 1)
 
 
 class TorchNetwork:
@@ -37,12 +39,13 @@ class TorchNetwork:
 
         torch.set_num_threads(1)
         self._torch = torch
-        self.module = torch.jit.load(str(path), map_location="cpu").eval()
+        self.module = torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         with self._torch.inference_mode():
             out = self.module(self._torch.from_numpy(x))
-        return out.numpy().astype(np.float32).reshape(-1, 1)
+        score: npt.NDArray[np.float32] = out.numpy().astype(np.float32)
+        return score.reshape(-1, 1)
 
 
 class TritonPythonModel:
