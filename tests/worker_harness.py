@@ -90,8 +90,9 @@ def produce(settings: Settings, clicks: Iterable[Click], raw: Iterable[bytes] = 
 def consume(
     settings: Settings, topic: str, want: int, timeout_s: float = 60.0, settle_s: float = 0.0
 ) -> list[dict[str, Any]]:
-    """Read ``topic`` from the start until ``want`` messages (or the timeout), then keep
-    reading for ``settle_s`` so that extra messages (duplicates) would be seen too."""
+    """Read ``topic`` from the start until ``want`` distinct click_ids (or messages without
+    one) arrived or the timeout passed, then keep reading for ``settle_s`` so that extra
+    messages (duplicates) would be seen too."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka.bootstrap,
@@ -110,7 +111,7 @@ def consume(
                 value = msg.value()
                 if msg.error() is None and value is not None:
                     out.append(orjson.loads(value))
-            if len(out) >= want:
+            if len({m.get("click_id", i) for i, m in enumerate(out)}) >= want:
                 settled_at = settled_at or time.monotonic() + settle_s
                 if time.monotonic() >= settled_at:
                     break

@@ -104,39 +104,56 @@ local function distinct(cur, prev, member)
   return c[3]
 end
 
+-- Appends a cached row (comma-separated) to out.
+local function replay_row(row)
+  for v in string.gmatch(row, '[^,]+') do
+    out[#out + 1] = v
+  end
+end
+
 for i = 1, n do
   local t, id = tonumber(times[i]), ids[i]
-  local customer, ip = customers[i], ips[i]
-  local day = math.floor(t / DAY_MS)
-  local ip_tag = ':{ip:' .. ip .. '}'
-  local customer_tag = ':{cust:' .. customer .. '}'
-
-  local customer_gap
-  if customer ~= '' then
-    customer_gap = velocity(prefix .. 'vel' .. customer_tag, t, id)
+  -- A click seen before (redelivery after a restart or rebalance) gets the row it got then:
+  -- HyperLogLogs cannot be rewound, so recomputing could count entities that came later.
+  local row_key = prefix .. 'row:{click:' .. id .. '}'
+  local row = redis.call('GET', row_key)
+  if row then
+    replay_row(row)
   else
-    customer_gap = absent()
-  end
-  local session_gap = velocity(prefix .. 'vel:{sess:' .. sessions[i] .. '}', t, id)
-  local ip_gap = velocity(prefix .. 'vel' .. ip_tag, t, id)
-  out[#out + 1] = customer_gap
-  out[#out + 1] = session_gap
-  out[#out + 1] = ip_gap
+    local first = #out + 1
+    local customer, ip = customers[i], ips[i]
+    local day = math.floor(t / DAY_MS)
+    local ip_tag = ':{ip:' .. ip .. '}'
+    local customer_tag = ':{cust:' .. customer .. '}'
 
-  local today, yesterday = ':' .. day, ':' .. (day - 1)
-  local h = prefix .. 'hll:'
-  out[#out + 1] = distinct(h .. 'sess' .. today .. ip_tag, h .. 'sess' .. yesterday .. ip_tag,
-    sessions[i])
-  out[#out + 1] = distinct(h .. 'cust' .. today .. ip_tag, h .. 'cust' .. yesterday .. ip_tag,
-    customer)
-  if customer ~= '' then
-    out[#out + 1] = distinct(h .. 'ip' .. today .. customer_tag,
-      h .. 'ip' .. yesterday .. customer_tag, ip)
-  else
-    out[#out + 1] = 0
+    local customer_gap
+    if customer ~= '' then
+      customer_gap = velocity(prefix .. 'vel' .. customer_tag, t, id)
+    else
+      customer_gap = absent()
+    end
+    local session_gap = velocity(prefix .. 'vel:{sess:' .. sessions[i] .. '}', t, id)
+    local ip_gap = velocity(prefix .. 'vel' .. ip_tag, t, id)
+    out[#out + 1] = customer_gap
+    out[#out + 1] = session_gap
+    out[#out + 1] = ip_gap
+
+    local today, yesterday = ':' .. day, ':' .. (day - 1)
+    local h = prefix .. 'hll:'
+    out[#out + 1] = distinct(h .. 'sess' .. today .. ip_tag, h .. 'sess' .. yesterday .. ip_tag,
+      sessions[i])
+    out[#out + 1] = distinct(h .. 'cust' .. today .. ip_tag, h .. 'cust' .. yesterday .. ip_tag,
+      customer)
+    if customer ~= '' then
+      out[#out + 1] = distinct(h .. 'ip' .. today .. customer_tag,
+        h .. 'ip' .. yesterday .. customer_tag, ip)
+    else
+      out[#out + 1] = 0
+    end
+    out[#out + 1] = distinct(h .. 'ua' .. today .. ip_tag, h .. 'ua' .. yesterday .. ip_tag,
+      agents[i])
+    redis.call('SET', row_key, table.concat(out, ',', first, #out), 'EX', velocity_ttl)
   end
-  out[#out + 1] = distinct(h .. 'ua' .. today .. ip_tag, h .. 'ua' .. yesterday .. ip_tag,
-    agents[i])
 end
 
 for key, t in pairs(trim) do
