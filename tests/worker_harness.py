@@ -118,3 +118,33 @@ def consume(
     finally:
         consumer.close()
     return out
+
+
+class DecisionReader:
+    """One consumer kept open across waves of traffic, reading decisions as they arrive."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka.bootstrap,
+                "group.id": f"reader-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        self.consumer.subscribe([settings.topics.decisions])
+        self.seen: dict[str, dict[str, Any]] = {}
+
+    def wait_for(self, click_ids: Iterable[str], timeout_s: float = 60) -> dict[str, Any]:
+        wanted = set(click_ids)
+        deadline = time.monotonic() + timeout_s
+        while not wanted <= self.seen.keys() and time.monotonic() < deadline:
+            for msg in self.consumer.consume(500, timeout=0.2):
+                value = msg.value()
+                if msg.error() is None and value is not None:
+                    decision = orjson.loads(value)
+                    self.seen[decision["click_id"]] = decision
+        return {k: self.seen[k] for k in wanted if k in self.seen}
+
+    def close(self) -> None:
+        self.consumer.close()
