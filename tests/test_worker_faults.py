@@ -36,7 +36,7 @@ def wave(prefix: str, n: int, start: int = 0) -> list[Click]:
 def run_through_outage(
     settings: Settings,
     tmp_path: Path,
-    stop: Callable[[], None],
+    stop: Callable[[], object],
     start: Callable[[], None],
     why: str,
 ) -> None:
