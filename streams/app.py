@@ -119,6 +119,11 @@ def create_app(
             # Wait for the broker's acks before Faust acks (and later commits) the clicks.
             await asyncio.gather(*sends)
             metrics.scoring_seconds.observe(asyncio.get_running_loop().time() - started)
+            last = {e.message.tp: e.message.offset for e in events}
+            for tp, offset in last.items():
+                highwater = app.consumer.highwater(tp)
+                if highwater is not None:
+                    metrics.consumer_lag.labels(str(tp.partition)).set(highwater - offset - 1)
             if record := pipeline.model.record:
                 metrics.model_version.set(record.version)
             if on_batch is not None:
