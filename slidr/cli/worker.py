@@ -15,7 +15,6 @@ log = logging.getLogger(__name__)
 async def _preflight(settings: Settings) -> str:
     """Refuse to start on a model, server or feature list that does not fit (clear message)."""
     from streams.feature_store import RedisFeatureStore
-
     from streams.scorer import TritonScorer
     from streams.serving_model import ServingModel
 
