@@ -32,9 +32,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from slidr.events import Click, DeviceType, Platform
+from slidr.events import DeviceType
 from slidr.settings import Settings
 from slidr.stack import LocalStack
+from tests.factories import make_click
 from tests.stack_fixtures import private_settings, settings_env
 from tests.worker_harness import isolated
 
@@ -43,28 +44,20 @@ def clicks(n: int, tag: str) -> list[bytes]:
     """n clicks over the last hour from ~2,000 sessions and ~500 IPs, as JSON."""
     rng = np.random.default_rng(7)
     start = datetime.now(UTC) - timedelta(hours=1)
-    out = []
-    for i in range(n):
-        logged_in = bool(rng.random() < 0.3)
-        device = list(DeviceType)[i % 3]
-        out.append(
-            Click(
-                click_id=f"{tag}-{i}",
-                event_time=start + timedelta(milliseconds=int(3_600_000 * i / n)),
-                session_id=f"s-{rng.integers(2000)}",
-                customer_id=f"u-{rng.integers(800)}" if logged_in else None,
-                logged_in=logged_in,
-                ip=f"10.0.{rng.integers(2)}.{rng.integers(250)}",
-                user_agent=f"agent-{rng.integers(40)}",
-                device_type=device,
-                platform=Platform.ANDROID if device is DeviceType.APP else Platform.WINDOWS,
-                marketplace="US",
-                ad_id="a",
-                campaign_id="c",
-                advertiser_id="v",
-            ).to_json()
-        )
-    return out
+    devices = list(DeviceType)
+    return [
+        make_click(
+            i,
+            prefix=tag,
+            at=start + timedelta(milliseconds=int(3_600_000 * i / n)),
+            session=f"s-{rng.integers(2000)}",
+            customer=f"u-{rng.integers(800)}" if rng.random() < 0.3 else None,
+            ip=f"10.0.{rng.integers(2)}.{rng.integers(250)}",
+            device=devices[i % 3],
+            user_agent=f"agent-{rng.integers(40)}",
+        ).to_json()
+        for i in range(n)
+    ]
 
 
 def produce(settings: Settings, payloads: list[bytes], rate: float | None) -> None:
