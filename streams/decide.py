@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -44,41 +45,67 @@ def reason_codes(features: npt.NDArray[np.float32], click: Click, invalid: bool)
     return codes
 
 
+@dataclass(frozen=True)
+class BatchContext:
+    """What every decision of one micro-batch shares."""
+
+    model: ModelRecord
+    decided_at: datetime
+    processing_ms: float
+
+
+def _decision(
+    click: Click,
+    offset: tuple[int | None, int | None],
+    ctx: BatchContext,
+    *,
+    score: float,
+    invalid: bool,
+    reasons: list[str],
+    row: npt.NDArray[np.float32] | None,
+    degraded: bool = False,
+) -> Decision:
+    slice_name = slice_of(click.device_type, click.logged_in)
+    # Built from trusted values: skip re-validation on the hot path.
+    return Decision.model_construct(
+        click_id=click.click_id,
+        event_time=click.event_time,
+        verdict=Verdict.INVALID if invalid else Verdict.VALID,
+        score=score,
+        threshold=ctx.model.threshold(slice_name),
+        slice=slice_name,
+        model_name=ctx.model.name,
+        model_version=ctx.model.version,
+        reason_codes=reasons,
+        feature_hash=FEATURE_HASH,
+        features=[] if row is None else row.tolist(),
+        degraded=degraded,
+        processing_ms=ctx.processing_ms,
+        decided_at=ctx.decided_at,
+        source_partition=offset[0],
+        source_offset=offset[1],
+    )
+
+
 def decide(
     clicks: Sequence[Click],
     features: npt.NDArray[np.float32],
     scores: npt.NDArray[np.float32],
-    model: ModelRecord,
-    *,
+    ctx: BatchContext,
     offsets: Sequence[tuple[int | None, int | None]],
-    decided_at: datetime,
-    processing_ms: float,
 ) -> list[Decision]:
     decisions = []
-    for click, row, score, (partition, offset) in zip(
-        clicks, features, scores, offsets, strict=True
-    ):
-        slice_name = slice_of(click.device_type, click.logged_in)
-        threshold = model.threshold(slice_name)
-        invalid = bool(score >= threshold)
+    for click, row, score, offset in zip(clicks, features, scores, offsets, strict=True):
+        invalid = bool(score >= ctx.model.threshold(slice_of(click.device_type, click.logged_in)))
         decisions.append(
-            # Built from trusted values: skip re-validation on the hot path.
-            Decision.model_construct(
-                click_id=click.click_id,
-                event_time=click.event_time,
-                verdict=Verdict.INVALID if invalid else Verdict.VALID,
+            _decision(
+                click,
+                offset,
+                ctx,
                 score=float(score),
-                threshold=threshold,
-                slice=slice_name,
-                model_name=model.name,
-                model_version=model.version,
-                reason_codes=reason_codes(row, click, invalid),
-                feature_hash=FEATURE_HASH,
-                features=[float(v) for v in row],
-                processing_ms=processing_ms,
-                decided_at=decided_at,
-                source_partition=partition,
-                source_offset=offset,
+                invalid=invalid,
+                reasons=reason_codes(row, click, invalid),
+                row=row,
             )
         )
     return decisions
@@ -87,35 +114,21 @@ def decide(
 def fail_open(
     clicks: Sequence[Click],
     features: npt.NDArray[np.float32] | None,
-    model: ModelRecord,
     why: str,
-    *,
+    ctx: BatchContext,
     offsets: Sequence[tuple[int | None, int | None]],
-    decided_at: datetime,
-    processing_ms: float,
 ) -> list[Decision]:
     """Valid decisions marked degraded: an outage never blocks billing or invalidates humans."""
-    decisions = []
-    for i, (click, (partition, offset)) in enumerate(zip(clicks, offsets, strict=True)):
-        slice_name = slice_of(click.device_type, click.logged_in)
-        decisions.append(
-            Decision.model_construct(
-                click_id=click.click_id,
-                event_time=click.event_time,
-                verdict=Verdict.VALID,
-                score=0.0,
-                threshold=model.threshold(slice_name),
-                slice=slice_name,
-                model_name=model.name,
-                model_version=model.version,
-                reason_codes=[f"degraded:{why}"],
-                feature_hash=FEATURE_HASH,
-                features=[] if features is None else [float(v) for v in features[i]],
-                degraded=True,
-                processing_ms=processing_ms,
-                decided_at=decided_at,
-                source_partition=partition,
-                source_offset=offset,
-            )
+    return [
+        _decision(
+            click,
+            offset,
+            ctx,
+            score=0.0,
+            invalid=False,
+            reasons=[f"degraded:{why}"],
+            row=None if features is None else features[i],
+            degraded=True,
         )
-    return decisions
+        for i, (click, offset) in enumerate(zip(clicks, offsets, strict=True))
+    ]

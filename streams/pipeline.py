@@ -19,7 +19,7 @@ import numpy as np
 from slidr.errors import InvalidEvent
 from slidr.events import Click, DeadLetter, DeadLetterReason, Decision, Verdict, parse_click
 from slidr.settings import Settings
-from streams.decide import decide, fail_open
+from streams.decide import BatchContext, decide, fail_open
 from streams.feature_store import FeatureStore, FeatureStoreUnavailable
 from streams.metrics import WorkerMetrics
 from streams.scorer import ScorerUnavailable
@@ -142,19 +142,15 @@ class ClickPipeline:
             self.degraded.add(why, offsets)
             self.metrics.degraded.labels(why).inc(len(clicks))
             outcome.degraded_why = why
-            outcome.decisions = fail_open(
-                clicks, features, model, why, offsets=offsets, decided_at=now,
-                processing_ms=(time.perf_counter() - started) * 1000,
-            )  # fmt: skip
+            ctx = BatchContext(model, now, (time.perf_counter() - started) * 1000)
+            outcome.decisions = fail_open(clicks, features, why, ctx, offsets)
         else:
             self.metrics.feature_seconds.observe(t1 - t0)
             self.metrics.inference_seconds.observe(t2 - t1)
             if self.degraded.why is not None:
                 self.degraded.close()
-            outcome.decisions = decide(
-                clicks, features, scores, model, offsets=offsets, decided_at=now,
-                processing_ms=(time.perf_counter() - started) * 1000,
-            )  # fmt: skip
+            ctx = BatchContext(model, now, (time.perf_counter() - started) * 1000)
+            outcome.decisions = decide(clicks, features, scores, ctx, offsets)
         self._count(outcome.decisions, accepted)
         return outcome
 

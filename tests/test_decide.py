@@ -14,7 +14,7 @@ from slidr.events import DeviceType
 from slidr.features import INDEX, N_FEATURES
 from slidr.model_record import ModelMismatch, load_record, serving_version, write_serving_pointer
 from slidr.settings import PROJECT_ROOT, TritonSettings
-from streams.decide import decide, fail_open
+from streams.decide import BatchContext, decide, fail_open
 from tests.factories import make_click
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
@@ -42,8 +42,7 @@ def test_each_slice_gets_its_own_threshold(repo: Path) -> None:
     ]
     features = np.zeros((3, N_FEATURES), dtype=np.float32)
     scores = np.array([0.4, 0.4, 0.4], dtype=np.float32)
-    decisions = decide(clicks, features, scores, record, offsets=[(0, 1)] * 3,
-                       decided_at=NOW, processing_ms=1.0)  # fmt: skip
+    decisions = decide(clicks, features, scores, BatchContext(record, NOW, 1.0), [(0, 1)] * 3)
     assert [d.threshold for d in decisions] == [0.3, 0.9, 0.5]
     assert [d.verdict for d in decisions] == ["invalid", "valid", "valid"]
     assert decisions[0].slice == "desktop/out" and decisions[1].slice == "app/in"
@@ -55,15 +54,15 @@ def test_reason_codes_name_the_signals(repo: Path) -> None:
     features = np.zeros((1, N_FEATURES), dtype=np.float32)
     features[0, INDEX["session_clicks_1m"]] = 50
     features[0, INDEX["ip_distinct_user_agents"]] = 30
-    [decision] = decide([night], features, np.array([0.99], dtype=np.float32), record,
-                        offsets=[(None, None)], decided_at=NOW, processing_ms=1.0)  # fmt: skip
+    score = np.array([0.99], dtype=np.float32)
+    [decision] = decide([night], features, score, BatchContext(record, NOW, 1.0), [(None, None)])
     assert decision.reason_codes == ["model", "velocity", "entity", "time"]
 
 
 def test_fail_open_is_valid_and_degraded(repo: Path) -> None:
     record = load_record(repo, "slidr", 1, default_threshold=0.5)
-    [decision] = fail_open([make_click(0)], None, record, "redis_unavailable",
-                           offsets=[(2, 40)], decided_at=NOW, processing_ms=1.0)  # fmt: skip
+    ctx = BatchContext(record, NOW, 1.0)
+    [decision] = fail_open([make_click(0)], None, "redis_unavailable", ctx, [(2, 40)])
     assert decision.verdict == "valid" and decision.degraded
     assert decision.reason_codes == ["degraded:redis_unavailable"]
     assert (decision.source_partition, decision.source_offset) == (2, 40)
