@@ -8,6 +8,7 @@ the pipeline uses to route the original bytes to the dead-letter topic.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
@@ -247,9 +248,28 @@ def parse_purchase(payload: bytes, limits: EventLimits, now: datetime | None = N
     return parse_event(Purchase, payload, limits, now)
 
 
+#: Click fields a traffic slice may be defined by (``CalibrationSettings.slice_fields``).
+SLICE_FIELDS: tuple[str, ...] = ("device_type", "logged_in", "platform", "marketplace")
+DEFAULT_SLICE_FIELDS: tuple[str, ...] = ("device_type", "logged_in")
+
+
+def slice_name(values: Mapping[str, object], fields: Sequence[str] = DEFAULT_SLICE_FIELDS) -> str:
+    """A slice's name: the values of ``fields`` joined by "/" (logged_in reads "in" or "out")."""
+    parts = []
+    for name in fields:
+        if name not in SLICE_FIELDS:
+            raise ValueError(f"cannot slice by {name!r}; choose from {', '.join(SLICE_FIELDS)}")
+        value = values[name]
+        if name == "logged_in":
+            parts.append("in" if value else "out")
+        else:
+            parts.append(str(value.value if isinstance(value, StrEnum) else value))
+    return "/".join(parts)
+
+
 def slice_of(device_type: DeviceType | str, logged_in: bool) -> str:
-    """The traffic slice a click belongs to: device type x logged-in status."""
-    return f"{DeviceType(device_type).value}/{'in' if logged_in else 'out'}"
+    """The default traffic slice of a click: device type x logged-in status."""
+    return slice_name({"device_type": DeviceType(device_type), "logged_in": logged_in})
 
 
 ALL_SLICES: tuple[str, ...] = tuple(

@@ -110,6 +110,58 @@ class WorkerSettings(_Section):
     metrics_port: int = 19100
 
 
+class ArchiveSettings(_Section):
+    #: Root of the Parquet archive (clicks/, purchases/, decisions/ partitioned by date and hour).
+    root: Path = Field(default_factory=lambda: _default_state_dir() / "archive")
+    #: A file is written (and offsets advanced) every this many events or seconds.
+    flush_rows: int = Field(default=50_000, ge=1)
+    flush_every_s: float = Field(default=10.0, gt=0)
+
+
+class LearnSettings(_Section):
+    #: A click is labelled human if a purchase followed it within this window; younger clicks
+    #: are not labelled yet.
+    attribution_window_h: float = Field(default=24.0, gt=0)
+    #: ... or if its customer's RFM score (0..1) is above this.
+    rfm_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    #: Robotic coverage: clicks in sessions with more than k clicks in one clock hour.
+    coverage_k: int = Field(default=10, ge=1)
+    #: Cap on one sample weight, as a multiple of the mean weight (tiny cells stay bounded).
+    weight_cap: float = Field(default=20.0, gt=1.0)
+    seed: int = 7
+    hidden: tuple[int, int] = (64, 32)
+    l2: float = Field(default=1e-4, ge=0.0)
+    learning_rate: float = Field(default=2e-3, gt=0.0)
+    batch_size: int = Field(default=2048, ge=1)
+    max_epochs: int = Field(default=30, ge=1)
+    #: Early stopping: epochs without improvement of the holdout loss.
+    patience: int = Field(default=3, ge=1)
+
+
+class CalibrationSettings(_Section):
+    #: Ceiling on the FPR over all purchasing clicks combined.
+    fpr_budget: float = Field(default=0.02, gt=0.0, lt=1.0)
+    #: Every slice must invalidate at least this share of heuristic-flagged (robotic) clicks.
+    min_coverage: float = Field(default=0.5, ge=0.0, le=1.0)
+    #: Click fields that define a traffic slice, joined by "/" (see slidr.events.slice_name).
+    slice_fields: tuple[str, ...] = ("device_type", "logged_in")
+    #: A slice with fewer purchasing clicks than this is pooled with its parent slice.
+    min_purchases: int = Field(default=30, ge=1)
+    #: A slice whose quadratic fit is worse than this (RMSE in IVR) uses the concave hull.
+    max_fit_rmse: float = Field(default=0.02, gt=0.0)
+
+
+class ReplaySettings(_Section):
+    #: A range of more clicks than this needs --force.
+    max_clicks: int = Field(default=5_000_000, ge=1)
+    #: Recompute mode: counters are rebuilt from this long before the range.
+    warmup_h: float = Field(default=24.0, ge=0.0)
+    #: Namespace of recomputed counters (never the live key_prefix).
+    redis_prefix: str = "slidr-replay:"
+    requests_topic: str = "slidr.replay.requests"
+    progress_topic: str = "slidr.replay.progress"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SLIDR_", env_nested_delimiter="__", frozen=True, extra="forbid"
@@ -129,6 +181,10 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     events: EventLimits = EventLimits()
     worker: WorkerSettings = WorkerSettings()
+    archive: ArchiveSettings = ArchiveSettings()
+    learn: LearnSettings = LearnSettings()
+    calibration: CalibrationSettings = CalibrationSettings()
+    replay: ReplaySettings = ReplaySettings()
 
 
 @lru_cache(maxsize=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import uuid
 from pathlib import Path
 
 from models.day_zero import ensure_day_zero_version
@@ -62,3 +63,35 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
     walk("", settings.model_dump(mode="json"))
     return env
+
+
+def private_model(settings: Settings) -> Settings:
+    """Settings naming a fresh model (its own day-zero version) in the same Triton, loaded.
+
+    Tests that move a serving pointer, calibrate or promote use one, so they never change what
+    other tests in the session are scored with.
+    """
+    import tritonclient.http as triton_http
+
+    name = f"slidr_{uuid.uuid4().hex[:8]}"
+    repo = Path(settings.triton.model_repository)
+    source = repo / settings.triton.model_name
+    target = repo / name
+    target.mkdir()
+    shutil.copy(source / "model.py", target / "model.py")
+    config = (source / "config.pbtxt").read_text()
+    (target / "config.pbtxt").write_text(
+        config.replace(f'name: "{settings.triton.model_name}"', f'name: "{name}"')
+    )
+    private = settings.model_copy(
+        update={"triton": settings.triton.model_copy(update={"model_name": name})}
+    )
+    ensure_day_zero_version(private.triton)
+    client = triton_http.InferenceServerClient(
+        f"{settings.triton.host}:{settings.triton.http_port}"
+    )
+    try:
+        client.load_model(name)
+    finally:
+        client.close()
+    return private

@@ -1,0 +1,161 @@
+"""Features for clicks that did not go through the worker, by the worker's own code.
+
+Historical or imported clicks (simulated Parquet, a TalkingData file) are fed in event-time
+order through :class:`~streams.feature_store.RedisFeatureStore` under a private key prefix, so
+their vectors are exactly what the live pipeline would have served, and the live counters are
+never touched. The namespace is deleted afterwards.
+
+Output: ``<out>/features/date=YYYY-MM-DD/hour=HH/part-0.parquet`` with ``click_id``,
+``event_time`` and ``features`` (float32 x N_FEATURES, in ``slidr.features.FEATURES`` order),
+the same columns the decisions archive has, so training reads either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from slidr.errors import SlidrError
+from slidr.events import Click
+from slidr.features import N_FEATURES
+from slidr.settings import RedisSettings
+from streams.feature_store import FeatureStore, FeatureStoreUnavailable, RedisFeatureStore
+
+FEATURES_DATASET = "features"
+TIMESTAMP = pa.timestamp("ms", tz="UTC")
+FEATURE_TYPE = pa.list_(pa.float32(), N_FEATURES)
+#: The columns of a features dataset (and the shared columns of the decisions archive).
+FEATURES_SCHEMA = pa.schema(
+    [("click_id", pa.string()), ("event_time", TIMESTAMP), ("features", FEATURE_TYPE)]
+)
+_CLICK_FIELDS = tuple(Click.model_fields)
+
+
+def clicks_of(table: pa.Table) -> list[Click]:
+    """Rows of a clicks table as Click objects, unvalidated: the table was validated on write."""
+    rows = table.select([f for f in _CLICK_FIELDS if f in table.column_names]).to_pylist()
+    return [Click.model_construct(**row) for row in rows]
+
+
+def feature_column(matrix: npt.NDArray[np.float32]) -> pa.FixedSizeListArray:
+    flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, N_FEATURES)
+
+
+def feature_matrix(column: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.float32]:
+    """A ``features`` column back as float32 [n, N_FEATURES]."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(values, dtype=np.float32).reshape(-1, N_FEATURES)
+
+
+async def featurize(
+    clicks: Sequence[Click], store: FeatureStore, batch_size: int = 1000
+) -> npt.NDArray[np.float32]:
+    """Vectors for clicks already in event-time order, batch by batch as the worker would."""
+    out = np.empty((len(clicks), N_FEATURES), dtype=np.float32)
+    for start in range(0, len(clicks), batch_size):
+        out[start : start + batch_size] = await store.features(clicks[start : start + batch_size])
+    return out
+
+
+def hour_partitions(root: Path) -> list[tuple[str, str]]:
+    """The (date, hour) partitions of a hive-partitioned dataset, in time order."""
+    found = [
+        (d.name.removeprefix("date="), h.name.removeprefix("hour="))
+        for d in root.glob("date=*")
+        for h in d.glob("hour=*")
+        if any(h.glob("*.parquet"))
+    ]
+    return sorted(found)
+
+
+def read_hours(root: Path) -> Iterator[tuple[str, str, pa.Table]]:
+    """Each hour partition of ``root`` as one table sorted by (event_time, click_id)."""
+    for date, hour in hour_partitions(root):
+        table = ds.dataset(root / f"date={date}" / f"hour={hour}", format="parquet").to_table()
+        yield date, hour, table.sort_by([("event_time", "ascending"), ("click_id", "ascending")])
+
+
+def write_hour(out: Path, date: str, hour: str, table: pa.Table) -> None:
+    target = out / f"date={date}" / f"hour={hour}"
+    target.mkdir(parents=True, exist_ok=True)
+    staging = target / "part-0.parquet.partial"
+    pq.write_table(table, staging, compression="zstd")
+    staging.replace(target / "part-0.parquet")
+
+
+async def _drop_namespace(settings: RedisSettings) -> None:
+    import redis.asyncio as aioredis
+
+    password = settings.password.get_secret_value() if settings.password else None
+    client = aioredis.Redis(
+        host=settings.host, port=settings.port, db=settings.db, password=password
+    )
+    try:
+        keys: list[Any] = []
+        async for key in client.scan_iter(match=f"{settings.key_prefix}*", count=10_000):
+            keys.append(key)
+            if len(keys) >= 10_000:
+                await client.unlink(*keys)
+                keys.clear()
+        if keys:
+            await client.unlink(*keys)
+    finally:
+        await client.aclose()
+
+
+async def featurize_dataset(
+    clicks_root: Path,
+    out_root: Path,
+    redis: RedisSettings,
+    *,
+    on_hour: Callable[[str, str, int], None] | None = None,
+) -> int:
+    """Features for every click under ``clicks_root`` into ``out_root/features``; clicks count."""
+    if not hour_partitions(clicks_root):
+        raise SlidrError(f"no clicks under {clicks_root} (expected date=*/hour=*/*.parquet)")
+    # A fresh namespace: counters start empty, as on a new pipeline, and nothing live is read.
+    private = redis.model_copy(update={"key_prefix": f"slidr-featurize:{uuid.uuid4().hex}:"})
+    total = 0
+    try:
+        async with RedisFeatureStore(private, timeout_s=30.0) as store:
+            for date, hour, table in read_hours(clicks_root):
+                matrix = await featurize(clicks_of(table), store)
+                rows = pa.table(
+                    {
+                        "click_id": table["click_id"],
+                        "event_time": pc.cast(table["event_time"], TIMESTAMP),
+                        "features": feature_column(matrix),
+                    },
+                    schema=FEATURES_SCHEMA,
+                )
+                write_hour(out_root / FEATURES_DATASET, date, hour, rows)
+                total += rows.num_rows
+                if on_hour is not None:
+                    on_hour(date, hour, rows.num_rows)
+    except FeatureStoreUnavailable as exc:
+        raise SlidrError(f"{exc}; start Redis with `slidr stack up`") from exc
+    finally:
+        await _drop_namespace(private)
+    return total
+
+
+def featurize_dataset_sync(
+    clicks_root: Path,
+    out_root: Path,
+    redis: RedisSettings,
+    on_hour: Callable[[str, str, int], None] | None = None,
+) -> int:
+    return asyncio.run(featurize_dataset(clicks_root, out_root, redis, on_hour=on_hour))
