@@ -162,6 +162,26 @@ class ReplaySettings(_Section):
     progress_topic: str = "slidr.replay.progress"
 
 
+class GuardrailSettings(_Section):
+    """Bounds the daily cycle checks before anything is promoted (guardrails/)."""
+
+    #: Every hour of the week must keep at least this share of weak-labelled humans.
+    min_human_density: float = Field(default=0.02, ge=0.0, le=1.0)
+
+
+class RegistrySettings(_Section):
+    """Model versions kept on disk and loaded in Triton (slidr/registry.py)."""
+
+    #: Retired versions kept on disk beyond the serving, stable and pinned ones.
+    keep_retired: int = Field(default=3, ge=0)
+
+
+class MonitorSettings(_Section):
+    """The online monitor of the decision stream and its automatic rollback."""
+
+    window_s: float = Field(default=60.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SLIDR_", env_nested_delimiter="__", frozen=True, extra="forbid"
@@ -185,6 +205,9 @@ class Settings(BaseSettings):
     learn: LearnSettings = LearnSettings()
     calibration: CalibrationSettings = CalibrationSettings()
     replay: ReplaySettings = ReplaySettings()
+    guardrails: GuardrailSettings = GuardrailSettings()
+    registry: RegistrySettings = RegistrySettings()
+    monitor: MonitorSettings = MonitorSettings()
 
 
 @lru_cache(maxsize=1)
