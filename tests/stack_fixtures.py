@@ -3,6 +3,7 @@ copy of the model repository, so tests never touch a developer's running stack."
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import uuid
@@ -58,6 +59,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if isinstance(value, dict):
             for key, item in value.items():
                 walk(f"{prefix}__{key.upper()}" if prefix else key.upper(), item)
+        elif isinstance(value, list):
+            env[f"SLIDR_{prefix}"] = json.dumps(value)  # pydantic-settings reads lists as JSON
         elif value is not None:
             env[f"SLIDR_{prefix}"] = str(value)
 

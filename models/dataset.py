@@ -1,0 +1,249 @@
+"""The labelled click frame: archive -> one row per click with features, weak labels and flags.
+
+Layout of the archive and of the frame: docs/datasets.md. Weak labels follow the article: a
+click is human if a purchase followed it within the attribution window, or if its customer has
+a high RFM score; every other click is labelled non-human. Clicks younger than the attribution
+window (relative to the newest archived event) are not labelled yet and are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from slidr.errors import SlidrError
+from slidr.events import DEFAULT_SLICE_FIELDS, slice_name
+from slidr.features import FEATURES
+from slidr.settings import LearnSettings
+from streams.featurize import FEATURES_DATASET, feature_matrix
+
+CUSTOMERS_FILE = "customers.parquet"
+Bools = npt.NDArray[np.bool_]
+_CLICK_COLUMNS = (
+    "click_id",
+    "event_time",
+    "session_id",
+    "customer_id",
+    # logged_in comes with the feature vector (a feature of the same name, 0.0 or 1.0).
+    "device_type",
+    "platform",
+    "marketplace",
+)
+
+
+class DatasetError(SlidrError):
+    """The archive cannot give a labelled frame for the requested days."""
+
+
+@dataclass(frozen=True)
+class LabelReport:
+    """How many clicks got a weak label, and why the others did not."""
+
+    clicks: int
+    without_features: int
+    not_yet_labelled: int
+    labelled: int
+    human_by_purchase: int
+    human_by_rfm: int
+    non_human: int
+    as_of: str
+
+    @property
+    def coverage(self) -> float:
+        """Share of the archived clicks that carry a label."""
+        return self.labelled / self.clicks if self.clicks else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "coverage": self.coverage}
+
+
+def complete_days(frame: pd.DataFrame, report: LabelReport, window_h: float) -> list[str]:
+    """Days wholly inside the labelled span: the first archived hour to ``as_of`` - window.
+
+    A partial first or last day would skew a split towards the hours it happens to hold.
+    """
+    if frame.empty:
+        return []
+    start = frame["event_time"].min().floor("h")
+    end = pd.Timestamp(report.as_of) - pd.Timedelta(hours=window_h)
+    days = sorted(frame["date"].unique())
+    return [
+        d
+        for d in days
+        if pd.Timestamp(d, tz="UTC") >= start
+        and pd.Timestamp(d, tz="UTC") + pd.Timedelta(days=1) <= end
+    ]
+
+
+def _dataset(root: Path, name: str) -> ds.Dataset | None:
+    path = root / name
+    if not path.is_dir() or not any(path.glob("date=*")):
+        return None
+    return ds.dataset(path, format="parquet", partitioning="hive")
+
+
+def archive_dates(root: Path) -> list[str]:
+    """The days that have clicks in the archive, in order."""
+    path = root / "clicks"
+    return sorted(p.name.removeprefix("date=") for p in path.glob("date=*") if p.is_dir())
+
+
+def _read(dataset: ds.Dataset, columns: Sequence[str], dates: Sequence[str] | None) -> pa.Table:
+    where = pc.field("date").isin(list(dates)) if dates is not None else None
+    return dataset.to_table(columns=list(columns), filter=where)
+
+
+def _newest_event(root: Path) -> pd.Timestamp:
+    newest: list[pd.Timestamp] = []
+    for name in ("clicks", "purchases"):
+        dataset = _dataset(root, name)
+        if dataset is not None:
+            value = pc.max(dataset.to_table(columns=["event_time"])["event_time"]).as_py()
+            if value is not None:
+                newest.append(pd.Timestamp(value))
+    return max(newest)
+
+
+def _served_features(root: Path, dates: Sequence[str]) -> pd.DataFrame:
+    """click_id -> vector: the served one (non-degraded decisions) first, else offline."""
+    parts: list[pd.DataFrame] = []
+    decisions = _dataset(root, "decisions")
+    if decisions is not None:
+        table = _read(decisions, ["click_id", "features", "degraded"], dates)
+        table = table.filter(pc.invert(table["degraded"]))
+        parts.append(_vectors(table))
+    offline = _dataset(root, FEATURES_DATASET)
+    if offline is not None:
+        parts.append(_vectors(_read(offline, ["click_id", "features"], dates)))
+    if not parts:
+        raise DatasetError(
+            f"{root} has neither decisions/ nor features/: archive the decisions topic "
+            "(`slidr archive`) or compute features offline (`slidr train` does it for "
+            "simulated Parquet)"
+        )
+    # A click decided twice (e.g. redelivered) got the same row twice (the row cache).
+    return pd.concat(parts).drop_duplicates("click_id", keep="first")
+
+
+def _vectors(table: pa.Table) -> pd.DataFrame:
+    matrix = feature_matrix(table["features"])
+    frame = pd.DataFrame(matrix, columns=list(FEATURES))
+    frame.insert(0, "click_id", table["click_id"].to_numpy(zero_copy_only=False))
+    return frame
+
+
+def _purchased(root: Path, clicks: pd.DataFrame, window: timedelta) -> Bools:
+    """True where a purchase of the click arrived within ``window`` after it."""
+    purchases = _dataset(root, "purchases")
+    if purchases is None:
+        return np.zeros(len(clicks), dtype=bool)
+    first = min(clicks["date"])
+    table = purchases.to_table(
+        columns=["click_id", "event_time"], filter=pc.field("date") >= first
+    ).to_pandas()
+    table = table.dropna(subset=["click_id"]).rename(columns={"event_time": "purchase_time"})
+    joined = clicks[["click_id", "event_time"]].merge(table, on="click_id", how="inner")
+    delay = joined["purchase_time"] - joined["event_time"]
+    ok = joined.loc[(delay >= pd.Timedelta(0)) & (delay <= window), "click_id"]
+    flags: Bools = clicks["click_id"].isin(set(ok)).to_numpy()
+    return flags
+
+
+def _rfm_human(root: Path, clicks: pd.DataFrame, threshold: float) -> Bools:
+    path = root / CUSTOMERS_FILE
+    if not path.exists():
+        return np.zeros(len(clicks), dtype=bool)
+    customers = pd.read_parquet(path, columns=["customer_id", "rfm_score"])
+    high = set(customers.loc[customers["rfm_score"] > threshold, "customer_id"])
+    flags: Bools = clicks["customer_id"].isin(high).to_numpy()
+    return flags
+
+
+def robotic_flag(clicks: pd.DataFrame, k: int) -> Bools:
+    """The coverage heuristic: clicks of sessions with more than k clicks in one clock hour."""
+    hour = clicks["event_time"].dt.floor("h")
+    per_session_hour = clicks.groupby([clicks["session_id"], hour])["click_id"].transform("size")
+    flags: Bools = (per_session_hour > k).to_numpy()
+    return flags
+
+
+def _slices(frame: pd.DataFrame, fields: Sequence[str]) -> pd.Series:
+    combos = frame[list(fields)].drop_duplicates()
+    names = {
+        tuple(row): slice_name(dict(zip(fields, row, strict=True)), fields)
+        for row in combos.itertuples(index=False)
+    }
+    keys = pd.Series(list(zip(*(frame[f] for f in fields), strict=True)), index=frame.index)
+    return keys.map(names).astype("string")
+
+
+def _truth(root: Path, dates: Sequence[str]) -> pd.DataFrame | None:
+    truth = _dataset(root, "truth")
+    if truth is None:
+        return None
+    return _read(truth, ["click_id", "is_bot"], dates).to_pandas()
+
+
+def load_labelled(
+    root: Path,
+    learn: LearnSettings,
+    dates: Sequence[str] | None = None,
+    slice_fields: Sequence[str] = DEFAULT_SLICE_FIELDS,
+) -> tuple[pd.DataFrame, LabelReport]:
+    """The labelled frame of ``dates`` (all archived days by default) and its label report."""
+    root = Path(root)
+    clicks_ds = _dataset(root, "clicks")
+    if clicks_ds is None:
+        raise DatasetError(f"no clicks under {root / 'clicks'} (expected date=*/hour=* Parquet)")
+    known = archive_dates(root)
+    wanted = list(dates) if dates is not None else known
+    missing = sorted(set(wanted) - set(known))
+    if missing:
+        raise DatasetError(
+            f"the archive {root} has no clicks for {', '.join(missing)}; it has "
+            f"{known[0]} .. {known[-1]}"
+        )
+    clicks = _read(clicks_ds, _CLICK_COLUMNS, wanted).to_pandas()
+    total = len(clicks)
+    clicks = clicks.merge(_served_features(root, wanted), on="click_id", how="inner")
+    without_features = total - len(clicks)
+
+    window = timedelta(hours=learn.attribution_window_h)
+    as_of = _newest_event(root)
+    mature = clicks["event_time"] <= as_of - window
+    # The heuristic flag needs the whole session-hour, so it is computed before dropping.
+    clicks["robotic"] = robotic_flag(clicks, learn.coverage_k)
+    clicks = clicks.loc[mature.to_numpy()].reset_index(drop=True)
+
+    clicks["date"] = clicks["event_time"].dt.strftime("%Y-%m-%d")
+    clicks["hour"] = clicks["event_time"].dt.hour.astype("int8")
+    clicks["dow"] = clicks["event_time"].dt.dayofweek.astype("int8")
+    clicks["purchased"] = _purchased(root, clicks, window)
+    clicks["rfm_human"] = _rfm_human(root, clicks, learn.rfm_threshold)
+    clicks["label"] = (~(clicks["purchased"] | clicks["rfm_human"])).astype("int8")
+    clicks["slice"] = _slices(clicks, slice_fields)
+    truth = _truth(root, wanted)
+    if truth is not None:
+        clicks = clicks.merge(truth, on="click_id", how="left")
+        clicks["is_bot"] = clicks["is_bot"].fillna(False).astype(bool)
+    report = LabelReport(
+        clicks=total,
+        without_features=without_features,
+        not_yet_labelled=int((~mature).sum()),
+        labelled=len(clicks),
+        human_by_purchase=int(clicks["purchased"].sum()),
+        human_by_rfm=int((clicks["rfm_human"] & ~clicks["purchased"]).sum()),
+        non_human=int(clicks["label"].sum()),
+        as_of=as_of.isoformat(),
+    )
+    return clicks, report

@@ -1,0 +1,51 @@
+"""Scores of a model version directory, computed in-process (no Triton needed).
+
+Calibration, evaluation and the daily cycle score held-out days with the exact artefact Triton
+serves: ``model.pt`` (TorchScript) or ``heuristic.json`` (the day-zero heuristic).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import torch
+
+from models.network import predict
+from slidr.features import FEATURES
+from slidr.model_record import ModelMismatch, model_dir
+
+
+def feature_rows(frame: pd.DataFrame) -> npt.NDArray[np.float32]:
+    """The feature matrix of a labelled frame, in FEATURES order."""
+    return np.ascontiguousarray(frame[list(FEATURES)].to_numpy(dtype=np.float32))
+
+
+def heuristic_scores(
+    spec: dict[str, object], x: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """The formula of triton_repo/slidr/model.py's VelocityHeuristic, for a heuristic.json."""
+    limits = spec["limits"]
+    assert isinstance(limits, dict)
+    index = np.asarray([int(i) for i in limits], dtype=np.int64)
+    limit = np.asarray(list(limits.values()), dtype=np.float32)
+    ratio = (x[:, index] / limit).max(axis=1)
+    scores: npt.NDArray[np.float32] = np.clip(ratio / 2.0, 0.0, 1.0).astype(np.float32)
+    return scores
+
+
+def score_version(
+    repository: Path, model: str, version: int, frame: pd.DataFrame
+) -> npt.NDArray[np.float32]:
+    """P(robotic) of every row of ``frame`` by the given version, as Triton would serve it."""
+    vdir = model_dir(repository, model) / str(version)
+    x = feature_rows(frame)
+    if (vdir / "model.pt").exists():
+        net = torch.jit.load(str(vdir / "model.pt"), map_location="cpu")  # type: ignore[no-untyped-call]
+        return predict(net.eval(), x)
+    if (vdir / "heuristic.json").exists():
+        return heuristic_scores(json.loads((vdir / "heuristic.json").read_text()), x)
+    raise ModelMismatch(f"{vdir} holds neither model.pt nor heuristic.json")

@@ -1,0 +1,128 @@
+"""``slidr train`` and ``slidr evaluate``: offline learning on the archive."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from slidr.settings import Settings, get_settings
+
+console = Console(stderr=True)
+
+ArchiveOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--archive",
+        envvar="SLIDR_ARCHIVE__ROOT",
+        help="Archive root (clicks/, purchases/, decisions/ or features/; see docs/datasets.md). "
+        "Default: the archive setting.",
+        file_okay=False,
+    ),
+]
+ReportOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--report-dir",
+        help="Where report.json, train.json and the PNG plots go. "
+        "Default: <state_dir>/runs/<command>-<UTC time>.",
+        file_okay=False,
+    ),
+]
+
+
+def _say(message: str) -> None:
+    console.print(f"[dim]{datetime.now(UTC):%H:%M:%S}[/] {message}")
+
+
+def _archive(settings: Settings, archive: Path | None) -> Path:
+    root = archive or settings.archive.root
+    if not (root / "clicks").is_dir():
+        raise typer.BadParameter(
+            f"{root} has no clicks/ directory: archive the topics with `slidr archive`, or "
+            "simulate history with `slidr simulate --to parquet --out DIR`",
+            param_hint="--archive",
+        )
+    return root
+
+
+def _report_dir(settings: Settings, given: Path | None, command: str) -> Path:
+    return given or settings.state_dir / "runs" / f"{command}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def train(
+    archive: ArchiveOption = None,
+    report_dir: ReportOption = None,
+    export: Annotated[
+        bool,
+        typer.Option(
+            "--export/--no-export", help="Write the network as a new Triton model version."
+        ),
+    ] = True,
+) -> None:
+    """Train the SLIDR network and its baselines on the archive; export a new model version.
+
+    Clicks get weak labels (purchase within the attribution window, or a high-RFM customer) and
+    sample weights; the last three complete days are held out in time order: early stopping,
+    the report's day, and a later day left for calibration. Needs Redis (`slidr stack up`) only
+    when the archive has no served or offline features yet.
+    """
+    from models.report import HEADLINE_FPR, summary_table
+    from models.train import train as run
+
+    settings = get_settings()
+    root = _archive(settings, archive)
+    out = _report_dir(settings, report_dir, "train")
+    outcome = run(root, settings, out, export=export, say=_say)
+    Console().print(summary_table(outcome.evaluation, headline_fpr=HEADLINE_FPR))
+    _say(f"report: {out}")
+    if outcome.version is not None:
+        _say(
+            f"model version {outcome.version} is ready; calibrate it with "
+            f"`slidr calibrate --version {outcome.version}`"
+        )
+
+
+def evaluate(
+    day: Annotated[str, typer.Option("--day", help="The held-out day, YYYY-MM-DD.")],
+    version: Annotated[
+        list[int],
+        typer.Option("--version", help="A model version to evaluate; repeat to compare."),
+    ],
+    archive: ArchiveOption = None,
+    report_dir: ReportOption = None,
+) -> None:
+    """Compare model versions and the velocity heuristic on one archived day.
+
+    Each version is scored in-process from its Triton artefact; IVR, FPR on purchasing clicks
+    and robotic coverage are reported at equal FPR, overall and per slice, with ground truth
+    when the archive has it (simulated data).
+    """
+    from models import baselines
+    from models.dataset import load_labelled
+    from models.evaluate import evaluate as run
+    from models.report import HEADLINE_FPR, summary_table, write_report
+    from models.scoring import feature_rows, score_version
+    from slidr.model_record import load_record
+
+    settings = get_settings()
+    root = _archive(settings, archive)
+    frame, _ = load_labelled(
+        root, settings.learn, [day], slice_fields=settings.calibration.slice_fields
+    )
+    repo, name = settings.triton.model_repository, settings.triton.model_name
+    scores = {f"v{v}": score_version(repo, name, v, frame) for v in version}
+    thresholds: dict[str, float | dict[str, float]] = {}
+    for v in version:
+        record = load_record(repo, name, v, settings.worker.global_threshold)
+        served = {s: record.threshold(s) for s in frame["slice"].unique()}
+        thresholds[f"v{v}"] = served if record.thresholds else record.default_threshold
+    scores["velocity_heuristic"] = baselines.velocity_heuristic(feature_rows(frame))
+    evaluation = run(frame, scores, thresholds=thresholds, coverage_k=settings.learn.coverage_k)
+    out = _report_dir(settings, report_dir, "evaluate")
+    write_report(evaluation, out, headline_fpr=HEADLINE_FPR)
+    Console().print(summary_table(evaluation, headline_fpr=HEADLINE_FPR))
+    _say(f"report: {out}")
