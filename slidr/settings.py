@@ -113,9 +113,12 @@ class WorkerSettings(_Section):
 class ArchiveSettings(_Section):
     #: Root of the Parquet archive (clicks/, purchases/, decisions/ partitioned by date and hour).
     root: Path = Field(default_factory=lambda: _default_state_dir() / "archive")
-    #: A file is written (and offsets advanced) every this many events or seconds.
+    #: A file per partition and hour is written (and offsets committed) every this many
+    #: buffered events or seconds; rarer flushes mean fewer, larger files.
     flush_rows: int = Field(default=50_000, ge=1)
-    flush_every_s: float = Field(default=10.0, gt=0)
+    flush_every_s: float = Field(default=300.0, gt=0)
+    #: Receives the archived offsets for lag monitoring only; the archive keeps its own.
+    consumer_group: str = "slidr-archive"
 
 
 class LearnSettings(_Section):
@@ -148,7 +151,13 @@ class CalibrationSettings(_Section):
     #: A slice with fewer purchasing clicks than this is pooled with its parent slice.
     min_purchases: int = Field(default=30, ge=1)
     #: A slice whose quadratic fit is worse than this (RMSE in IVR) uses the concave hull.
-    max_fit_rmse: float = Field(default=0.02, gt=0.0)
+    #: Curves that rise steeply at FPR 0 fit a quadratic at ~0.01-0.02; the hull follows them.
+    max_fit_rmse: float = Field(default=0.005, gt=0.0)
+    #: No slice may invalidate more than this share of its purchasing clicks (unless its
+    #: coverage floor needs more); also the FPR range the per-slice fits cover.
+    max_slice_fpr: float = Field(default=0.1, gt=0.0, le=1.0)
+    #: Affine pieces of the concave-hull fallback (one compiled problem serves up to this many).
+    max_hull_pieces: int = Field(default=16, ge=1, le=256)
 
 
 class ReplaySettings(_Section):
@@ -160,26 +169,92 @@ class ReplaySettings(_Section):
     redis_prefix: str = "slidr-replay:"
     requests_topic: str = "slidr.replay.requests"
     progress_topic: str = "slidr.replay.progress"
+    #: Clicks read, scored and published per step; rows per Triton request (<= max_batch_size).
+    chunk_size: int = Field(default=5000, ge=1)
+    batch_size: int = Field(default=1024, ge=1, le=1024)
+    #: Flush the producer and write the resume checkpoint this often.
+    checkpoint_every_s: float = Field(default=2.0, gt=0)
+    triton_timeout_s: float = Field(default=30.0, gt=0)
+    #: Consumer group of `slidr replay-agent` on the requests topic (never the worker's).
+    agent_group: str = "slidr-replay-agent"
+    #: Prometheus port of `slidr replay-agent`; 0 disables it.
+    metrics_port: int = 19102
 
 
 class GuardrailSettings(_Section):
     """Bounds the daily cycle checks before anything is promoted (guardrails/)."""
 
+    # --- data: the training window (the new day plus the days before it) ---
     #: Every hour of the week must keep at least this share of weak-labelled humans.
     min_human_density: float = Field(default=0.02, ge=0.0, le=1.0)
+    #: Days before the new day whose same clock hour is the reference volume of each hour.
+    trailing_days: int = Field(default=7, ge=1)
+    #: Each hour of the new day holds between these multiples of its trailing mean volume; wide,
+    #: because night bot bursts come on some days only. Catches lost or duplicated archive hours.
+    min_volume_ratio: float = Field(default=0.25, ge=0.0)
+    max_volume_ratio: float = Field(default=4.0, gt=0.0)
+    #: Purchase labels must be present in every hour of the new day (0 disables the check for
+    #: traffic too thin to buy every hour).
+    min_purchases_per_hour: int = Field(default=1, ge=0)
+    #: Largest share of nulls in a required column (features, labels, keys).
+    max_null_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    # --- model: the candidate's figures on the held-out day, at its calibrated thresholds ---
+    #: Overall IVR bounds: below, the model invalidates (almost) nothing; above, far too much.
+    min_ivr: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_ivr: float = Field(default=0.6, ge=0.0, le=1.0)
+    #: Hard ceiling on the overall FPR, whatever budget the calibration was given.
+    max_fpr: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: The held-out FPR may exceed the calibration budget by this much (absolute): the
+    #: thresholds were fitted on other days.
+    fpr_budget_slack: float = Field(default=0.005, ge=0.0, le=1.0)
+    #: Overall robotic coverage must reach this.
+    min_coverage: float = Field(default=0.4, ge=0.0, le=1.0)
+    #: Per slice (and overall), against the serving model on the same day: largest absolute
+    #: IVR change, and largest FPR increase.
+    max_ivr_change: float = Field(default=0.10, ge=0.0, le=1.0)
+    max_fpr_increase: float = Field(default=0.02, ge=0.0, le=1.0)
+    #: A slice with fewer purchasing clicks has too noisy an FPR to compare (one click moves it
+    #: by more than the limit); its FPR change is reported as skipped.
+    min_slice_purchases: int = Field(default=30, ge=1)
 
 
 class RegistrySettings(_Section):
     """Model versions kept on disk and loaded in Triton (slidr/registry.py)."""
 
-    #: Retired versions kept on disk beyond the serving, stable and pinned ones.
+    #: Retired and refused versions kept on disk (the newest ones); older ones are deleted.
     keep_retired: int = Field(default=3, ge=0)
+    #: Versions kept loaded in Triton besides the serving and stable ones (e.g. for a replay).
+    pinned: tuple[int, ...] = ()
+    #: A rolled-back version stays loaded this long, so workers finish their batches on it
+    #: before they follow the pointer (keep it above ``worker.reload_every_s``).
+    unload_after_s: float = Field(default=5.0, ge=0.0)
 
 
 class MonitorSettings(_Section):
     """The online monitor of the decision stream and its automatic rollback."""
 
+    consumer_group: str = "slidr-monitor"
+    #: A new consumer group starts at the end of the decisions topic unless this is set.
+    from_beginning: bool = False
+    #: Sliding window over the serving version's decisions (by decision time).
     window_s: float = Field(default=60.0, gt=0)
+    evaluate_every_s: float = Field(default=1.0, gt=0)
+    #: No verdict on fewer decisions than this in the window (noise), nor on a slice with fewer
+    #: than ``min_slice_decisions``.
+    min_decisions: int = Field(default=500, ge=1)
+    min_slice_decisions: int = Field(default=200, ge=1)
+    #: A deviation is sharp when it is both this large (absolute IVR) and this many binomial
+    #: standard errors away from the expected figure.
+    min_ivr_change: float = Field(default=0.1, gt=0.0, le=1.0)
+    max_z: float = Field(default=6.0, gt=0.0)
+    #: Largest share of decisions the serving version leaves degraded by Triton errors.
+    max_degraded_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    #: Largest population stability index of the score histogram vs the expected one.
+    max_score_psi: float = Field(default=0.5, gt=0.0)
+    #: False: a deviation only alerts (logs and metrics), the serving version stays.
+    auto_rollback: bool = True
+    #: Prometheus endpoint; 0 disables it.
+    metrics_port: int = 19101
 
 
 class Settings(BaseSettings):
