@@ -53,6 +53,11 @@ def feature_hash(names: tuple[str, ...] = FEATURES) -> str:
 
 FEATURE_HASH = feature_hash()
 
+#: Counters and gaps: non-negative and heavy-tailed; models compress them with log1p.
+HEAVY_TAILED: tuple[int, ...] = tuple(
+    i for i, name in enumerate(FEATURES) if name not in TIME_FEATURES and name != "logged_in"
+)
+
 
 def time_features(event_time: datetime) -> tuple[float, float, float, float]:
     """Hour of day and day of week on the unit circle, so 23:00 sits next to 00:00."""
