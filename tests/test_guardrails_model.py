@@ -1,0 +1,174 @@
+"""Model guardrails and the report they produce (no GX, no stack: plain figures)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from guardrails.model import check_candidate
+from guardrails.report import Check, GuardrailError, GuardrailFailed, GuardrailReport, Status
+from slidr.errors import SlidrError
+from slidr.metrics import Rates, rates
+from slidr.settings import GuardrailSettings
+
+SETTINGS = GuardrailSettings()
+BUDGET = 0.02
+SLICES = ("desktop/in", "desktop/out", "app/out")
+
+
+def figures(ivr: float, fpr: float = 0.015, coverage: float = 0.8, purchasing: int = 300) -> Rates:
+    return Rates(ivr, fpr, coverage, clicks=10_000, purchasing=purchasing, robotic=1_000)
+
+
+def healthy() -> dict[str, Rates]:
+    return {"all": figures(0.25), **{name: figures(0.25) for name in SLICES}}
+
+
+def failed_names(report: GuardrailReport) -> set[str]:
+    return {check.name for check in report.failed}
+
+
+def test_a_healthy_candidate_close_to_the_serving_model_passes() -> None:
+    serving = {**healthy(), "desktop/in": figures(0.30, fpr=0.01)}
+
+    report = check_candidate(healthy(), serving, BUDGET, SETTINGS)
+
+    assert report.passed, report.to_markdown()
+    names = {check.name for check in report.checks}
+    assert {"ivr", "fpr_budget", "fpr_ceiling", "coverage"} <= names
+    assert {f"ivr_change:{name}" for name in ("all", *SLICES)} <= names
+    assert {f"fpr_increase:{name}" for name in ("all", *SLICES)} <= names
+    report.raise_if_failed()
+
+
+def test_a_model_that_invalidates_everything_is_refused() -> None:
+    rng = np.random.default_rng(3)
+    purchased, robotic = rng.random(5_000) < 0.05, rng.random(5_000) < 0.2
+    everything = rates(np.ones(5_000, dtype=bool), purchased, robotic)
+    candidate = {"all": everything, **{name: everything for name in SLICES}}
+
+    report = check_candidate(candidate, healthy(), BUDGET, SETTINGS)
+
+    assert {"ivr", "fpr_budget", "fpr_ceiling", "ivr_change:all"} <= failed_names(report)
+    assert {f"ivr_change:{name}" for name in SLICES} <= failed_names(report)
+    with pytest.raises(GuardrailFailed) as refused:
+        report.raise_if_failed()
+    message = str(refused.value)
+    assert message.startswith("candidate model refused by")
+    assert "ivr (observed 1, bound >= 0.01 and <= 0.6)" in message
+    assert "fpr_budget (observed 1, bound <= 0.025)" in message
+    assert isinstance(refused.value, SlidrError)
+
+
+def test_a_model_that_invalidates_nothing_is_refused() -> None:
+    nothing = figures(0.0, fpr=0.0, coverage=0.0)
+
+    report = check_candidate({"all": nothing}, None, BUDGET, SETTINGS)
+
+    assert failed_names(report) == {"ivr", "coverage"}
+
+
+def test_a_slice_whose_ivr_moves_too_far_is_refused() -> None:
+    candidate = {**healthy(), "app/out": figures(0.40)}
+
+    report = check_candidate(candidate, healthy(), BUDGET, SETTINGS)
+
+    assert failed_names(report) == {"ivr_change:app/out"}
+    (check,) = report.failed
+    assert check.observed == pytest.approx(0.15)
+    assert check.bound == "|change| <= 0.1"
+    assert check.detail == "candidate 0.4000 vs serving 0.2500"
+
+
+def test_fpr_increase_is_compared_only_where_purchases_make_it_meaningful() -> None:
+    candidate = {
+        **healthy(),
+        "desktop/in": figures(0.25, fpr=0.06),
+        "app/out": figures(0.25, fpr=0.2, purchasing=12),
+    }
+
+    report = check_candidate(candidate, healthy(), BUDGET, SETTINGS)
+
+    assert failed_names(report) == {"fpr_increase:desktop/in"}
+    (skipped,) = [c for c in report.checks if c.name == "fpr_increase:app/out"]
+    assert skipped.status is Status.SKIPPED
+    assert skipped.detail == "12 purchasing clicks, fewer than 30"
+
+
+@pytest.mark.parametrize(("fpr", "passes"), [(0.024, True), (0.026, False)])
+def test_the_budget_allows_the_configured_slack(fpr: float, passes: bool) -> None:
+    report = check_candidate({"all": figures(0.25, fpr=fpr)}, None, BUDGET, SETTINGS)
+
+    assert ("fpr_budget" not in failed_names(report)) is passes
+
+
+def test_missing_slices_and_unmeasurable_figures_are_reported_not_crashed_on() -> None:
+    candidate = {"desktop/in": figures(0.25), "app/in": figures(0.25)}
+    serving = {"all": figures(0.25), "desktop/in": figures(0.25), "desktop/out": figures(0.25)}
+
+    report = check_candidate(candidate, serving, BUDGET, SETTINGS)
+
+    assert failed_names(report) == {"overall"}
+    skipped = {c.name: c.detail for c in report.checks if c.status is Status.SKIPPED}
+    assert skipped == {
+        "change:all": "no figures for the candidate",
+        "change:app/in": "no figures for the serving model",
+        "change:desktop/out": "no figures for the candidate",
+    }
+    no_purchases = check_candidate(
+        {"all": figures(0.25, fpr=math.nan, purchasing=0)}, None, BUDGET, SETTINGS
+    )
+    assert failed_names(no_purchases) == {"fpr_budget", "fpr_ceiling"}
+    assert no_purchases.failed[0].detail == "not measurable on the held-out day"
+
+
+def test_a_budget_outside_0_1_is_a_clear_error() -> None:
+    with pytest.raises(GuardrailError, match=r"must be in \(0, 1\]"):
+        check_candidate(healthy(), None, 2.0, SETTINGS)
+
+
+def test_the_report_is_saved_and_rendered_with_the_numbers(tmp_path: Path) -> None:
+    report = check_candidate(
+        {"all": figures(0.25, fpr=math.nan, purchasing=0)}, None, BUDGET, SETTINGS
+    )
+
+    as_json, as_md = report.save(tmp_path, "model-guardrails")
+
+    saved = json.loads(as_json.read_text())
+    assert saved["passed"] is False
+    assert saved["failed"] == ["fpr_budget", "fpr_ceiling"]
+    budget = next(c for c in saved["checks"] if c["name"] == "fpr_budget")
+    assert budget == {
+        "name": "fpr_budget",
+        "status": "failed",
+        "observed": None,
+        "bound": "<= 0.025",
+        "detail": "not measurable on the held-out day",
+    }
+    lines = as_md.read_text().splitlines()
+    assert lines[2] == "**refused** (2 failed); 5 checks."
+    assert lines[6].startswith("| fpr_budget | failed | nan | <= 0.025 |")
+    console = Console(record=True, width=200)
+    console.print(report)
+    shown = console.export_text()
+    assert "candidate model: 5 checks, refused (2 failed)" in shown
+    assert "fpr_ceiling" in shown
+    assert "coverage" not in shown  # passed checks stay in the saved report only
+
+
+def test_the_terminal_shows_details_literally() -> None:
+    report = GuardrailReport(
+        "data [x]", (Check("odd", Status.FAILED, "[bold]x", "in [a, b]", "[red]not markup"),)
+    )
+    console = Console(record=True, width=200)
+    console.print(report)
+    shown = console.export_text()
+    assert "data [x]: 1 checks, refused (1 failed)" in shown
+    assert "[bold]x" in shown
+    assert "in [a, b]" in shown
+    assert "[red]not markup" in shown
