@@ -1,0 +1,216 @@
+"""The online monitor: watches the decisions topic and rolls a deviating model back.
+
+A consumer group of its own reads every decision; each model version gets a sliding window
+(:mod:`streams.monitor_window`). Every ``evaluate_every_s`` the serving version's window is
+judged (:mod:`streams.monitor_rules`) against the figures expected of that version, or, when
+none were recorded, against the figures observed for the previous (stable) version. On a sharp
+deviation it logs an ERROR alert, counts it in Prometheus and rolls back to the stable version
+through the registry; workers follow the pointer within ``worker.reload_every_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from slidr.errors import SlidrError
+from slidr.registry import Figures, Registry
+from slidr.settings import Settings
+from streams import monitor_rules
+from streams.monitor_rules import Deviation
+from streams.monitor_window import Observation, SlidingWindow, WindowFigures
+
+log = logging.getLogger(__name__)
+
+
+class MonitorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.decisions = Counter(
+            "slidr_monitor_decisions", "Decisions read", ["version"], registry=r
+        )
+        self.serving_version = Gauge(
+            "slidr_monitor_serving_version", "Version the pointer names", registry=r
+        )
+        self.invalidation_rate = Gauge(
+            "slidr_monitor_invalidation_rate", "Serving version's IVR over the window", ["slice"],
+            registry=r,
+        )  # fmt: skip
+        self.expected_invalidation_rate = Gauge(
+            "slidr_monitor_expected_invalidation_rate", "IVR the serving version is judged "
+            "against", ["slice"], registry=r,
+        )  # fmt: skip
+        self.model_error_share = Gauge(
+            "slidr_monitor_model_error_share", "Share of decisions Triton failed to score",
+            registry=r,
+        )  # fmt: skip
+        self.score_mean = Gauge(
+            "slidr_monitor_score_mean", "Mean score over the window", registry=r
+        )
+        self.deviations = Counter(
+            "slidr_monitor_deviations", "Sharp deviations found", ["rule"], registry=r
+        )
+        self.alert = Gauge(
+            "slidr_monitor_alert", "1 while the serving version deviates", registry=r
+        )
+        self.rollbacks = Counter("slidr_monitor_rollbacks", "Automatic rollbacks", registry=r)
+        self.rollback_seconds = Gauge(
+            "slidr_monitor_rollback_seconds",
+            "Last automatic rollback: seconds from the bad version's first decision to the "
+            "pointer switch", registry=r,
+        )  # fmt: skip
+
+
+class Monitor:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        metrics: MonitorMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.limits = settings.monitor
+        self.registry = registry
+        self.metrics = metrics or MonitorMetrics()
+        self.clock = clock
+        self.windows: dict[int, SlidingWindow] = {}
+        #: When each version last alerted: a version still serving re-alerts once a window.
+        self._alerted: dict[int, float] = {}
+        self._recorded: dict[int, float] = {}
+        self._unload_at: float | None = None
+
+    def observe(self, o: Observation) -> None:
+        window = self.windows.get(o.version)
+        if window is None:
+            window = self.windows[o.version] = SlidingWindow(self.limits.window_s)
+        window.add(o)
+        self.metrics.decisions.labels(str(o.version)).inc()
+
+    def baseline(self, version: int) -> Figures | None:
+        """Expected figures of ``version``, else those observed for the stable version."""
+        expected = self.registry.expected(version)
+        if expected is not None:
+            return expected
+        stable = self.registry.stable()
+        if stable is None or stable.observed is None:
+            return None
+        # A different model is expected to score differently: only its IVR carries over.
+        return Figures(ivr=stable.observed.ivr, slices=stable.observed.slices)
+
+    def evaluate(self) -> list[Deviation]:
+        """Judge the serving version's window; roll back on a sharp deviation."""
+        now = self.clock()
+        self._unload_if_due(now)
+        serving = self.registry.serving().version
+        self.metrics.serving_version.set(serving)
+        window = self.windows.get(serving)
+        if window is None:
+            return []
+        figures = window.figures(now)
+        baseline = self.baseline(serving)
+        self._export(figures, baseline)
+        found = monitor_rules.deviations(figures, baseline, self.limits)
+        if not found:
+            if figures.total.scored >= self.limits.min_decisions:
+                self.metrics.alert.set(0)
+                if now - self._recorded.get(serving, 0.0) >= self.limits.window_s:
+                    self.registry.record_observed(
+                        serving, monitor_rules.observed(figures, self.limits)
+                    )
+                    self._recorded[serving] = now
+            return []
+        if now - self._alerted.get(serving, -float("inf")) >= self.limits.window_s:
+            self._alerted[serving] = now
+            self._alert(serving, found, window, now)
+        return found
+
+    def _alert(
+        self, version: int, found: list[Deviation], window: SlidingWindow, now: float
+    ) -> None:
+        self.metrics.alert.set(1)
+        for d in found:
+            self.metrics.deviations.labels(d.rule).inc()
+        what = "; ".join(str(d) for d in found)
+        log.error("ALERT: model %s version %d deviates: %s", self.registry.name, version, what)
+        if not self.limits.auto_rollback:
+            return
+        try:
+            _, restored = self.registry.rollback(why=f"monitor: {what}", expect=version)
+        except SlidrError as exc:
+            log.error("ALERT: automatic rollback of version %d failed: %s", version, exc)
+            return
+        took = self.clock() - (window.first_at or now)
+        self.metrics.rollbacks.inc()
+        self.metrics.rollback_seconds.set(took)
+        self._unload_at = now + self.settings.registry.unload_after_s
+        log.error(
+            "ALERT: rolled model %s back from version %d to %d, %.1f s after version %d's "
+            "first decision", self.registry.name, version, restored.version, took, version,
+        )  # fmt: skip
+
+    def _export(self, figures: WindowFigures, baseline: Figures | None) -> None:
+        m = self.metrics
+        m.invalidation_rate.labels("all").set(figures.total.ivr)
+        for name, tally in figures.slices.items():
+            m.invalidation_rate.labels(name).set(tally.ivr)
+        if baseline is not None:
+            m.expected_invalidation_rate.labels("all").set(baseline.ivr)
+            for name, ivr in baseline.slices.items():
+                m.expected_invalidation_rate.labels(name).set(ivr)
+        m.model_error_share.set(figures.total.model_error_share)
+        m.score_mean.set(figures.total.score_mean)
+
+    def _unload_if_due(self, now: float) -> None:
+        """Unload a rolled-back version once workers had time to follow the pointer."""
+        if self._unload_at is None or now < self._unload_at:
+            return
+        try:
+            kept = self.registry.sync_triton()
+        except SlidrError as exc:
+            log.warning("Triton did not unload the rolled-back version yet: %s", exc)
+            return
+        self._unload_at = None
+        log.info("Triton keeps versions %s of model %s", sorted(kept), self.registry.name)
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume decisions until ``stop`` is set."""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka.bootstrap,
+                "group.id": self.limits.consumer_group,
+                "auto.offset.reset": "earliest" if self.limits.from_beginning else "latest",
+                "enable.auto.commit": True,
+            }
+        )
+        consumer.subscribe([self.settings.topics.decisions])
+        log.info(
+            "monitoring %s on %s (window %.0f s, at least %d decisions)",
+            self.registry.name, self.settings.topics.decisions, self.limits.window_s,
+            self.limits.min_decisions,
+        )  # fmt: skip
+        next_evaluation = 0.0
+        try:
+            while not stop.is_set():
+                for msg in consumer.consume(1000, timeout=0.2):
+                    value = msg.value()
+                    if msg.error() is not None or value is None:
+                        continue
+                    kind, stamp_ms = msg.timestamp()
+                    at = self.clock() if kind == TIMESTAMP_NOT_AVAILABLE else stamp_ms / 1000
+                    if (o := Observation.from_json(value, at)) is not None:
+                        self.observe(o)
+                if self.clock() >= next_evaluation:
+                    next_evaluation = self.clock() + self.limits.evaluate_every_s
+                    try:
+                        self.evaluate()
+                    except SlidrError as exc:  # e.g. a registry being repaired: keep watching
+                        log.error("cannot judge the serving version: %s", exc)
+        finally:
+            consumer.close()
