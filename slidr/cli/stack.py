@@ -43,6 +43,11 @@ def up() -> None:
         )
     if not all(s.healthy for s in statuses):
         raise typer.Exit(1)
+    # A (re)started Triton loads every version on disk; keep only the registry's kept ones.
+    from slidr.registry import Registry, TritonVersions
+
+    kept = Registry(settings, TritonVersions(settings.triton)).sync_triton()
+    console.print(f"model {settings.triton.model_name}: versions {sorted(kept)} loaded")
 
 
 @app.command()
