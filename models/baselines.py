@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -23,8 +23,8 @@ from slidr.features import HEAVY_TAILED
 Scores = npt.NDArray[np.float32]
 
 
-class Scorer(Protocol):
-    def __call__(self, x: npt.NDArray[np.float32]) -> Scores: ...
+#: Feature rows -> P(robotic).
+Scorer = Callable[[npt.NDArray[np.float32]], Scores]
 
 
 def _compress(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

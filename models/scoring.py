@@ -7,6 +7,7 @@ serves: ``model.pt`` (TorchScript) or ``heuristic.json`` (the day-zero heuristic
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,15 +38,22 @@ def heuristic_scores(
     return scores
 
 
+def version_scorer(
+    repository: Path, model: str, version: int
+) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+    """A function from feature rows to P(robotic), as Triton serves ``version``."""
+    vdir = model_dir(repository, model) / str(version)
+    if (vdir / "model.pt").exists():
+        net = torch.jit.load(str(vdir / "model.pt"), map_location="cpu").eval()  # type: ignore[no-untyped-call]
+        return lambda x: predict(net, x)
+    if (vdir / "heuristic.json").exists():
+        spec = json.loads((vdir / "heuristic.json").read_text())
+        return lambda x: heuristic_scores(spec, x)
+    raise ModelMismatch(f"{vdir} holds neither model.pt nor heuristic.json")
+
+
 def score_version(
     repository: Path, model: str, version: int, frame: pd.DataFrame
 ) -> npt.NDArray[np.float32]:
     """P(robotic) of every row of ``frame`` by the given version, as Triton would serve it."""
-    vdir = model_dir(repository, model) / str(version)
-    x = feature_rows(frame)
-    if (vdir / "model.pt").exists():
-        net = torch.jit.load(str(vdir / "model.pt"), map_location="cpu")  # type: ignore[no-untyped-call]
-        return predict(net.eval(), x)
-    if (vdir / "heuristic.json").exists():
-        return heuristic_scores(json.loads((vdir / "heuristic.json").read_text()), x)
-    raise ModelMismatch(f"{vdir} holds neither model.pt nor heuristic.json")
+    return version_scorer(repository, model, version)(feature_rows(frame))

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from models import baselines
+from models.baselines import Scorer
 from models.dataset import DatasetError, LabelReport, complete_days, load_labelled
 from models.evaluate import DEFAULT_FPR_POINTS, Evaluation, evaluate
 from models.export import export_version
@@ -71,6 +72,9 @@ class TrainOutcome:
     evaluation: Evaluation
     seconds: dict[str, float]
     report_dir: Path
+    #: The held-out and later days with the network's ``score``, for calibration.
+    holdout: pd.DataFrame
+    later: pd.DataFrame
     version: int | None = None
     version_dir: Path | None = None
 
@@ -129,14 +133,22 @@ def initial_calibration(
     }
 
 
-def train(
-    root: Path,
-    settings: Settings,
-    report_dir: Path,
-    *,
-    export: bool = True,
-    say: Callable[[str], None] = log.info,
-) -> TrainOutcome:
+@dataclass(frozen=True)
+class Prepared:
+    """The labelled frame and how its days are split."""
+
+    frame: pd.DataFrame
+    labels: LabelReport
+    plan: DayPlan
+
+    def day(self, date: str) -> pd.DataFrame:
+        return self.frame[self.frame["date"] == date].reset_index(drop=True)
+
+
+def prepare(
+    root: Path, settings: Settings, say: Callable[[str], None], until: str | None = None
+) -> Prepared:
+    """Features (if missing), weak labels and the day split; ``until`` is the last day used."""
     learn = settings.learn
     ensure_features(root, settings, say)
     frame, labels = load_labelled(root, learn, slice_fields=settings.calibration.slice_fields)
@@ -146,11 +158,53 @@ def train(
         f"{labels.human_by_rfm:,} by RFM, {labels.non_human:,} non-human; "
         f"{labels.not_yet_labelled:,} younger than the attribution window"
     )
-    plan = plan_days(complete_days(frame, labels, learn.attribution_window_h))
-    say(f"days: fit {', '.join(plan.fit)}; stop {plan.stop}; held out {plan.holdout}")
+    days = complete_days(frame, labels, learn.attribution_window_h)
+    if until is not None:
+        if until not in days:
+            raise DatasetError(
+                f"{until} is not a complete labelled day of the archive (complete: "
+                f"{', '.join(days) or 'none'}); its clicks need {learn.attribution_window_h:g} h "
+                "of purchases after the day ends"
+            )
+        days = [d for d in days if d <= until]
+    plan = plan_days(days)
+    say(
+        f"days: fit {', '.join(plan.fit)}; early stopping {plan.stop}; held out {plan.holdout}; "
+        f"later {plan.later}"
+    )
+    return Prepared(frame, labels, plan)
+
+
+def train(
+    root: Path,
+    settings: Settings,
+    report_dir: Path,
+    *,
+    export: bool = True,
+    say: Callable[[str], None] = log.info,
+) -> TrainOutcome:
+    return fit_and_export(
+        prepare(root, settings, say), settings, report_dir, export=export, say=say
+    )
+
+
+def fit_and_export(
+    prepared: Prepared,
+    settings: Settings,
+    report_dir: Path,
+    *,
+    export: bool = True,
+    say: Callable[[str], None] = log.info,
+    compare: Mapping[str, Scorer] | None = None,
+) -> TrainOutcome:
+    """Fit the network and the baselines, report them on the held-out day, export the network.
+
+    ``compare``: more scorers to report beside them (e.g. the serving version).
+    """
+    learn, plan, frame = settings.learn, prepared.plan, prepared.frame
     fit_rows = frame[frame["date"].isin(plan.fit)]
     fit, weight_report = _split(fit_rows, learn.weight_cap)
-    stop, _ = _split(frame[frame["date"] == plan.stop], learn.weight_cap)
+    stop, _ = _split(prepared.day(plan.stop), learn.weight_cap)
     say(
         f"weights: {weight_report.cells_filled} cells filled, {weight_report.cells_empty} empty, "
         f"{weight_report.capped_rows} rows capped at {weight_report.cap:g}x the mean"
@@ -169,8 +223,9 @@ def train(
     started = time.perf_counter()
     trees = baselines.boosted_trees(fit, learn.seed)
     seconds["boosted_trees"] = time.perf_counter() - started
+    say(", ".join(f"{name} {s:.1f} s" for name, s in seconds.items() if name != NETWORK))
 
-    held = frame[frame["date"] == plan.holdout].reset_index(drop=True)
+    held = prepared.day(plan.holdout)
     x = feature_rows(held)
     scores = {
         NETWORK: predict(network.module, x),
@@ -178,26 +233,24 @@ def train(
         "velocity_heuristic": baselines.velocity_heuristic(x),
         "boosted_trees": trees(x),
     }
-    evaluation = evaluate(
-        held,
-        scores,
-        fpr_points=DEFAULT_FPR_POINTS,
-        thresholds={NETWORK: settings.worker.global_threshold},
-        coverage_k=learn.coverage_k,
-    )
+    for name, scorer in (compare or {}).items():
+        scores[name] = scorer(x)
+    evaluation = evaluate(held, scores, fpr_points=DEFAULT_FPR_POINTS, coverage_k=learn.coverage_k)
     report_dir.mkdir(parents=True, exist_ok=True)
     write_report(evaluation, report_dir, headline_fpr=HEADLINE_FPR)
+    later = prepared.day(plan.later)
     outcome = TrainOutcome(
         plan=plan,
-        labels=labels,
+        labels=prepared.labels,
         weights=weight_report,
         network=network,
         evaluation=evaluation,
         seconds=seconds,
         report_dir=report_dir,
+        holdout=held.assign(score=scores[NETWORK]),
+        later=later.assign(score=predict(network.module, feature_rows(later))),
     )
     if export:
-        headline = evaluation.models[NETWORK].at(HEADLINE_FPR).overall
         calibration = initial_calibration(held, scores[NETWORK], settings.calibration.fpr_budget)
         metadata = {
             "trained_at": datetime.now(UTC).isoformat(),
@@ -205,14 +258,16 @@ def train(
             "training_window": plan.as_dict(),
             "data_hash": data_hash(fit_rows),
             "rows": {"fit": len(fit.y), "stop": len(stop.y), "holdout": len(held)},
-            "labels": labels.as_dict(),
+            "labels": prepared.labels.as_dict(),
             "weights": weight_report.as_dict(),
             "learn": learn.model_dump(mode="json"),
             "epochs": {"run": network.epochs, "best": network.best_epoch},
             "metrics": {
                 "holdout_day": plan.holdout,
                 "auc_purchased": evaluation.models[NETWORK].auc_purchased,
-                f"at_fpr_{HEADLINE_FPR:g}": headline.to_dict(),
+                f"at_fpr_{HEADLINE_FPR:g}": evaluation.models[NETWORK]
+                .at(HEADLINE_FPR)
+                .overall.to_dict(),
             },
             "expected": calibration["expected"],
         }
