@@ -1,0 +1,93 @@
+"""Synthetic files in the TalkingData AdTracking train format, for tests and benchmarks.
+
+Not a traffic model (``slidr simulate`` is one): just the format's shape with its orders of
+magnitude: device 1 for most clicks, heavy-tailed ips and apps, ~0.3 % of clicks attributed
+minutes to hours later, and a few click-farm ips firing bursts that are never attributed.
+
+    python -m models.talkingdata_synth train.csv --rows 1000000
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import typer
+
+from models.talkingdata_csv import TRAIN_COLUMNS
+
+#: Where Kaggle's train.csv starts.
+START = datetime(2017, 11, 6, 14, tzinfo=UTC)
+_DEVICES = np.array([1, 2, 0, 3032, 3543, 4, 59])
+_DEVICE_SHARES = np.array([0.94, 0.041, 0.006, 0.005, 0.004, 0.002, 0.002])
+_OSES = np.array([19, 13, 17, 18, 22, 10, 8, 6, 20, 25])
+_OS_SHARES = np.geomspace(1, 0.05, len(_OSES)) / np.geomspace(1, 0.05, len(_OSES)).sum()
+#: Ids drawn with P(rank r) ~ r^-exponent: the busiest ip gets ~1 % of clicks, as in train.csv.
+_IPS, _IP_EXPONENT = 100_000, 0.7
+_APPS, _APP_EXPONENT = 400, 1.2
+_CHANNELS, _CHANNEL_EXPONENT = 200, 1.0
+_FARM_SHARE = 0.05
+_N_FARMS = 12
+
+
+def _ranked(rng: np.random.Generator, n: int, exponent: float, size: int) -> npt.NDArray[np.int64]:
+    """Ids 1..n, id r drawn with probability proportional to r^-exponent."""
+    weights = np.arange(1, n + 1, dtype=np.float64) ** -exponent
+    return rng.choice(n, size, p=weights / weights.sum()) + 1
+
+
+def synthetic_frame(rows: int, *, seed: int = 7, days: float = 3.0) -> pd.DataFrame:
+    """``rows`` clicks over ``days`` from 14:00 on 2017-11-06, sorted by click time."""
+    rng = np.random.default_rng(seed)
+    seconds = np.sort(rng.uniform(0, days * 86400, rows)).astype(np.int64)
+    ip = _ranked(rng, _IPS, _IP_EXPONENT, rows)
+    device = rng.choice(_DEVICES, rows, p=_DEVICE_SHARES)
+    os_ = rng.choice(_OSES, rows, p=_OS_SHARES)
+    app = _ranked(rng, _APPS, _APP_EXPONENT, rows)
+    channel = _ranked(rng, _CHANNELS, _CHANNEL_EXPONENT, rows) + 100
+    attributed = rng.random(rows) < 0.003
+    farm = rng.random(rows) < _FARM_SHARE
+    ip[farm] = rng.integers(1, _N_FARMS + 1, farm.sum()) + _IPS
+    device[farm] = 1
+    attributed[farm] = False
+    delay = np.exp(rng.normal(np.log(1800), 1.5, rows)).astype(np.int64)
+    click_time = pd.to_datetime(seconds + int(START.timestamp()), unit="s")
+    attributed_time = click_time + pd.to_timedelta(delay, unit="s")
+    return pd.DataFrame(
+        {
+            "ip": ip,
+            "app": app,
+            "device": device,
+            "os": os_,
+            "channel": channel,
+            "click_time": click_time.strftime("%Y-%m-%d %H:%M:%S"),
+            "attributed_time": np.where(
+                attributed, attributed_time.strftime("%Y-%m-%d %H:%M:%S"), ""
+            ),
+            "is_attributed": attributed.astype(np.int8),
+        },
+        columns=list(TRAIN_COLUMNS),
+    )
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """The frame as a train file: header, comma-separated, LF line ends, no quoting."""
+    frame.to_csv(path, index=False, lineterminator="\n")
+
+
+def main(
+    path: Annotated[Path, typer.Argument(dir_okay=False, help="CSV file to write.")],
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Data rows.")] = 1_000_000,
+    days: Annotated[float, typer.Option("--days", min=0.05, help="Span of click times.")] = 3.0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed => same file.")] = 7,
+) -> None:
+    """Write a synthetic TalkingData train file."""
+    write_csv(synthetic_frame(rows, seed=seed, days=days), path)
+
+
+if __name__ == "__main__":
+    typer.run(main)
