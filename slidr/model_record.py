@@ -4,21 +4,48 @@ On disk, beside Triton's version directories:
 - ``<repo>/<model>/serving.json``: ``{"version": N}``, the serving pointer (promotion and
   rollback rewrite it atomically); without it the newest version serves;
 - ``<repo>/<model>/<N>/metadata.json``: the feature hash the version was trained on;
-- ``<repo>/<model>/<N>/calibration.json``: ``{"thresholds": {slice: t}, ...}``, optional.
+- ``<repo>/<model>/<N>/calibration.json``: ``{"id": ..., "thresholds": {slice: t},
+  "slice_fields": [...], ...}``, optional (written by ``slidr calibrate``, see calibration/).
+
+A click's slice is ``slice_name`` of the record's slice fields; a slice without a threshold
+(pooled at calibration, or unseen) takes its nearest ancestor's: "desktop/in" -> "desktop" ->
+"all", then the default threshold.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from slidr.errors import SlidrError
+from slidr.events import DEFAULT_SLICE_FIELDS, SLICE_FIELDS
 from slidr.features import FEATURE_HASH
 
 SERVING_POINTER = "serving.json"
+CALIBRATION_FILE = "calibration.json"
+#: The parent of every slice: its threshold serves clicks of slices pooled all the way up.
+ROOT_SLICE = "all"
+
+
+def slice_ancestors(name: str) -> Iterator[str]:
+    """``name``, then each parent (the last field dropped), then ``ROOT_SLICE``."""
+    parts = name.split("/")
+    for end in range(len(parts), 0, -1):
+        yield "/".join(parts[:end])
+    if name != ROOT_SLICE:
+        yield ROOT_SLICE
+
+
+def lookup_threshold(thresholds: Mapping[str, float], slice_name: str, default: float) -> float:
+    """The threshold of the nearest of ``slice_name``'s ancestors that has one, else ``default``."""
+    for name in slice_ancestors(slice_name):
+        if name in thresholds:
+            return thresholds[name]
+    return default
 
 
 class ModelMismatch(SlidrError):
@@ -34,9 +61,11 @@ class ModelRecord:
     default_threshold: float
     thresholds: dict[str, float] = field(default_factory=dict)
     calibration_id: str | None = None
+    #: The click fields the thresholds' slices are named by (from the calibration record).
+    slice_fields: tuple[str, ...] = DEFAULT_SLICE_FIELDS
 
     def threshold(self, slice_name: str) -> float:
-        return self.thresholds.get(slice_name, self.default_threshold)
+        return lookup_threshold(self.thresholds, slice_name, self.default_threshold)
 
 
 def model_dir(repository: Path, name: str) -> Path:
@@ -98,11 +127,19 @@ def load_record(repository: Path, name: str, version: int, default_threshold: fl
         )
     thresholds: dict[str, float] = {}
     calibration_id = None
-    calibration_path = vdir / "calibration.json"
+    slice_fields = DEFAULT_SLICE_FIELDS
+    calibration_path = vdir / CALIBRATION_FILE
     if calibration_path.exists():
         calibration = _read_json(calibration_path)
         thresholds = {str(k): float(v) for k, v in calibration["thresholds"].items()}
         calibration_id = str(calibration.get("id", calibration_path.stat().st_mtime_ns))
+        slice_fields = tuple(calibration.get("slice_fields", DEFAULT_SLICE_FIELDS))
+        unknown = sorted(set(slice_fields) - set(SLICE_FIELDS))
+        if unknown:
+            raise ModelMismatch(
+                f"{calibration_path} slices by {', '.join(unknown)}; a slice field must be one "
+                f"of {', '.join(SLICE_FIELDS)}: recalibrate with `slidr calibrate`"
+            )
     return ModelRecord(
         name=name,
         version=version,
@@ -111,6 +148,7 @@ def load_record(repository: Path, name: str, version: int, default_threshold: fl
         default_threshold=default_threshold,
         thresholds=thresholds,
         calibration_id=calibration_id,
+        slice_fields=slice_fields,
     )
 
 
@@ -118,7 +156,7 @@ def record_fingerprint(repository: Path, name: str) -> tuple[int, ...]:
     """Changes whenever the pointer or any version's calibration changes (cheap stat calls)."""
     root = model_dir(repository, name)
     stamps: list[int] = []
-    for path in [root / SERVING_POINTER, *sorted(root.glob("[0-9]*/calibration.json"))]:
+    for path in [root / SERVING_POINTER, *sorted(root.glob(f"[0-9]*/{CALIBRATION_FILE}"))]:
         try:
             stamps.append(path.stat().st_mtime_ns)
         except OSError:

@@ -148,14 +148,17 @@ class CalibrationSettings(_Section):
     min_coverage: float = Field(default=0.5, ge=0.0, le=1.0)
     #: Click fields that define a traffic slice, joined by "/" (see slidr.events.slice_name).
     slice_fields: tuple[str, ...] = ("device_type", "logged_in")
-    #: A slice with fewer purchasing clicks than this is pooled with its parent slice.
-    min_purchases: int = Field(default=30, ge=1)
+    #: A slice with fewer purchasing clicks than this is pooled with its parent slice. Per-slice
+    #: FPRs of a few percent rest on a handful of clicks: with ~150 per slice the thresholds
+    #: overfit the calibration day (docs/calibration.md).
+    min_purchases: int = Field(default=300, ge=1)
     #: A slice whose quadratic fit is worse than this (RMSE in IVR) uses the concave hull.
     #: Curves that rise steeply at FPR 0 fit a quadratic at ~0.01-0.02; the hull follows them.
     max_fit_rmse: float = Field(default=0.005, gt=0.0)
     #: No slice may invalidate more than this share of its purchasing clicks (unless its
-    #: coverage floor needs more); also the FPR range the per-slice fits cover.
-    max_slice_fpr: float = Field(default=0.1, gt=0.0, le=1.0)
+    #: coverage floor needs more); also the FPR range the per-slice fits cover, so keep it
+    #: near the budget: a quadratic fitted far beyond it misjudges the steep start.
+    max_slice_fpr: float = Field(default=0.05, gt=0.0, le=1.0)
     #: Affine pieces of the concave-hull fallback (one compiled problem serves up to this many).
     max_hull_pieces: int = Field(default=16, ge=1, le=256)
 
@@ -186,7 +189,7 @@ class GuardrailSettings(_Section):
 
     # --- data: the training window (the new day plus the days before it) ---
     #: Every hour of the week must keep at least this share of weak-labelled humans.
-    min_human_density: float = Field(default=0.02, ge=0.0, le=1.0)
+    min_human_density: float = Field(default=0.008, ge=0.0, le=1.0)
     #: Days before the new day whose same clock hour is the reference volume of each hour.
     trailing_days: int = Field(default=7, ge=1)
     #: Each hour of the new day holds between these multiples of its trailing mean volume; wide,
@@ -196,6 +199,8 @@ class GuardrailSettings(_Section):
     #: Purchase labels must be present in every hour of the new day (0 disables the check for
     #: traffic too thin to buy every hour).
     min_purchases_per_hour: int = Field(default=1, ge=0)
+    #: ... except in at most this many hours of the day (a quiet night hour may have none).
+    max_hours_without_purchases: int = Field(default=2, ge=0, le=23)
     #: Largest share of nulls in a required column (features, labels, keys).
     max_null_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     # --- model: the candidate's figures on the held-out day, at its calibrated thresholds ---

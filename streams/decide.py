@@ -9,7 +9,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from slidr.events import Click, Decision, Verdict, slice_of
+from slidr.events import Click, Decision, Verdict, slice_name
 from slidr.features import FEATURE_HASH, INDEX
 from slidr.model_record import ModelRecord
 
@@ -30,6 +30,11 @@ NIGHT_HOURS_UTC = range(0, 6)
 
 _VELOCITY = [(INDEX[name], limit) for name, limit in VELOCITY_SIGNALS.items()]
 _ENTITY = [(INDEX[name], limit) for name, limit in ENTITY_SIGNALS.items()]
+
+
+def click_slice(click: Click, fields: Sequence[str]) -> str:
+    """The click's traffic slice under the serving record's slice fields."""
+    return slice_name({name: getattr(click, name) for name in fields}, fields)
 
 
 def reason_codes(features: npt.NDArray[np.float32], click: Click, invalid: bool) -> list[str]:
@@ -59,21 +64,21 @@ def _decision(
     offset: tuple[int | None, int | None],
     ctx: BatchContext,
     *,
+    traffic_slice: str,
     score: float,
     invalid: bool,
     reasons: list[str],
     row: npt.NDArray[np.float32] | None,
     degraded: bool = False,
 ) -> Decision:
-    slice_name = slice_of(click.device_type, click.logged_in)
     # Built from trusted values: skip re-validation on the hot path.
     return Decision.model_construct(
         click_id=click.click_id,
         event_time=click.event_time,
         verdict=Verdict.INVALID if invalid else Verdict.VALID,
         score=score,
-        threshold=ctx.model.threshold(slice_name),
-        slice=slice_name,
+        threshold=ctx.model.threshold(traffic_slice),
+        slice=traffic_slice,
         model_name=ctx.model.name,
         model_version=ctx.model.version,
         reason_codes=reasons,
@@ -96,12 +101,14 @@ def decide(
 ) -> list[Decision]:
     decisions = []
     for click, row, score, offset in zip(clicks, features, scores, offsets, strict=True):
-        invalid = bool(score >= ctx.model.threshold(slice_of(click.device_type, click.logged_in)))
+        traffic_slice = click_slice(click, ctx.model.slice_fields)
+        invalid = bool(score >= ctx.model.threshold(traffic_slice))
         decisions.append(
             _decision(
                 click,
                 offset,
                 ctx,
+                traffic_slice=traffic_slice,
                 score=float(score),
                 invalid=invalid,
                 reasons=reason_codes(row, click, invalid),
@@ -124,6 +131,7 @@ def fail_open(
             click,
             offset,
             ctx,
+            traffic_slice=click_slice(click, ctx.model.slice_fields),
             score=0.0,
             invalid=False,
             reasons=[f"degraded:{why}"],

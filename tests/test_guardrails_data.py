@@ -99,9 +99,9 @@ def test_a_day_without_purchase_labels_for_four_hours_is_refused(tmp_path: Path)
     assert list(failed(report)) == ["hourly:purchases"]
     (check,) = report.failed
     assert check.observed == 0
-    assert check.bound == ">= 1"
+    assert check.bound == ">= 1 in 90% of rows"
     assert check.detail == ", ".join(f"{NEW_DAY} {h:02d}h: 0" for h in range(3, 7))
-    with pytest.raises(GuardrailFailed, match=r"hourly:purchases \(observed 0, bound >= 1\)"):
+    with pytest.raises(GuardrailFailed, match=r"hourly:purchases \(observed 0, bound >= 1 in 90% of rows\)"):
         report.raise_if_failed()
     saved = (tmp_path / f"{REPORT_STEM}.md").read_text()
     assert "**refused** (1 failed)" in saved
@@ -123,7 +123,9 @@ def test_each_broken_value_lost_hour_and_humanless_hour_is_named(tmp_path: Path)
     frame.loc[wednesday_4h, ["purchased", "rfm_human"]] = False
     relabel(frame)
 
-    report = check_training_data(frame, NEW_DAY, GuardrailSettings(), tmp_path)
+    # Strict about purchases: no hour of the new day may go without one.
+    strict = GuardrailSettings(max_hours_without_purchases=0)
+    report = check_training_data(frame, NEW_DAY, strict, tmp_path)
 
     problems = failed(report)
     assert set(problems) == {

@@ -126,3 +126,40 @@ def evaluate(
     write_report(evaluation, out, headline_fpr=HEADLINE_FPR)
     Console().print(summary_table(evaluation, headline_fpr=HEADLINE_FPR))
     _say(f"report: {out}")
+
+
+def retrain(
+    day: Annotated[
+        str,
+        typer.Option(
+            "--day",
+            envvar="SLIDR_RETRAIN_DAY",
+            help="The newest day to learn from, YYYY-MM-DD: it is the later held-out day that "
+            "checks the calibration; the model trains on the days before it.",
+        ),
+    ],
+    archive: ArchiveOption = None,
+    report_dir: ReportOption = None,
+) -> None:
+    """Run the daily cycle: labels, data guardrails, train, calibrate, model guardrails, promote.
+
+    A failed or refused step stops the cycle and the serving version keeps serving; the run
+    directory's cycle.json and guardrail reports say which check failed, with the numbers.
+    Schedule it once a day (docs/lifecycle.md shows a cron line). Exit code 3 when refused.
+    """
+    from models.daily import DailyCycle
+    from slidr.registry import TritonVersions
+
+    settings = get_settings()
+    root = _archive(settings, archive)
+    out = _report_dir(settings, report_dir, f"retrain-{day}")
+    cycle = DailyCycle(settings, out, TritonVersions(settings.triton), say=_say)
+    result = cycle.run(root, day)
+    for name, figures in result.figures.items():
+        line = ", ".join(f"{k} {v:.2%}" for k, v in figures.items() if isinstance(v, float))
+        _say(f"{name} on {day}: {line}")
+    _say(f"run: {out}")
+    if not result.promoted:
+        _say(f"refused at {result.stopped_at}; version {result.serving_before} keeps serving")
+        raise typer.Exit(3)
+    _say(f"version {result.candidate} is serving (was {result.serving_before})")

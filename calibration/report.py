@@ -1,0 +1,155 @@
+"""A calibration for people: ``calibration-report.json``, the plots, and terminal tables."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Column, Table
+
+from calibration.calibrate import CalibrationOutcome, Policy
+from calibration.plots import plot_slices
+from slidr.metrics import Rates, TruthRates
+
+REPORT_FILE = "calibration-report.json"
+_POLICY_TITLES = {
+    Policy.GLOBAL_KNEE: "global, knee",
+    Policy.GLOBAL_SAME_FPR: "global, same FPR",
+    Policy.GLOBAL_HELD_OUT_FPR: "global, same FPR*",
+    Policy.SLICE_LEVEL: "slice-level",
+}
+
+
+def _clean(value: Any) -> Any:
+    """JSON without NaN: a rate over zero clicks is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def report_of(outcome: CalibrationOutcome) -> dict[str, Any]:
+    slices = {}
+    for sf in outcome.fits:
+        point = outcome.points.get(sf.unit.name)
+        slices[sf.unit.name] = {
+            "members": list(sf.unit.members),
+            "pooled": sf.unit.pooled,
+            "clicks": sf.unit.clicks,
+            "purchasing": sf.unit.purchasing,
+            "robotic": sf.unit.robotic,
+            "click_share": sf.unit.click_share,
+            "purchase_share": sf.unit.purchase_share,
+            "fit": {
+                "method": sf.fit.method.value,
+                "fpr_range": [sf.fit.lo, sf.fit.hi],
+                "quadratic": list(sf.fit.quadratic),
+                "quadratic_rmse": sf.fit.quadratic_rmse,
+                "hull_pieces": len(sf.fit.slopes),
+                "hull_rmse": sf.fit.hull_rmse,
+            },
+            "operating_point": None if point is None else vars(point),
+        }
+    report: dict[str, Any] = _clean(
+        {
+            "status": outcome.status.value,
+            "message": outcome.message,
+            "model_version": outcome.model_version,
+            "settings": outcome.settings.model_dump(mode="json"),
+            "min_feasible_budget": outcome.min_feasible_budget,
+            "thresholds": outcome.thresholds,
+            "notes": outcome.notes,
+            "data_window": outcome.windows,
+            "solve_ms": outcome.solve_ms,
+            "created_at": outcome.created_at.isoformat(),
+            "slices": slices,
+            "comparison": {
+                policy.value: {
+                    "thresholds": result.thresholds,
+                    "calibration_day": result.calibration_day.as_dict(),
+                    "evaluation_day": result.evaluation_day.as_dict(),
+                }
+                for policy, result in outcome.comparison.items()
+            },
+        }
+    )
+    return report
+
+
+def write_report(outcome: CalibrationOutcome, report_dir: Path) -> list[Path]:
+    """The JSON report and one plot per slice in ``report_dir``; their paths."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path = report_dir / REPORT_FILE
+    path.write_text(json.dumps(report_of(outcome), indent=2, allow_nan=False) + "\n")
+    return [path, *plot_slices(outcome, report_dir)]
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2%}"
+
+
+def slice_table(outcome: CalibrationOutcome) -> Table:
+    table = Table(
+        Column("slice", no_wrap=True), "clicks", "purchasing", "fit", "RMSE", "FPR floor",
+        "FPR", "threshold", "IVR", "coverage",
+        title=f"operating points, calibration day {' .. '.join(outcome.windows['calibrate'])}",
+    )  # fmt: skip
+    for sf in outcome.fits:
+        point = outcome.points.get(sf.unit.name)
+        name = sf.unit.name + (f" <- {', '.join(sf.unit.members)}" if sf.unit.pooled else "")
+        chosen = (
+            ["-"] * 4
+            if point is None
+            else [_pct(point.fpr), f"{point.threshold:.4f}", _pct(point.ivr), _pct(point.coverage)]
+        )
+        table.add_row(
+            name, f"{sf.unit.clicks:,}", f"{sf.unit.purchasing:,}", sf.fit.method.value,
+            f"{sf.fit.rmse:.4f}", _pct(sf.fit.lo), *chosen,
+        )  # fmt: skip
+    return table
+
+
+def _rates_cells(r: Rates, truth: TruthRates | None) -> list[str]:
+    cells = [_pct(r.ivr), _pct(r.fpr), _pct(r.coverage)]
+    if truth is not None:
+        cells += [_pct(truth.bot_recall), _pct(truth.human_fpr)]
+    return cells
+
+
+def comparison_table(outcome: CalibrationOutcome) -> Table:
+    results = list(outcome.comparison.values())
+    has_truth = results[0].evaluation_day.truth is not None
+    table = Table(
+        Column("policy", no_wrap=True), Column("slice", no_wrap=True), "IVR", "FPR", "coverage",
+        *(["bot recall", "human FPR"] if has_truth else []),
+        title=f"held-out day {' .. '.join(outcome.windows['evaluate'])}",
+    )  # fmt: skip
+    for result in results:
+        day = result.evaluation_day
+        title = _POLICY_TITLES[result.policy]
+        table.add_row(title, "all", *_rates_cells(day.overall, day.truth), style="bold")
+        for name, r in day.per_slice.items():
+            truth = None if day.per_slice_truth is None else day.per_slice_truth[name]
+            table.add_row("", name, *_rates_cells(r, truth))
+    return table
+
+
+def print_table(outcome: CalibrationOutcome, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(slice_table(outcome))
+    console.print(comparison_table(outcome))
+    if Policy.GLOBAL_HELD_OUT_FPR in outcome.comparison:
+        console.print(
+            "* picked on the held-out day at the slice-level thresholds' FPR there: the "
+            "comparison at equal FPR, not a policy one could deploy"
+        )
+    for note in outcome.notes:
+        console.print(f"note: {note}")
+    style = "green" if outcome.calibrated else "red"
+    console.print(f"[{style}]{outcome.message}[/] (solve {outcome.solve_ms:.1f} ms)")

@@ -1,0 +1,219 @@
+"""`slidr retrain --day D`: the daily cycle, each step behind its guardrail.
+
+archive -> labelled frame -> data guardrails -> train (network + baselines, compared with the
+serving version on the same held-out day) -> export as a candidate -> calibrate -> model
+guardrails on the later day -> load in Triton -> promote. A step that fails or refuses stops
+the cycle; the serving version keeps serving, and ``cycle.json`` in the run directory says
+which step stopped it and with which numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import calibration
+from calibration.record import write_record
+from calibration.report import write_report as write_calibration_report
+from guardrails.data import check_training_data
+from guardrails.model import check_candidate
+from guardrails.report import GuardrailReport
+from models.scoring import feature_rows, version_scorer
+from models.train import Prepared, fit_and_export, prepare
+from slidr.errors import SlidrError
+from slidr.metrics import Rates, rates, truth_rates
+from slidr.model_record import load_record
+from slidr.registry import Registry, VersionLoader
+from slidr.settings import Settings
+
+log = logging.getLogger(__name__)
+OVERALL = "all"
+
+
+@dataclass
+class Step:
+    name: str
+    ok: bool
+    seconds: float
+    detail: str
+
+
+@dataclass
+class CycleResult:
+    day: str
+    serving_before: int
+    candidate: int | None = None
+    promoted: bool = False
+    stopped_at: str | None = None
+    reason: str | None = None
+    steps: list[Step] = field(default_factory=list)
+    #: Figures on the later held-out day at the served thresholds: candidate and serving.
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CycleStopped(SlidrError):
+    """A step refused or failed; the serving version is unchanged."""
+
+
+def served_rates(
+    frame: pd.DataFrame, scores: Any, thresholds: dict[str, float]
+) -> dict[str, Rates]:
+    """Rates overall and per slice when each slice is served at its threshold."""
+    invalid = scores >= frame["slice"].map(thresholds).to_numpy(dtype=float)
+    purchased, robotic = frame["purchased"].to_numpy(), frame["robotic"].to_numpy()
+    out = {OVERALL: rates(invalid, purchased, robotic)}
+    for name, idx in frame.groupby("slice", observed=True).indices.items():
+        out[str(name)] = rates(invalid[idx], purchased[idx], robotic[idx])
+    return out
+
+
+def _headline(frame: pd.DataFrame, scores: Any, thresholds: dict[str, float]) -> dict[str, Any]:
+    figures: dict[str, Any] = served_rates(frame, scores, thresholds)[OVERALL].as_dict()
+    if "is_bot" in frame.columns:
+        invalid = scores >= frame["slice"].map(thresholds).to_numpy(dtype=float)
+        figures.update(truth_rates(invalid, frame["is_bot"].to_numpy()).as_dict())
+    return figures
+
+
+class DailyCycle:
+    def __init__(
+        self,
+        settings: Settings,
+        run_dir: Path,
+        loader: VersionLoader | None,
+        say: Callable[[str], None] = log.info,
+    ) -> None:
+        self.settings = settings
+        self.run_dir = run_dir
+        self.registry = Registry(settings, loader)
+        self.say = say
+
+    def _thresholds(self, version: int, frame: pd.DataFrame) -> dict[str, float]:
+        t = self.settings.triton
+        record = load_record(t.model_repository, t.model_name, version, 0.5)
+        return {str(s): record.threshold(str(s)) for s in frame["slice"].unique()}
+
+    def _guard(self, result: CycleResult, step: str, report: GuardrailReport) -> None:
+        json_path, _ = report.save(self.run_dir, step.replace(" ", "-"))
+        if not report.passed:
+            failed = "; ".join(c.summary() for c in report.failed)
+            raise CycleStopped(f"{step} refused: {failed} (details: {json_path})")
+        self.say(f"{step}: {len(report.checks)} checks passed")
+
+    def run(self, archive: Path, day: str) -> CycleResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        serving = self.registry.serving().version
+        result = CycleResult(day=day, serving_before=serving)
+        steps: list[tuple[str, Callable[[], str]]] = []
+        state: dict[str, Any] = {}
+
+        def load() -> str:
+            state["prepared"] = prepare(archive, self.settings, self.say, until=day)
+            return f"{state['prepared'].labels.labelled:,} labelled clicks"
+
+        def data_guardrails() -> str:
+            prepared: Prepared = state["prepared"]
+            days = sorted(prepared.frame["date"].unique())
+            window = [d for d in days if d <= day][-(self.settings.guardrails.trailing_days + 1) :]
+            frame = prepared.frame[prepared.frame["date"].isin(window)]
+            report = check_training_data(frame, day, self.settings.guardrails, self.run_dir)
+            self._guard(result, "data guardrails", report)
+            return f"days {window[0]} .. {window[-1]}"
+
+        def train() -> str:
+            t = self.settings.triton
+            current = version_scorer(t.model_repository, t.model_name, serving)
+            outcome = fit_and_export(
+                state["prepared"],
+                self.settings,
+                self.run_dir / "train",
+                say=self.say,
+                compare={f"serving v{serving}": current},
+            )
+            assert outcome.version is not None
+            state["outcome"] = outcome
+            result.candidate = outcome.version
+            self.registry.register(
+                outcome.version, {"run": str(self.run_dir), "day": day, "cycle": "daily"}
+            )
+            return f"candidate version {outcome.version}"
+
+        def calibrate() -> str:
+            outcome = state["outcome"]
+            t = self.settings.triton
+            last = load_record(t.model_repository, t.model_name, outcome.version, 0.5).thresholds
+            calibrated = calibration.run(
+                outcome.holdout,
+                outcome.later,
+                self.settings.calibration,
+                model_version=outcome.version,
+                last_good=last,
+            )
+            write_calibration_report(calibrated, self.run_dir / "calibration")
+            if not calibrated.calibrated:
+                raise CycleStopped(f"calibration: {calibrated.message}")
+            write_record(calibrated, t.model_repository, t.model_name)
+            return calibrated.message
+
+        def model_guardrails() -> str:
+            outcome = state["outcome"]
+            later: pd.DataFrame = outcome.later
+            t = self.settings.triton
+            old = version_scorer(t.model_repository, t.model_name, serving)(feature_rows(later))
+            mine = self._thresholds(outcome.version, later)
+            theirs = self._thresholds(serving, later)
+            result.figures = {
+                f"candidate v{outcome.version}": _headline(later, later["score"].to_numpy(), mine),
+                f"serving v{serving}": _headline(later, old, theirs),
+            }
+            report = check_candidate(
+                served_rates(later, later["score"].to_numpy(), mine),
+                served_rates(later, old, theirs),
+                self.settings.calibration.fpr_budget,
+                self.settings.guardrails,
+            )
+            self._guard(result, "model guardrails", report)
+            return "within bounds"
+
+        def promote() -> str:
+            version = state["outcome"].version
+            self.registry.promote(version, why=f"daily cycle for {day}")
+            result.promoted = True
+            deleted = self.registry.enforce_retention()
+            kept = self.registry.sync_triton()
+            return f"serving version {version}; loaded {sorted(kept)}; deleted {deleted or 'none'}"
+
+        steps = [
+            ("load", load),
+            ("data guardrails", data_guardrails),
+            ("train", train),
+            ("calibrate", calibrate),
+            ("model guardrails", model_guardrails),
+            ("promote", promote),
+        ]
+        for name, action in steps:
+            started = time.perf_counter()
+            try:
+                detail = action()
+            except SlidrError as exc:
+                result.steps.append(Step(name, False, time.perf_counter() - started, str(exc)))
+                result.stopped_at, result.reason = name, str(exc)
+                if result.candidate is not None:
+                    self.registry.refuse(result.candidate, f"{name}: {exc}", self.run_dir)
+                self.say(f"step {name!r} stopped the cycle: {exc}; version {serving} keeps serving")
+                break
+            seconds = time.perf_counter() - started
+            result.steps.append(Step(name, True, seconds, detail))
+            self.say(f"step {name!r}: {detail} ({seconds:.1f} s)")
+        (self.run_dir / "cycle.json").write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        return result
