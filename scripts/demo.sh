@@ -1,33 +1,61 @@
 #!/usr/bin/env bash
-# The README's first command: the local stack, a simulated day of clicks into Kafka, one worker
-# scoring them, and a summary of the decisions (with the simulator's ground truth beside it).
+# The README's first command: the local stack, then two daily cycles on simulated traffic with
+# drifting bots.
+#   1. six days of history (as if archived earlier) -> `slidr retrain`: the first trained
+#      network replaces the day-zero heuristic, if it passes the guardrails;
+#   2. three live days into Kafka -> a worker scores them with the serving version ->
+#      `slidr archive` -> `slidr retrain` on the newest complete day;
+# each cycle prints how its candidate and the serving model did on its later held-out day.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 slidr=.venv/bin/slidr
-clicks_per_day=${SLIDR_DEMO_CLICKS_PER_DAY:-50000}
+clicks_per_day=${SLIDR_DEMO_CLICKS_PER_DAY:-30000}
 run_dir=$(mktemp -d -t slidr-demo-XXXX)
+archive=$run_dir/archive
 
-$slidr stack up
-# A fresh seed per run: click ids derive from it, so reruns never collide on the topics.
+# Private topics, consumer group and Redis namespace per run: reruns never mix their traffic.
+tag=demo$(date +%s)
+export SLIDR_TOPICS__CLICKS=$tag.clicks SLIDR_TOPICS__PURCHASES=$tag.purchases \
+  SLIDR_TOPICS__DECISIONS=$tag.decisions SLIDR_TOPICS__REPLAYED_DECISIONS=$tag.replayed \
+  SLIDR_TOPICS__DEAD_LETTERS=$tag.dead-letters SLIDR_TOPICS__TRUTH=$tag.truth \
+  SLIDR_WORKER__CONSUMER_GROUP=$tag-worker SLIDR_REDIS__KEY_PREFIX="slidr-$tag:" \
+  SLIDR_ARCHIVE__FLUSH_EVERY_S=5
+
+$slidr stack up   # also creates this run's topics
+day() { date -u -d "$(date -u +%F) $1 days" +%F; }
 seed=$(( $(date +%s) % 100000 ))
-$slidr simulate --days 1 --clicks-per-day "$clicks_per_day" --seed "$seed" --to kafka \
-  --truth-out "$run_dir/truth" --no-progress
+say() { echo "[demo] $*" >&2; }
 
-echo "[demo] starting a worker (logs: $run_dir/worker.log)" >&2
+say "history: 6 days from $(day -9), $clicks_per_day clicks/day -> $archive"
+$slidr simulate --days 6 --start "$(day -9)T00:00:00Z" --clicks-per-day "$clicks_per_day" \
+  --seed "$seed" --to parquet --out "$archive" --no-progress >/dev/null
+
+say "daily cycle 1: day $(day -5)"
+$slidr retrain --day "$(day -5)" --archive "$archive" --report-dir "$run_dir/cycle-1" || [ $? -eq 3 ]
+$slidr models
+
+say "live: 3 days from $(day -3) into Kafka; a worker scores them (logs: $run_dir/worker.log)"
+$slidr simulate --days 3 --start "$(day -3)T00:00:00Z" --clicks-per-day "$clicks_per_day" \
+  --seed "$seed" --to kafka --truth-out "$run_dir/live" --no-progress >/dev/null
+cp -r "$run_dir/live/truth/." "$archive/truth/"
 $slidr worker >"$run_dir/worker.log" 2>&1 &
 worker=$!
 trap 'kill $worker 2>/dev/null || true; wait $worker 2>/dev/null || true' EXIT
-
-# Wait until the worker has decided every simulated click (its Prometheus counter).
-want=$(.venv/bin/python -c "import pyarrow.dataset as ds; print(ds.dataset('$run_dir/truth/truth', partitioning='hive').count_rows())")
+want=$(.venv/bin/python -c "import pyarrow.dataset as ds; print(ds.dataset('$run_dir/live/truth', partitioning='hive').count_rows())")
 for _ in $(seq 1 600); do
-  sleep 2
+  sleep 3
   kill -0 $worker 2>/dev/null || { tail -20 "$run_dir/worker.log"; exit 1; }
   decided=$(curl -sf http://127.0.0.1:19100/metrics | awk '/^slidr_clicks_total\{/ {s+=$2} END {printf "%d", s}') || continue
-  echo "[demo] decided $decided of $want clicks" >&2
+  say "decided $decided of $want clicks"
   [ "$decided" -ge "$want" ] && break
 done
+$slidr decisions --truth "$run_dir/live/truth"
 
-$slidr topics
-$slidr decisions --truth "$run_dir/truth/truth"
-echo "[demo] the stack keeps running; stop it with: $slidr stack down" >&2
+say "archiving clicks, purchases and decisions"
+$slidr archive --root "$archive" --until-idle 5
+
+say "daily cycle 2: day $(day -3) (served live by the version promoted above)"
+$slidr retrain --day "$(day -3)" --archive "$archive" --report-dir "$run_dir/cycle-2" || [ $? -eq 3 ]
+$slidr models
+say "reports: $run_dir/cycle-1, $run_dir/cycle-2 (cycle.json, train/, calibration/, guardrails)"
+say "the stack keeps running; stop it with: $slidr stack down"

@@ -40,6 +40,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                   "refused events with the reason"),
         TopicSpec(t.truth, "click_id", p, t.clicks_retention_hours,
                   "simulator ground truth, evaluation only"),
+        TopicSpec(settings.replay.requests_topic, "request id", 1, t.decisions_retention_hours,
+                  "replay requests for `slidr replay-agent`"),
+        TopicSpec(settings.replay.progress_topic, "request id", 1, t.decisions_retention_hours,
+                  "replay progress and results"),
     ]  # fmt: skip
 
 

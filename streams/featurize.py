@@ -96,7 +96,7 @@ def write_hour(out: Path, date: str, hour: str, table: pa.Table) -> None:
     staging.replace(target / "part-0.parquet")
 
 
-async def _drop_namespace(settings: RedisSettings) -> None:
+async def drop_namespace(settings: RedisSettings) -> None:
     import redis.asyncio as aioredis
 
     password = settings.password.get_secret_value() if settings.password else None
@@ -148,7 +148,7 @@ async def featurize_dataset(
     except FeatureStoreUnavailable as exc:
         raise SlidrError(f"{exc}; start Redis with `slidr stack up`") from exc
     finally:
-        await _drop_namespace(private)
+        await drop_namespace(private)
     return total
 
 

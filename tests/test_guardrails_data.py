@@ -101,7 +101,8 @@ def test_a_day_without_purchase_labels_for_four_hours_is_refused(tmp_path: Path)
     assert check.observed == 0
     assert check.bound == ">= 1 in 90% of rows"
     assert check.detail == ", ".join(f"{NEW_DAY} {h:02d}h: 0" for h in range(3, 7))
-    with pytest.raises(GuardrailFailed, match=r"hourly:purchases \(observed 0, bound >= 1 in 90% of rows\)"):
+    refused = r"hourly:purchases \(observed 0, bound >= 1 in 90% of rows\)"
+    with pytest.raises(GuardrailFailed, match=refused):
         report.raise_if_failed()
     saved = (tmp_path / f"{REPORT_STEM}.md").read_text()
     assert "**refused** (1 failed)" in saved

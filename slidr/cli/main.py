@@ -23,13 +23,29 @@ app = typer.Typer(
 def _register() -> None:
     # Imported here so `slidr --help` stays fast and a missing optional extra only breaks the
     # subcommand that needs it.
-    from slidr.cli import decisions, simulate, stack, topics, worker
+    from slidr.cli import archive, decisions, importer, models, simulate, stack, topics, worker
 
     app.add_typer(stack.app, name="stack")
     app.command(name="simulate")(simulate.simulate)
     app.command(name="topics")(topics.topics)
     app.command(name="worker")(worker.worker)
     app.command(name="decisions")(decisions.decisions)
+    app.command(name="models")(models.models)
+    app.command(name="promote")(models.promote)
+    app.command(name="rollback")(models.rollback)
+    app.command(name="monitor")(models.monitor)
+    app.command(name="archive")(archive.archive)
+    app.add_typer(importer.app, name="import")
+    from slidr.cli import calibrate, train
+
+    app.command(name="train")(train.train)
+    app.command(name="evaluate")(train.evaluate)
+    app.command(name="retrain")(train.retrain)
+    app.command(name="calibrate")(calibrate.calibrate)
+    from slidr.cli import replay
+
+    app.command(name="replay")(replay.replay)
+    app.command(name="replay-agent")(replay.replay_agent)
 
 
 @app.callback()
@@ -40,6 +56,8 @@ def _root(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # GX logs every registered function at INFO; its results are in our own reports.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
 def main() -> None:

@@ -1,0 +1,167 @@
+"""The replay agent: replay requests from a topic, progress and results back on a topic.
+
+On-call triggers a replay without shell access to a worker: publish a
+:class:`~replay.request.ReplayRequest` as JSON to ``replay.requests_topic`` (or run
+``slidr replay --submit``); the agent answers on ``replay.progress_topic`` under the request's
+key: ``accepted``, ``running`` (about once a second, with rate and ETA), then ``done`` with the
+summary, ``refused`` or ``failed`` with the reason. Prometheus metrics on
+``replay.metrics_port``.
+
+One request at a time. A request is acknowledged after its run ended, so a request whose agent
+died is delivered again and resumes from the run's checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from replay.errors import ReplayRefused
+from replay.plan import plan_replay
+from replay.request import parse_request
+from replay.runner import ReplayRunner
+from replay.summary import ReplayProgress, ReplayState
+from slidr.errors import SlidrError
+from slidr.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: A running replay reports at most once per this many seconds.
+PROGRESS_EVERY_S = 1.0
+
+
+class ReplayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.runs = Counter(
+            "slidr_replay_runs", "Replay requests by outcome.", ["state"], registry=self.registry
+        )
+        self.clicks = Counter(
+            "slidr_replay_clicks",
+            "Clicks decided by replays.",
+            ["features"],
+            registry=self.registry,
+        )
+        self.running = Gauge(
+            "slidr_replay_running", "1 while a replay runs.", registry=self.registry
+        )
+        self.progress = Gauge(
+            "slidr_replay_progress_ratio",
+            "Share of the current replay done.",
+            registry=self.registry,
+        )
+        self.rate = Gauge(
+            "slidr_replay_clicks_per_second", "Rate of the current replay.", registry=self.registry
+        )
+
+
+def create_replay_app(settings: Settings, metrics: ReplayMetrics | None = None) -> faust.App:
+    """Build the agent's Faust app from settings; nothing connects until it starts."""
+    r = settings.replay
+    datadir = settings.state_dir / "replay-agent" / r.agent_group
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        r.agent_group,
+        broker=f"kafka://{settings.kafka.bootstrap}",
+        datadir=str(datadir),
+        store="memory://",
+        web_enabled=False,
+        topic_allow_declare=False,  # `slidr stack up` creates the topics with their retention
+        topic_disable_leader=True,
+        # Requests sent while no agent ran are served when one starts.
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        # A replay holds its request for its whole run (minutes for millions of clicks).
+        broker_max_poll_interval=3600.0,
+    )
+    metrics = metrics or ReplayMetrics()
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(
+            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    requests = raw_topic(r.requests_topic)
+    progress = raw_topic(r.progress_topic)
+
+    if r.metrics_port:
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def _serve_metrics() -> None:
+            start_http_server(r.metrics_port, addr="127.0.0.1", registry=metrics.registry)
+
+    async def report(request_id: str, update: ReplayProgress) -> None:
+        message = update.model_copy(update={"request_id": request_id})
+        await progress.send(key=request_id.encode(), value=message.to_json(), force=True)
+
+    async def serve(request_id: str, payload: bytes) -> None:
+        try:
+            request = parse_request(payload)
+            await report(request_id, ReplayProgress(state=ReplayState.ACCEPTED))
+            plan = await asyncio.to_thread(plan_replay, settings, request)
+        except ReplayRefused as exc:
+            log.warning("replay request %s refused: %s", request_id, exc)
+            metrics.runs.labels(ReplayState.REFUSED.value).inc()
+            await report(request_id, ReplayProgress(state=ReplayState.REFUSED, error=str(exc)))
+            return
+        log.info("replay %s (request %s): %d clicks", plan.run_id, request_id, plan.to_publish)
+        sent: list[asyncio.Task[None]] = []
+        last = 0.0
+
+        def on_progress(update: ReplayProgress) -> None:
+            nonlocal last
+            metrics.progress.set(update.done / update.total if update.total else 1.0)
+            metrics.rate.set(update.clicks_per_s)
+            if time.monotonic() - last >= PROGRESS_EVERY_S:
+                last = time.monotonic()
+                sent.append(asyncio.ensure_future(report(request_id, update)))
+
+        metrics.running.set(1)
+        try:
+            summary = await ReplayRunner(settings, plan, on_progress).run()
+        except SlidrError as exc:
+            log.error("replay %s failed: %s", plan.run_id, exc)
+            metrics.runs.labels(ReplayState.FAILED.value).inc()
+            await asyncio.gather(*sent)
+            await report(
+                request_id,
+                ReplayProgress(run_id=plan.run_id, state=ReplayState.FAILED, error=str(exc)),
+            )
+            return
+        finally:
+            metrics.running.set(0)
+        await asyncio.gather(*sent)
+        metrics.runs.labels(ReplayState.DONE.value).inc()
+        metrics.clicks.labels(plan.mode.value).inc(summary.decided)
+        done = ReplayProgress(
+            run_id=plan.run_id,
+            state=ReplayState.DONE,
+            done=summary.decided,
+            total=plan.to_publish,
+            clicks_per_s=summary.clicks_per_s,
+            eta_s=0.0,
+            summary=summary,
+        )
+        await report(request_id, done)
+        log.info("replay %s done: %d decisions published", plan.run_id, summary.published)
+
+    @app.agent(requests, name="replay-requests", concurrency=1)
+    async def replays(stream: Any) -> None:
+        try:
+            async for event in stream.events():
+                message = event.message
+                key = message.key.decode(errors="replace") if message.key else ""
+                await serve(key or f"{message.partition}:{message.offset}", message.value or b"")
+        except Exception:
+            # Faust would keep a worker with a dead agent alive (faust #416): exit, so the
+            # request is delivered again to the restarted agent and resumes.
+            log.critical("replay agent crashed; exiting so it restarts", exc_info=True)
+            os._exit(70)
+
+    return app

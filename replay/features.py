@@ -1,0 +1,141 @@
+"""The two feature modes: one step of click messages in, the clicks to decide (with their
+vectors) out.
+
+- logged: the vector logged with each click's original decision, found by its offset. Clicks
+  without one (dead-lettered, decided fail-open without Redis, or never decided) are counted
+  as missing. A click that has a decision was validated by the live worker, so its message is
+  only decoded, not validated again.
+- recompute: every click read (warm-up, context and range, in time order) goes through the
+  live feature code in the run's own Redis namespace; only those in the range are decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Message
+from pydantic_core import to_jsonable_python
+
+from replay.decisions import ReplayedClicks
+from replay.originals import Original, OriginalDecisions
+from slidr.errors import InvalidEvent
+from slidr.events import Click, parse_click, slice_name
+from slidr.features import N_FEATURES
+from slidr.model_record import ModelRecord
+from slidr.settings import EventLimits
+from streams.decide import click_slice
+from streams.feature_store import FeatureStore
+from streams.featurize import featurize
+
+#: Clicks per feature-store call in recompute mode, as the worker's batches.
+FEATURE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Step:
+    clicks: ReplayedClicks
+    #: The original decision of each click to decide, where known.
+    originals: Sequence[Original | None]
+    #: Messages of the range that are not valid clicks.
+    unreadable: int
+    #: Clicks of the range without a logged vector (logged mode).
+    missing: int
+    #: Clicks read only to feed the counters (recompute mode).
+    context: int
+
+
+def _where(msg: Message) -> tuple[int, int]:
+    partition, offset = msg.partition(), msg.offset()
+    assert partition is not None and offset is not None
+    return partition, offset
+
+
+def _utc_text(value: Any) -> str:
+    """An event time as the Decision contract writes it (UTC, "Z")."""
+    return str(to_jsonable_python(datetime.fromisoformat(str(value)).astimezone(UTC)))
+
+
+async def logged_step(
+    messages: Sequence[Message], index: OriginalDecisions, record: ModelRecord
+) -> Step:
+    keys = [_where(msg) for msg in messages]
+    found = await index.lookup(keys)
+    ids, times, slices, offsets, rows, kept = [], [], [], [], [], []
+    unreadable = missing = 0
+    for msg, key, original in zip(messages, keys, found, strict=True):
+        if original is None or original.features is None:
+            missing += 1
+            continue
+        try:
+            click = orjson.loads(msg.value() or b"")
+            event_time = _utc_text(click["event_time"])
+            traffic_slice = slice_name(click, record.slice_fields)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            unreadable += 1
+            continue
+        if click.get("click_id") != original.click_id:
+            missing += 1  # the offset holds another click than the logged decision names
+            continue
+        ids.append(original.click_id)
+        times.append(event_time)
+        slices.append(traffic_slice)
+        offsets.append(key)
+        rows.append(original.features)
+        kept.append(original)
+    features = np.asarray(rows, dtype=np.float32).reshape(-1, N_FEATURES)
+    clicks = ReplayedClicks(ids, times, slices, offsets, features)
+    return Step(clicks, kept, unreadable, missing, context=0)
+
+
+def _parse(msg: Message, limits: EventLimits) -> Click | None:
+    # Time limits are judged as of the click's own (logger) timestamp: a replay accepts what
+    # the live pipeline accepted then, whenever it runs.
+    stamp = msg.timestamp()[1]
+    at = datetime.fromtimestamp(stamp / 1000, UTC) if stamp >= 0 else None
+    try:
+        return parse_click(msg.value() or b"", limits, now=at)
+    except InvalidEvent:
+        return None
+
+
+async def recomputed_step(
+    messages: Sequence[Message],
+    publish_from: dict[int, int],
+    store: FeatureStore,
+    index: OriginalDecisions | None,
+    record: ModelRecord,
+    limits: EventLimits,
+) -> Step:
+    parsed: list[Click] = []
+    replayed: list[int] = []
+    keys: list[tuple[int, int]] = []
+    unreadable = 0
+    for msg in messages:
+        partition, offset = _where(msg)
+        in_range = offset >= publish_from.get(partition, offset + 1)
+        click = _parse(msg, limits)
+        if click is None:
+            unreadable += in_range
+            continue
+        if in_range:
+            replayed.append(len(parsed))
+            keys.append((partition, offset))
+        parsed.append(click)
+    rows = await featurize(parsed, store, FEATURE_BATCH)
+    chosen = [parsed[i] for i in replayed]
+    clicks = ReplayedClicks(
+        click_ids=[c.click_id for c in chosen],
+        event_times=[str(to_jsonable_python(c.event_time)) for c in chosen],
+        slices=[click_slice(c, record.slice_fields) for c in chosen],
+        offsets=keys,
+        features=rows[replayed].reshape(-1, N_FEATURES),
+    )
+    originals: list[Original | None] = [None] * len(keys)
+    if index is not None:
+        originals = await index.lookup(keys)
+    return Step(clicks, originals, unreadable, missing=0, context=len(parsed) - len(replayed))
