@@ -23,27 +23,35 @@ app = typer.Typer(
 def _register() -> None:
     # Imported here so `slidr --help` stays fast and a missing optional extra only breaks the
     # subcommand that needs it.
-    from slidr.cli import archive, decisions, importer, models, simulate, stack, topics, worker
+    from slidr.cli import (
+        archive,
+        calibrate,
+        decisions,
+        importer,
+        models,
+        replay,
+        simulate,
+        stack,
+        topics,
+        train,
+        worker,
+    )
 
     app.add_typer(stack.app, name="stack")
     app.command(name="simulate")(simulate.simulate)
     app.command(name="topics")(topics.topics)
     app.command(name="worker")(worker.worker)
     app.command(name="decisions")(decisions.decisions)
+    app.command(name="archive")(archive.archive)
+    app.add_typer(importer.app, name="import")
+    app.command(name="train")(train.train)
+    app.command(name="evaluate")(train.evaluate)
+    app.command(name="calibrate")(calibrate.calibrate)
+    app.command(name="retrain")(train.retrain)
     app.command(name="models")(models.models)
     app.command(name="promote")(models.promote)
     app.command(name="rollback")(models.rollback)
     app.command(name="monitor")(models.monitor)
-    app.command(name="archive")(archive.archive)
-    app.add_typer(importer.app, name="import")
-    from slidr.cli import calibrate, train
-
-    app.command(name="train")(train.train)
-    app.command(name="evaluate")(train.evaluate)
-    app.command(name="retrain")(train.retrain)
-    app.command(name="calibrate")(calibrate.calibrate)
-    from slidr.cli import replay
-
     app.command(name="replay")(replay.replay)
     app.command(name="replay-agent")(replay.replay_agent)
 
