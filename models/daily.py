@@ -35,6 +35,8 @@ from slidr.settings import Settings
 
 log = logging.getLogger(__name__)
 OVERALL = "all"
+#: metadata.json "kind" of the velocity heuristic installed by models/day_zero.py.
+DAY_ZERO_KIND = "velocity_heuristic"
 
 
 @dataclass
@@ -176,9 +178,15 @@ class DailyCycle:
                 f"candidate v{outcome.version}": _headline(later, later["score"].to_numpy(), mine),
                 f"serving v{serving}": _headline(later, old, theirs),
             }
+            # Change limits guard a trained model against a drifting successor; the day-zero
+            # heuristic is a placeholder every first network is meant to move far from.
+            kind = load_record(t.model_repository, t.model_name, serving, 0.5).kind
+            baseline = None if kind == DAY_ZERO_KIND else served_rates(later, old, theirs)
+            if baseline is None:
+                self.say(f"serving v{serving} is the day-zero heuristic: change limits skipped")
             report = check_candidate(
                 served_rates(later, later["score"].to_numpy(), mine),
-                served_rates(later, old, theirs),
+                baseline,
                 self.settings.calibration.fpr_budget,
                 self.settings.guardrails,
             )
@@ -205,15 +213,22 @@ class DailyCycle:
             started = time.perf_counter()
             try:
                 detail = action()
-            except SlidrError as exc:
+            except Exception as exc:
+                # Refused or crashed, the candidate must not linger as promotable.
                 result.steps.append(Step(name, False, time.perf_counter() - started, str(exc)))
                 result.stopped_at, result.reason = name, str(exc)
                 if result.candidate is not None:
                     self.registry.refuse(result.candidate, f"{name}: {exc}", self.run_dir)
                 self.say(f"step {name!r} stopped the cycle: {exc}; version {serving} keeps serving")
+                if not isinstance(exc, SlidrError):
+                    self._save(result)
+                    raise
                 break
             seconds = time.perf_counter() - started
             result.steps.append(Step(name, True, seconds, detail))
             self.say(f"step {name!r}: {detail} ({seconds:.1f} s)")
-        (self.run_dir / "cycle.json").write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        self._save(result)
         return result
+
+    def _save(self, result: CycleResult) -> None:
+        (self.run_dir / "cycle.json").write_text(json.dumps(result.as_dict(), indent=2) + "\n")

@@ -1,0 +1,107 @@
+"""The daily cycle on the real stack: a normal day is promoted and served; a day whose purchase
+labels went missing for hours is refused and the serving version stays."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pytest
+
+from models.daily import DailyCycle
+from slidr.registry import Registry, TritonVersions
+from slidr.settings import GuardrailSettings, Settings
+from slidr.simulate.config import SimConfig
+from slidr.simulate.runner import run
+from slidr.simulate.sinks import ParquetSink
+from tests.factories import make_click
+from tests.stack_fixtures import private_model
+from tests.worker_harness import DecisionReader, WorkerProcess, isolated, produce
+
+pytestmark = pytest.mark.integration
+START = datetime(2026, 3, 2, tzinfo=UTC)
+#: The later held-out day of a week simulated from START (see test_learning.py).
+DAY = "2026-03-06"
+
+
+@pytest.fixture(scope="module")
+def week(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("daily-week")
+    run(SimConfig(start=START, days=7, clicks_per_day=6000, seed=9), [ParquetSink(root)])
+    return root
+
+
+def _settings(stack_settings: Settings) -> Settings:
+    # 6,000 clicks a day leave night hours with no purchase by chance; allow six such hours.
+    guardrails = GuardrailSettings(max_hours_without_purchases=6, min_human_density=0.0)
+    return private_model(stack_settings).model_copy(update={"guardrails": guardrails})
+
+
+def test_a_normal_day_is_promoted_and_the_worker_serves_it(
+    week: Path, stack_settings: Settings, tmp_path: Path
+) -> None:
+    settings = _settings(stack_settings)
+    result = DailyCycle(settings, tmp_path / "run", TritonVersions(settings.triton)).run(week, DAY)
+
+    assert result.promoted, result.reason
+    assert result.serving_before == 1 and result.candidate == 2
+    assert [s.name for s in result.steps] == [
+        "load",
+        "data guardrails",
+        "train",
+        "calibrate",
+        "model guardrails",
+        "promote",
+    ]
+    assert (tmp_path / "run" / "cycle.json").exists()
+    registry = Registry(settings)
+    assert registry.serving().version == 2
+    assert registry.entry(1).state == "stable"
+
+    live = isolated(settings)
+    worker = WorkerProcess(live, tmp_path / "worker.log")
+    reader = DecisionReader(live)
+    worker.start()
+    try:
+        click = make_click(1, prefix="daily")
+        produce(live, [click])
+        decision = reader.wait_for([click.click_id])[click.click_id]
+        assert decision["model_version"] == 2, worker.log()
+    finally:
+        worker.stop()
+        reader.close()
+
+
+def test_a_day_with_hours_of_missing_purchase_labels_is_refused(
+    week: Path, stack_settings: Settings, tmp_path: Path
+) -> None:
+    settings = _settings(stack_settings)
+    broken = tmp_path / "archive"
+    shutil.copytree(week, broken)
+    # The purchase feed of DAY stopped from 10:00 to 20:00: those hours' clicks lose their labels.
+    purchases = ds.dataset(broken / "purchases", partitioning="hive").to_table()
+    t = purchases["event_time"]
+    gap = pc.and_(
+        pc.greater_equal(t, pc.strptime(f"{DAY}T10:00:00", "%Y-%m-%dT%H:%M:%S", "ms", "UTC")),
+        pc.less(t, pc.strptime(f"{DAY}T20:00:00", "%Y-%m-%dT%H:%M:%S", "ms", "UTC")),
+    )
+    shutil.rmtree(broken / "purchases")
+    ds.write_dataset(
+        purchases.filter(pc.invert(gap)),
+        broken / "purchases",
+        format="parquet",
+        partitioning=["date", "hour"],
+        partitioning_flavor="hive",
+    )
+
+    result = DailyCycle(settings, tmp_path / "run", TritonVersions(settings.triton)).run(
+        broken, DAY
+    )
+
+    assert not result.promoted and result.stopped_at == "data guardrails"
+    assert result.reason is not None and "hourly:purchases" in result.reason
+    assert result.candidate is None  # nothing was trained
+    assert Registry(settings).serving().version == 1
