@@ -105,6 +105,35 @@ class DailyCycle:
         record = load_record(t.model_repository, t.model_name, version, 0.5)
         return {str(s): record.threshold(str(s)) for s in frame["slice"].unique()}
 
+    def judge(
+        self, candidate: int, serving: int, later: pd.DataFrame
+    ) -> tuple[GuardrailReport, dict[str, dict[str, Any]]]:
+        """Model guardrails: ``candidate`` and ``serving``, each at its own calibrated
+        thresholds, on the later held-out day; also their headline figures for the log."""
+        t = self.settings.triton
+        x = feature_rows(later)
+        mine_scores = version_scorer(t.model_repository, t.model_name, candidate)(x)
+        old_scores = version_scorer(t.model_repository, t.model_name, serving)(x)
+        mine = self._thresholds(candidate, later)
+        theirs = self._thresholds(serving, later)
+        figures = {
+            f"candidate v{candidate}": _headline(later, mine_scores, mine),
+            f"serving v{serving}": _headline(later, old_scores, theirs),
+        }
+        # Change limits guard a trained model against a drifting successor; the day-zero
+        # heuristic is a placeholder every first network is meant to move far from.
+        kind = load_record(t.model_repository, t.model_name, serving, 0.5).kind
+        baseline = None if kind == DAY_ZERO_KIND else served_rates(later, old_scores, theirs)
+        if baseline is None:
+            self.say(f"serving v{serving} is the day-zero heuristic: change limits skipped")
+        report = check_candidate(
+            served_rates(later, mine_scores, mine),
+            baseline,
+            self.settings.calibration.fpr_budget,
+            self.settings.guardrails,
+        )
+        return report, figures
+
     def _guard(self, result: CycleResult, step: str, report: GuardrailReport) -> None:
         json_path, _ = report.save(self.run_dir, step.replace(" ", "-"))
         if not report.passed:
@@ -169,27 +198,7 @@ class DailyCycle:
 
         def model_guardrails() -> str:
             outcome = state["outcome"]
-            later: pd.DataFrame = outcome.later
-            t = self.settings.triton
-            old = version_scorer(t.model_repository, t.model_name, serving)(feature_rows(later))
-            mine = self._thresholds(outcome.version, later)
-            theirs = self._thresholds(serving, later)
-            result.figures = {
-                f"candidate v{outcome.version}": _headline(later, later["score"].to_numpy(), mine),
-                f"serving v{serving}": _headline(later, old, theirs),
-            }
-            # Change limits guard a trained model against a drifting successor; the day-zero
-            # heuristic is a placeholder every first network is meant to move far from.
-            kind = load_record(t.model_repository, t.model_name, serving, 0.5).kind
-            baseline = None if kind == DAY_ZERO_KIND else served_rates(later, old, theirs)
-            if baseline is None:
-                self.say(f"serving v{serving} is the day-zero heuristic: change limits skipped")
-            report = check_candidate(
-                served_rates(later, later["score"].to_numpy(), mine),
-                baseline,
-                self.settings.calibration.fpr_budget,
-                self.settings.guardrails,
-            )
+            report, result.figures = self.judge(outcome.version, serving, outcome.later)
             self._guard(result, "model guardrails", report)
             return "within bounds"
 

@@ -3,17 +3,21 @@ labels went missing for hours is refused and the serving version stays."""
 
 from __future__ import annotations
 
+import json
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
 from models.daily import DailyCycle
+from models.dataset import load_labelled
+from models.train import ensure_features
 from slidr.registry import Registry, TritonVersions
-from slidr.settings import GuardrailSettings, Settings
+from slidr.settings import CalibrationSettings, GuardrailSettings, Settings
 from slidr.simulate.config import SimConfig
 from slidr.simulate.runner import run
 from slidr.simulate.sinks import ParquetSink
@@ -35,9 +39,13 @@ def week(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _settings(stack_settings: Settings) -> Settings:
-    # 6,000 clicks a day leave night hours with no purchase by chance; allow six such hours.
+    # 6,000 clicks a day leave night hours with no purchase by chance (allow six such hours) and
+    # about 120 purchasing clicks a day to calibrate on.
     guardrails = GuardrailSettings(max_hours_without_purchases=6, min_human_density=0.0)
-    return private_model(stack_settings).model_copy(update={"guardrails": guardrails})
+    calibration = CalibrationSettings(min_purchases=50)
+    return private_model(stack_settings).model_copy(
+        update={"guardrails": guardrails, "calibration": calibration}
+    )
 
 
 def test_a_normal_day_is_promoted_and_the_worker_serves_it(
@@ -84,9 +92,10 @@ def test_a_day_with_hours_of_missing_purchase_labels_is_refused(
     # The purchase feed of DAY stopped from 10:00 to 20:00: those hours' clicks lose their labels.
     purchases = ds.dataset(broken / "purchases", partitioning="hive").to_table()
     t = purchases["event_time"]
+    start = datetime.fromisoformat(f"{DAY}T10:00:00+00:00")
     gap = pc.and_(
-        pc.greater_equal(t, pc.strptime(f"{DAY}T10:00:00", "%Y-%m-%dT%H:%M:%S", "ms", "UTC")),
-        pc.less(t, pc.strptime(f"{DAY}T20:00:00", "%Y-%m-%dT%H:%M:%S", "ms", "UTC")),
+        pc.greater_equal(t, pa.scalar(start, t.type)),
+        pc.less(t, pa.scalar(start + timedelta(hours=10), t.type)),
     )
     shutil.rmtree(broken / "purchases")
     ds.write_dataset(
@@ -105,3 +114,25 @@ def test_a_day_with_hours_of_missing_purchase_labels_is_refused(
     assert result.reason is not None and "hourly:purchases" in result.reason
     assert result.candidate is None  # nothing was trained
     assert Registry(settings).serving().version == 1
+
+
+def test_a_model_that_invalidates_everything_is_refused(
+    week: Path, stack_settings: Settings, tmp_path: Path
+) -> None:
+    settings = _settings(stack_settings)
+    repo, name = Path(settings.triton.model_repository), settings.triton.model_name
+    broken = repo / name / "2"
+    shutil.copytree(repo / name / "1", broken)
+    spec = json.loads((broken / "heuristic.json").read_text())
+    spec["limits"] = {index: 1e-6 for index in spec["limits"]}  # every click is "robotic"
+    (broken / "heuristic.json").write_text(json.dumps(spec))
+    ensure_features(week, settings, print)
+    later, _ = load_labelled(week, settings.learn, [DAY])
+
+    cycle = DailyCycle(settings, tmp_path / "run", TritonVersions(settings.triton))
+    report, figures = cycle.judge(2, 1, later)
+
+    assert not report.passed
+    failed = {check.name for check in report.failed}
+    assert {"ivr", "fpr_budget"} <= failed, report.to_markdown()
+    assert figures["candidate v2"]["ivr"] == 1.0
