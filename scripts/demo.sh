@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: the local stack, then two daily cycles on simulated traffic with
 # drifting bots.
-#   1. six days of history (as if archived earlier) -> `slidr retrain`: the first trained
+#   1. seven days of history (as if archived earlier) -> `slidr retrain`: the first trained
 #      network replaces the day-zero heuristic, if it passes the guardrails;
 #   2. three live days into Kafka -> a worker scores them with the serving version ->
 #      `slidr archive` -> `slidr retrain` on the newest complete day;
@@ -26,12 +26,14 @@ day() { date -u -d "$(date -u +%F) $1 days" +%F; }
 seed=$(( $(date +%s) % 100000 ))
 say() { echo "[demo] $*" >&2; }
 
-say "history: 6 days from $(day -9), $clicks_per_day clicks/day -> $archive"
-$slidr simulate --days 6 --start "$(day -9)T00:00:00Z" --clicks-per-day "$clicks_per_day" \
+# A day is complete once a full attribution window (24 h) of purchases after it is archived:
+# history ending at day -3 makes day -6 the newest complete one; live days up to today, day -3.
+say "history: 7 days from $(day -10), $clicks_per_day clicks/day -> $archive"
+$slidr simulate --days 7 --start "$(day -10)T00:00:00Z" --clicks-per-day "$clicks_per_day" \
   --seed "$seed" --to parquet --out "$archive" --no-progress >/dev/null
 
-say "daily cycle 1: day $(day -5)"
-$slidr retrain --day "$(day -5)" --archive "$archive" --report-dir "$run_dir/cycle-1" || [ $? -eq 3 ]
+say "daily cycle 1: day $(day -6)"
+$slidr retrain --day "$(day -6)" --archive "$archive" --report-dir "$run_dir/cycle-1" || [ $? -eq 3 ]
 $slidr models
 
 say "live: 3 days from $(day -3) into Kafka; a worker scores them (logs: $run_dir/worker.log)"
