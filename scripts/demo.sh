@@ -20,6 +20,9 @@ export SLIDR_TOPICS__CLICKS=$tag.clicks SLIDR_TOPICS__PURCHASES=$tag.purchases \
   SLIDR_TOPICS__DEAD_LETTERS=$tag.dead-letters SLIDR_TOPICS__TRUTH=$tag.truth \
   SLIDR_WORKER__CONSUMER_GROUP=$tag-worker SLIDR_REDIS__KEY_PREFIX="slidr-$tag:" \
   SLIDR_ARCHIVE__FLUSH_EVERY_S=5
+# At demo volume a night hour holds a handful of humans beside the simulated bot bursts, so its
+# share of labelled humans is ~0 by chance; the hourly purchase check still catches lost labels.
+export SLIDR_GUARDRAILS__MIN_HUMAN_DENSITY=${SLIDR_GUARDRAILS__MIN_HUMAN_DENSITY:-0}
 
 $slidr stack up   # also creates this run's topics
 day() { date -u -d "$(date -u +%F) $1 days" +%F; }
