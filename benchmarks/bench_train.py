@@ -22,7 +22,7 @@ from rich.table import Table
 from models import baselines
 from models.dataset import complete_days, load_labelled
 from models.network import Split, train_network
-from models.train import _split, plan_days
+from models.train import plan_days, weighted_split
 from slidr.settings import get_settings
 from slidr.simulate.config import SimConfig
 from slidr.simulate.runner import run
@@ -51,8 +51,8 @@ def main() -> None:
         featurize_dataset_sync(root / "clicks", root, settings.redis)
         frame, labels = load_labelled(root, settings.learn)
     plan = plan_days(complete_days(frame, labels, settings.learn.attribution_window_h))
-    fit, _ = _split(frame[frame["date"].isin(plan.fit)], settings.learn.weight_cap)
-    stop, _ = _split(frame[frame["date"] == plan.stop], settings.learn.weight_cap)
+    fit, _ = weighted_split(frame[frame["date"].isin(plan.fit)], settings.learn.weight_cap)
+    stop, _ = weighted_split(frame[frame["date"] == plan.stop], settings.learn.weight_cap)
     fit = _draw(fit, args.rows, settings.learn.seed)
 
     table = Table(title=f"training on {args.rows:,} clicks ({len(stop.y):,} early-stopping rows)")

@@ -20,21 +20,21 @@ from typing import Any
 import pandas as pd
 
 import calibration
+from calibration.compare import PolicyRates, measure
 from calibration.record import write_record
 from calibration.report import write_report as write_calibration_report
 from guardrails.data import check_training_data
-from guardrails.model import check_candidate
+from guardrails.model import OVERALL, check_candidate
 from guardrails.report import GuardrailReport
 from models.scoring import feature_rows, version_scorer
 from models.train import Prepared, fit_and_export, prepare
 from slidr.errors import SlidrError
-from slidr.metrics import Rates, rates, truth_rates
-from slidr.model_record import load_record
+from slidr.metrics import Rates
+from slidr.model_record import ModelRecord, load_record
 from slidr.registry import Registry, VersionLoader
 from slidr.settings import Settings
 
 log = logging.getLogger(__name__)
-OVERALL = "all"
 #: metadata.json "kind" of the velocity heuristic installed by models/day_zero.py.
 DAY_ZERO_KIND = "velocity_heuristic"
 
@@ -67,23 +67,15 @@ class CycleStopped(SlidrError):
     """A step refused or failed; the serving version is unchanged."""
 
 
-def served_rates(
-    frame: pd.DataFrame, scores: Any, thresholds: dict[str, float]
-) -> dict[str, Rates]:
-    """Rates overall and per slice when each slice is served at its threshold."""
-    invalid = scores >= frame["slice"].map(thresholds).to_numpy(dtype=float)
-    purchased, robotic = frame["purchased"].to_numpy(), frame["robotic"].to_numpy()
-    out = {OVERALL: rates(invalid, purchased, robotic)}
-    for name, idx in frame.groupby("slice", observed=True).indices.items():
-        out[str(name)] = rates(invalid[idx], purchased[idx], robotic[idx])
-    return out
+def by_slice(measured: PolicyRates) -> dict[str, Rates]:
+    """What the model guardrails read: overall figures under "all", then each slice's."""
+    return {OVERALL: measured.overall, **measured.per_slice}
 
 
-def _headline(frame: pd.DataFrame, scores: Any, thresholds: dict[str, float]) -> dict[str, Any]:
-    figures: dict[str, Any] = served_rates(frame, scores, thresholds)[OVERALL].as_dict()
-    if "is_bot" in frame.columns:
-        invalid = scores >= frame["slice"].map(thresholds).to_numpy(dtype=float)
-        figures.update(truth_rates(invalid, frame["is_bot"].to_numpy()).as_dict())
+def headline(measured: PolicyRates) -> dict[str, Any]:
+    figures: dict[str, Any] = measured.overall.as_dict()
+    if measured.truth is not None:
+        figures.update(measured.truth.as_dict())
     return figures
 
 
@@ -100,37 +92,34 @@ class DailyCycle:
         self.registry = Registry(settings, loader)
         self.say = say
 
-    def _thresholds(self, version: int, frame: pd.DataFrame) -> dict[str, float]:
+    def _served(self, version: int, later: pd.DataFrame) -> tuple[ModelRecord, PolicyRates]:
+        """``version`` on the later day at its own calibrated thresholds, as a worker serves it."""
         t = self.settings.triton
-        record = load_record(t.model_repository, t.model_name, version, 0.5)
-        return {str(s): record.threshold(str(s)) for s in frame["slice"].unique()}
+        record = load_record(
+            t.model_repository, t.model_name, version, self.settings.worker.global_threshold
+        )
+        scores = version_scorer(t.model_repository, t.model_name, version)(feature_rows(later))
+        measured = measure(later.assign(score=scores), record.thresholds, record.default_threshold)
+        return record, measured
 
     def judge(
         self, candidate: int, serving: int, later: pd.DataFrame
     ) -> tuple[GuardrailReport, dict[str, dict[str, Any]]]:
         """Model guardrails: ``candidate`` and ``serving``, each at its own calibrated
         thresholds, on the later held-out day; also their headline figures for the log."""
-        t = self.settings.triton
-        x = feature_rows(later)
-        mine_scores = version_scorer(t.model_repository, t.model_name, candidate)(x)
-        old_scores = version_scorer(t.model_repository, t.model_name, serving)(x)
-        mine = self._thresholds(candidate, later)
-        theirs = self._thresholds(serving, later)
+        _, mine = self._served(candidate, later)
+        current, theirs = self._served(serving, later)
         figures = {
-            f"candidate v{candidate}": _headline(later, mine_scores, mine),
-            f"serving v{serving}": _headline(later, old_scores, theirs),
+            f"candidate v{candidate}": headline(mine),
+            f"serving v{serving}": headline(theirs),
         }
         # Change limits guard a trained model against a drifting successor; the day-zero
         # heuristic is a placeholder every first network is meant to move far from.
-        kind = load_record(t.model_repository, t.model_name, serving, 0.5).kind
-        baseline = None if kind == DAY_ZERO_KIND else served_rates(later, old_scores, theirs)
+        baseline = None if current.kind == DAY_ZERO_KIND else by_slice(theirs)
         if baseline is None:
             self.say(f"serving v{serving} is the day-zero heuristic: change limits skipped")
         report = check_candidate(
-            served_rates(later, mine_scores, mine),
-            baseline,
-            self.settings.calibration.fpr_budget,
-            self.settings.guardrails,
+            by_slice(mine), baseline, self.settings.calibration.fpr_budget, self.settings.guardrails
         )
         return report, figures
 
@@ -182,7 +171,10 @@ class DailyCycle:
         def calibrate() -> str:
             outcome = state["outcome"]
             t = self.settings.triton
-            last = load_record(t.model_repository, t.model_name, outcome.version, 0.5).thresholds
+            default = self.settings.worker.global_threshold
+            last = load_record(
+                t.model_repository, t.model_name, outcome.version, default
+            ).thresholds
             calibrated = calibration.run(
                 outcome.holdout,
                 outcome.later,

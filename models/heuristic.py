@@ -31,10 +31,19 @@ def heuristic_spec() -> dict[str, object]:
     }
 
 
-def velocity_score(features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Scores for a [n, N_FEATURES] matrix, in [0, 1]."""
-    index = np.asarray([INDEX[name] for name in VELOCITY_LIMITS])
-    limits = np.asarray(list(VELOCITY_LIMITS.values()), dtype=np.float32)
-    ratio = (features[:, index] / limits).max(axis=1)
+def limit_scores(
+    spec: dict[str, object], features: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """Scores in [0, 1] of a [n, N_FEATURES] matrix under the limits of a ``heuristic.json``."""
+    limits = spec["limits"]
+    assert isinstance(limits, dict)
+    index = np.asarray([int(i) for i in limits], dtype=np.int64)
+    limit = np.asarray(list(limits.values()), dtype=np.float32)
+    ratio = (features[:, index] / limit).max(axis=1)
     scores: npt.NDArray[np.float32] = np.clip(ratio / 2.0, 0.0, 1.0).astype(np.float32)
     return scores
+
+
+def velocity_score(features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Scores of the day-zero limits (VELOCITY_LIMITS)."""
+    return limit_scores(heuristic_spec(), features)

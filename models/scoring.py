@@ -15,6 +15,7 @@ import numpy.typing as npt
 import pandas as pd
 import torch
 
+from models.heuristic import limit_scores
 from models.network import predict
 from slidr.features import FEATURES
 from slidr.model_record import ModelMismatch, model_dir
@@ -23,19 +24,6 @@ from slidr.model_record import ModelMismatch, model_dir
 def feature_rows(frame: pd.DataFrame) -> npt.NDArray[np.float32]:
     """The feature matrix of a labelled frame, in FEATURES order."""
     return np.ascontiguousarray(frame[list(FEATURES)].to_numpy(dtype=np.float32))
-
-
-def heuristic_scores(
-    spec: dict[str, object], x: npt.NDArray[np.float32]
-) -> npt.NDArray[np.float32]:
-    """The formula of triton_repo/slidr/model.py's VelocityHeuristic, for a heuristic.json."""
-    limits = spec["limits"]
-    assert isinstance(limits, dict)
-    index = np.asarray([int(i) for i in limits], dtype=np.int64)
-    limit = np.asarray(list(limits.values()), dtype=np.float32)
-    ratio = (x[:, index] / limit).max(axis=1)
-    scores: npt.NDArray[np.float32] = np.clip(ratio / 2.0, 0.0, 1.0).astype(np.float32)
-    return scores
 
 
 def version_scorer(
@@ -48,7 +36,7 @@ def version_scorer(
         return lambda x: predict(net, x)
     if (vdir / "heuristic.json").exists():
         spec = json.loads((vdir / "heuristic.json").read_text())
-        return lambda x: heuristic_scores(spec, x)
+        return lambda x: limit_scores(spec, x)
     raise ModelMismatch(f"{vdir} holds neither model.pt nor heuristic.json")
 
 

@@ -89,7 +89,7 @@ def ensure_features(root: Path, settings: Settings, say: Callable[[str], None]) 
     say(f"features for {n:,} clicks in {time.perf_counter() - started:.1f} s")
 
 
-def _split(frame: pd.DataFrame, cap: float) -> tuple[Split, WeightReport]:
+def weighted_split(frame: pd.DataFrame, cap: float) -> tuple[Split, WeightReport]:
     weights, report = sample_weights(frame, cap)
     split = Split(
         x=feature_rows(frame),
@@ -203,8 +203,8 @@ def fit_and_export(
     """
     learn, plan, frame = settings.learn, prepared.plan, prepared.frame
     fit_rows = frame[frame["date"].isin(plan.fit)]
-    fit, weight_report = _split(fit_rows, learn.weight_cap)
-    stop, _ = _split(prepared.day(plan.stop), learn.weight_cap)
+    fit, weight_report = weighted_split(fit_rows, learn.weight_cap)
+    stop, _ = weighted_split(prepared.day(plan.stop), learn.weight_cap)
     say(
         f"weights: {weight_report.cells_filled} cells filled, {weight_report.cells_empty} empty, "
         f"{weight_report.capped_rows} rows capped at {weight_report.cap:g}x the mean"

@@ -29,6 +29,7 @@ from replay.runner import ReplayRunner
 from replay.summary import ReplayProgress, ReplayState
 from slidr.errors import SlidrError
 from slidr.settings import Settings
+from streams.faust_app import raw_topic, slidr_app
 
 log = logging.getLogger(__name__)
 
@@ -64,31 +65,17 @@ class ReplayMetrics:
 def create_replay_app(settings: Settings, metrics: ReplayMetrics | None = None) -> faust.App:
     """Build the agent's Faust app from settings; nothing connects until it starts."""
     r = settings.replay
-    datadir = settings.state_dir / "replay-agent" / r.agent_group
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = slidr_app(
+        settings,
         r.agent_group,
-        broker=f"kafka://{settings.kafka.bootstrap}",
-        datadir=str(datadir),
-        store="memory://",
-        web_enabled=False,
-        topic_allow_declare=False,  # `slidr stack up` creates the topics with their retention
-        topic_disable_leader=True,
-        # Requests sent while no agent ran are served when one starts.
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
+        "replay-agent",
         # A replay holds its request for its whole run (minutes for millions of clicks).
         broker_max_poll_interval=3600.0,
     )
     metrics = metrics or ReplayMetrics()
 
-    def raw_topic(name: str) -> Any:
-        return app.topic(
-            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        )
-
-    requests = raw_topic(r.requests_topic)
-    progress = raw_topic(r.progress_topic)
+    requests = raw_topic(app, r.requests_topic)
+    progress = raw_topic(app, r.progress_topic)
 
     if r.metrics_port:
 

@@ -18,6 +18,7 @@ import faust
 from prometheus_client import start_http_server
 
 from slidr.settings import Settings
+from streams.faust_app import raw_topic, slidr_app
 from streams.feature_store import RedisFeatureStore
 from streams.metrics import WorkerMetrics
 from streams.pipeline import BatchOutcome, ClickPipeline, RawClick
@@ -45,19 +46,11 @@ def create_app(
 ) -> faust.App:
     """Build the worker app from settings; nothing connects until the app starts."""
     w = settings.worker
-    datadir = settings.state_dir / "worker" / w.consumer_group
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = slidr_app(
+        settings,
         w.consumer_group,
-        broker=f"kafka://{settings.kafka.bootstrap}",
-        datadir=str(datadir),
-        store="memory://",
-        web_enabled=False,
-        topic_allow_declare=False,  # the stack creates topics with their retention
-        topic_disable_leader=True,
-        consumer_auto_offset_reset="earliest",
+        "worker",
         broker_commit_every=w.batch_size,
-        producer_acks=-1,
         producer_linger_ms=1,
         # A killed worker's partitions move to the survivors after this long, not Faust's 60 s.
         broker_session_timeout=10.0,
@@ -65,14 +58,9 @@ def create_app(
     )
     metrics = metrics or WorkerMetrics()
 
-    def raw_topic(name: str) -> Any:
-        return app.topic(
-            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        )
-
-    clicks = raw_topic(settings.topics.clicks)
-    decisions = raw_topic(settings.topics.decisions)
-    dead_letters = raw_topic(settings.topics.dead_letters)
+    clicks = raw_topic(app, settings.topics.clicks)
+    decisions = raw_topic(app, settings.topics.decisions)
+    dead_letters = raw_topic(app, settings.topics.dead_letters)
     state: dict[str, ClickPipeline] = {}
 
     if w.metrics_port:

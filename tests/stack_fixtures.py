@@ -34,11 +34,10 @@ def private_settings(root: Path) -> Settings:
     """Settings for a stack living entirely under ``root`` (the jar cache is shared)."""
     kafka, controller, redis_port, http, grpc, metrics = free_ports(6)
     repo = root / "triton_repo"
-    shutil.copytree(
-        PROJECT_ROOT / "triton_repo",
-        repo,
-        ignore=lambda _dir, names: [n for n in names if n.isdigit() or n == "__pycache__"],
-    )
+    # Only what git tracks: versions, pointers and registry files are a developer's state.
+    (repo / "slidr").mkdir(parents=True)
+    for tracked in ("config.pbtxt", "model.py"):
+        shutil.copy(PROJECT_ROOT / "triton_repo" / "slidr" / tracked, repo / "slidr" / tracked)
     settings = Settings(
         state_dir=root / "state",
         kafka=KafkaSettings(port=kafka, controller_port=controller),

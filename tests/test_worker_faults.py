@@ -33,7 +33,7 @@ def wave(prefix: str, n: int, start: int = 0) -> list[Click]:
     ]  # fmt: skip
 
 
-def run_through_outage(
+def assert_fails_open_through_outage(
     settings: Settings,
     tmp_path: Path,
     stop: Callable[[], object],
@@ -83,7 +83,9 @@ def test_redis_outage_fails_open_and_recovers(stack_settings: Settings, tmp_path
     redis = RedisService(settings)
     redis.start()
     try:
-        run_through_outage(settings, tmp_path, redis.proc.stop, redis.start, "redis_unavailable")
+        assert_fails_open_through_outage(
+            settings, tmp_path, redis.proc.stop, redis.start, "redis_unavailable"
+        )
     finally:
         redis.proc.stop()
 
@@ -102,7 +104,9 @@ def test_triton_outage_fails_open_and_recovers(stack_settings: Settings, tmp_pat
     triton = TritonService(settings)
     triton.start()
     try:
-        run_through_outage(settings, tmp_path, triton.proc.stop, triton.start, "triton_unavailable")
+        assert_fails_open_through_outage(
+            settings, tmp_path, triton.proc.stop, triton.start, "triton_unavailable"
+        )
     finally:
         triton.proc.stop()
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from slidr.cli.train import _archive, _report_dir, _say
+from slidr.cli.offline import ArchiveOption, archive_root, report_dir_for, say
 from slidr.settings import get_settings
 
 
@@ -48,15 +48,7 @@ def calibrate(
             help="The model version to calibrate. Default: the serving version.",
         ),
     ] = None,
-    archive: Annotated[
-        Path | None,
-        typer.Option(
-            "--archive",
-            envvar="SLIDR_ARCHIVE__ROOT",
-            help="Archive root (see docs/datasets.md). Default: the archive setting.",
-            file_okay=False,
-        ),
-    ] = None,
+    archive: ArchiveOption = None,
     budget: Annotated[
         float | None,
         typer.Option(
@@ -124,7 +116,7 @@ def calibrate(
     calibration = settings.calibration.model_copy(
         update={k: v for k, v in overrides.items() if v is not None}
     )
-    root = _archive(settings, archive)
+    root = archive_root(settings, archive)
     repo, name = settings.triton.model_repository, settings.triton.model_name
     version = version or serving_version(repo, name)
     served = load_record(repo, name, version, settings.worker.global_threshold)
@@ -133,7 +125,7 @@ def calibrate(
         frame, _ = load_labelled(root, settings.learn, [day], calibration.slice_fields)
         frame["score"] = score_version(repo, name, version, frame)
         frames.append(frame)
-        _say(f"{day}: {len(frame):,} labelled clicks scored by version {version}")
+        say(f"{day}: {len(frame):,} labelled clicks scored by version {version}")
     same_slicing = served.slice_fields == calibration.slice_fields
     outcome = run(
         frames[0],
@@ -143,12 +135,12 @@ def calibrate(
         default_threshold=settings.worker.global_threshold,
         last_good=served.thresholds if same_slicing else None,
     )
-    out = _report_dir(settings, report_dir, "calibrate")
+    out = report_dir_for(settings, report_dir, "calibrate")
     write_report(outcome, out)
     print_table(outcome, Console())
-    _say(f"report: {out}")
+    say(f"report: {out}")
     if not outcome.calibrated:
         raise CalibrationError(outcome.message)
     if write:
         path = write_record(outcome, repo, name)
-        _say(f"wrote {path}; workers serving version {version} switch within seconds")
+        say(f"wrote {path}; workers serving version {version} switch within seconds")

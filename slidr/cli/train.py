@@ -2,55 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from slidr.settings import Settings, get_settings
-
-console = Console(stderr=True)
-
-ArchiveOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--archive",
-        envvar="SLIDR_ARCHIVE__ROOT",
-        help="Archive root (clicks/, purchases/, decisions/ or features/; see docs/datasets.md). "
-        "Default: the archive setting.",
-        file_okay=False,
-    ),
-]
-ReportOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--report-dir",
-        help="Where report.json, train.json and the PNG plots go. "
-        "Default: <state_dir>/runs/<command>-<UTC time>.",
-        file_okay=False,
-    ),
-]
-
-
-def _say(message: str) -> None:
-    console.print(f"[dim]{datetime.now(UTC):%H:%M:%S}[/] {message}")
-
-
-def _archive(settings: Settings, archive: Path | None) -> Path:
-    root = archive or settings.archive.root
-    if not (root / "clicks").is_dir():
-        raise typer.BadParameter(
-            f"{root} has no clicks/ directory: archive the topics with `slidr archive`, or "
-            "simulate history with `slidr simulate --to parquet --out DIR`",
-            param_hint="--archive",
-        )
-    return root
-
-
-def _report_dir(settings: Settings, given: Path | None, command: str) -> Path:
-    return given or settings.state_dir / "runs" / f"{command}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+from slidr.cli.offline import ArchiveOption, ReportOption, archive_root, report_dir_for, say
+from slidr.settings import get_settings
 
 
 def train(
@@ -74,13 +32,13 @@ def train(
     from models.train import train as run
 
     settings = get_settings()
-    root = _archive(settings, archive)
-    out = _report_dir(settings, report_dir, "train")
-    outcome = run(root, settings, out, export=export, say=_say)
+    root = archive_root(settings, archive)
+    out = report_dir_for(settings, report_dir, "train")
+    outcome = run(root, settings, out, export=export, say=say)
     Console().print(summary_table(outcome.evaluation, headline_fpr=HEADLINE_FPR))
-    _say(f"report: {out}")
+    say(f"report: {out}")
     if outcome.version is not None:
-        _say(
+        say(
             f"model version {outcome.version} is ready; calibrate it with "
             f"`slidr calibrate --version {outcome.version}`"
         )
@@ -109,7 +67,7 @@ def evaluate(
     from slidr.model_record import load_record
 
     settings = get_settings()
-    root = _archive(settings, archive)
+    root = archive_root(settings, archive)
     frame, _ = load_labelled(
         root, settings.learn, [day], slice_fields=settings.calibration.slice_fields
     )
@@ -122,10 +80,10 @@ def evaluate(
         thresholds[f"v{v}"] = served if record.thresholds else record.default_threshold
     scores["velocity_heuristic"] = baselines.velocity_heuristic(feature_rows(frame))
     evaluation = run(frame, scores, thresholds=thresholds, coverage_k=settings.learn.coverage_k)
-    out = _report_dir(settings, report_dir, "evaluate")
+    out = report_dir_for(settings, report_dir, "evaluate")
     write_report(evaluation, out, headline_fpr=HEADLINE_FPR)
     Console().print(summary_table(evaluation, headline_fpr=HEADLINE_FPR))
-    _say(f"report: {out}")
+    say(f"report: {out}")
 
 
 def retrain(
@@ -151,15 +109,15 @@ def retrain(
     from slidr.registry import TritonVersions
 
     settings = get_settings()
-    root = _archive(settings, archive)
-    out = _report_dir(settings, report_dir, f"retrain-{day}")
-    cycle = DailyCycle(settings, out, TritonVersions(settings.triton), say=_say)
+    root = archive_root(settings, archive)
+    out = report_dir_for(settings, report_dir, f"retrain-{day}")
+    cycle = DailyCycle(settings, out, TritonVersions(settings.triton), say=say)
     result = cycle.run(root, day)
     for name, figures in result.figures.items():
         line = ", ".join(f"{k} {v:.2%}" for k, v in figures.items() if isinstance(v, float))
-        _say(f"{name} on {day}: {line}")
-    _say(f"run: {out}")
+        say(f"{name} on {day}: {line}")
+    say(f"run: {out}")
     if not result.promoted:
-        _say(f"refused at {result.stopped_at}; version {result.serving_before} keeps serving")
+        say(f"refused at {result.stopped_at}; version {result.serving_before} keeps serving")
         raise typer.Exit(3)
-    _say(f"version {result.candidate} is serving (was {result.serving_before})")
+    say(f"version {result.candidate} is serving (was {result.serving_before})")
