@@ -32,7 +32,7 @@ class SlidrNet(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, hidden: tuple[int, int] = (64, 32)) -> None:
+    def __init__(self, hidden: tuple[int, int]) -> None:
         super().__init__()
         mask = torch.zeros(N_FEATURES, dtype=torch.bool)
         mask[list(HEAVY_TAILED)] = True

@@ -132,7 +132,7 @@ class LearnSettings(_Section):
     #: Cap on one sample weight, as a multiple of the mean weight (tiny cells stay bounded).
     weight_cap: float = Field(default=20.0, gt=1.0)
     seed: int = 7
-    hidden: tuple[int, int] = (64, 32)
+    hidden: tuple[int, int] = (128, 64)
     l2: float = Field(default=1e-4, ge=0.0)
     learning_rate: float = Field(default=2e-3, gt=0.0)
     batch_size: int = Field(default=2048, ge=1)
