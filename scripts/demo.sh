@@ -59,7 +59,7 @@ $slidr decisions --truth "$run_dir/live/truth"
 say "archiving clicks, purchases and decisions"
 $slidr archive --root "$archive" --until-idle 5
 
-say "daily cycle 2: day $(day -3) (served live by the version promoted above)"
+say "daily cycle 2: day $(day -3) (served live by the version serving above: cycle 1's if promoted, else day zero)"
 $slidr retrain --day "$(day -3)" --archive "$archive" --report-dir "$run_dir/cycle-2" || [ $? -eq 3 ]
 $slidr models
 say "reports: $run_dir/cycle-1, $run_dir/cycle-2 (cycle.json, train/, calibration/, guardrails)"
