@@ -132,6 +132,7 @@ class LearnSettings(_Section):
     #: Cap on one sample weight, as a multiple of the mean weight (tiny cells stay bounded).
     weight_cap: float = Field(default=20.0, gt=1.0)
     seed: int = 7
+    #: Widths of the two hidden layers; 128-64 edged out 64-32 on simulated data (docs/learning.md).
     hidden: tuple[int, int] = (128, 64)
     l2: float = Field(default=1e-4, ge=0.0)
     learning_rate: float = Field(default=2e-3, gt=0.0)
