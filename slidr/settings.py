@@ -290,6 +290,17 @@ class Settings(BaseSettings):
     registry: RegistrySettings = RegistrySettings()
     monitor: MonitorSettings = MonitorSettings()
 
+    def overriding(self, section: str, **values: object) -> Settings:
+        """A copy with fields of one section replaced; ``None`` keeps the current value.
+
+        For CLI options that default to "whatever the settings say".
+        """
+        changes = {key: value for key, value in values.items() if value is not None}
+        if not changes:
+            return self
+        current = getattr(self, section)
+        return self.model_copy(update={section: current.model_copy(update=changes)})
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

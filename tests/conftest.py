@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from slidr.settings import Settings
+from models.day_zero import ensure_day_zero_version
+from slidr.settings import PROJECT_ROOT, Settings, TritonSettings
 from slidr.stack import LocalStack
 from tests.stack_fixtures import private_settings
 
@@ -29,3 +30,14 @@ def kafka_bootstrap(stack_settings: Settings) -> str:
 @pytest.fixture
 def model_repository(stack_settings: Settings) -> Path:
     return Path(stack_settings.triton.model_repository)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A model repository of its own holding the day-zero version 1 (no Triton needed)."""
+    (tmp_path / "slidr").mkdir()
+    (tmp_path / "slidr" / "model.py").write_text(
+        (PROJECT_ROOT / "triton_repo/slidr/model.py").read_text()
+    )
+    ensure_day_zero_version(TritonSettings(model_repository=tmp_path))
+    return tmp_path

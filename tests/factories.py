@@ -33,3 +33,20 @@ def make_click(
         campaign_id="camp-1",
         advertiser_id="adv-1",
     )
+
+
+def mixed_traffic(n: int, prefix: str, start: datetime) -> list[Click]:
+    """One click a second over 17 sessions, 11 IPs and three devices; a third logged in."""
+    devices = list(DeviceType)
+    return [
+        make_click(
+            i,
+            prefix=prefix,
+            at=start + timedelta(seconds=i),
+            session=f"s-{i % 17}",
+            customer=f"u-{i % 5}" if i % 3 == 0 else None,
+            ip=f"198.51.100.{i % 11}",
+            device=devices[i % 3],
+        )
+        for i in range(n)
+    ]

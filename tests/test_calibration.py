@@ -34,11 +34,10 @@ from calibration.fit import (
 from calibration.problem import SliceTerms, allocation_problem
 from calibration.record import PREVIOUS_FILE
 from calibration.report import REPORT_FILE
-from models.day_zero import ensure_day_zero_version
 from slidr.metrics import Curve, curve
 from slidr.model_record import load_record
 from slidr.registry import Figures
-from slidr.settings import PROJECT_ROOT, CalibrationSettings, TritonSettings
+from slidr.settings import CalibrationSettings
 
 #: name: (clicks, bot share, mean logit of human scores, of bot scores). Mobile humans score
 #: high and desktop humans low, so one global threshold suits no slice well.
@@ -79,16 +78,6 @@ def synthetic_day(seed: int, date: str, sizes: Mapping[str, int] | None = None) 
 @pytest.fixture(scope="module")
 def days() -> tuple[pd.DataFrame, pd.DataFrame]:
     return synthetic_day(1, "2026-01-05"), synthetic_day(2, "2026-01-06")
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    (tmp_path / "slidr").mkdir()
-    (tmp_path / "slidr" / "model.py").write_text(
-        (PROJECT_ROOT / "triton_repo/slidr/model.py").read_text()
-    )
-    ensure_day_zero_version(TritonSettings(model_repository=tmp_path))
-    return tmp_path
 
 
 def quadratic_fit(coef: tuple[float, float, float], lo: float = 0.0, hi: float = 0.1) -> IvrFit:

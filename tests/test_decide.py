@@ -9,25 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.day_zero import ensure_day_zero_version
 from slidr.events import DeviceType
 from slidr.features import INDEX, N_FEATURES
 from slidr.model_record import ModelMismatch, load_record, serving_version, write_serving_pointer
-from slidr.settings import PROJECT_ROOT, TritonSettings
 from streams.decide import BatchContext, decide, fail_open
 from tests.factories import make_click
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    (tmp_path / "slidr").mkdir()
-    (tmp_path / "slidr" / "model.py").write_text(
-        (PROJECT_ROOT / "triton_repo/slidr/model.py").read_text()
-    )
-    ensure_day_zero_version(TritonSettings(model_repository=tmp_path))
-    return tmp_path
 
 
 def test_each_slice_gets_its_own_threshold(repo: Path) -> None:

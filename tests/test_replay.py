@@ -34,7 +34,7 @@ from replay.plan import plan_replay
 from replay.request import parse_request
 from replay.runner import ReplayRunner
 from replay.summary import ReplayProgress, ReplaySummary
-from slidr.events import Click, DeviceType
+from slidr.events import Click
 from slidr.features import INDEX
 from slidr.registry import Registry
 from slidr.settings import Settings
@@ -42,7 +42,7 @@ from slidr.stack.redis_server import RedisService
 from slidr.topics import ensure_topics
 from streams.feature_store import RedisFeatureStore
 from streams.featurize import drop_namespace, featurize
-from tests.factories import make_click
+from tests.factories import make_click, mixed_traffic
 from tests.stack_fixtures import free_ports, private_model, settings_env
 from tests.worker_harness import SLIDR, DecisionReader, WorkerProcess, consume, isolated, produce
 
@@ -69,19 +69,7 @@ V2_LIMITS = {name: limit / 2 for name, limit in VELOCITY_LIMITS.items()}
 
 
 def traffic(prefix: str, n: int, start: datetime) -> list[Click]:
-    devices = list(DeviceType)
-    clicks = [
-        make_click(
-            i,
-            prefix=prefix,
-            at=start + timedelta(seconds=i),
-            session=f"s-{i % 17}",
-            customer=f"u-{i % 5}" if i % 3 == 0 else None,
-            ip=f"198.51.100.{i % 11}",
-            device=devices[i % 3],
-        )
-        for i in range(n)
-    ]
+    clicks = mixed_traffic(n, prefix, start)
     burst = [
         make_click(
             i,

@@ -11,30 +11,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from slidr.events import Decision, DeviceType
+from slidr.events import Click, Decision
 from slidr.features import FEATURE_HASH, N_FEATURES
 from slidr.settings import Settings
-from tests.factories import make_click
+from tests.factories import make_click, mixed_traffic
 from tests.worker_harness import WorkerProcess, consume, isolated, produce
 
 pytestmark = pytest.mark.integration
 
 
-def traffic(n: int, prefix: str) -> list:  # type: ignore[type-arg]
-    start = datetime.now(UTC) - timedelta(hours=1)
-    devices = list(DeviceType)
-    return [
-        make_click(
-            i,
-            prefix=prefix,
-            at=start + timedelta(seconds=i),
-            session=f"s-{i % 17}",
-            customer=f"u-{i % 5}" if i % 3 == 0 else None,
-            ip=f"198.51.100.{i % 11}",
-            device=devices[i % 3],
-        )
-        for i in range(n)
-    ]
+def traffic(n: int, prefix: str) -> list[Click]:
+    return mixed_traffic(n, prefix, datetime.now(UTC) - timedelta(hours=1))
 
 
 @pytest.fixture

@@ -147,18 +147,13 @@ def monitor(
 
     from streams.monitor import Monitor
 
-    base = get_settings()
-    overrides = {
-        key: value
-        for key, value in {
-            "window_s": window_s,
-            "min_decisions": min_decisions,
-            "auto_rollback": auto_rollback,
-            "metrics_port": metrics_port,
-        }.items()
-        if value is not None
-    }
-    settings = base.model_copy(update={"monitor": base.monitor.model_copy(update=overrides)})
+    settings = get_settings().overriding(
+        "monitor",
+        window_s=window_s,
+        min_decisions=min_decisions,
+        auto_rollback=auto_rollback,
+        metrics_port=metrics_port,
+    )
     watcher = Monitor(settings, _registry(settings))
     watcher.registry.serving()  # a missing or unreadable registry fails now, clearly
     if settings.monitor.metrics_port:

@@ -365,12 +365,7 @@ def replay_agent(
     from replay.agent import create_replay_app
     from slidr.topics import ensure_topics
 
-    base = get_settings()
-    settings = base
-    if metrics_port is not None:
-        settings = base.model_copy(
-            update={"replay": base.replay.model_copy(update={"metrics_port": metrics_port})}
-        )
+    settings = get_settings().overriding("replay", metrics_port=metrics_port)
     _require_kafka(settings)
     ensure_topics(settings)
     app = create_replay_app(settings)

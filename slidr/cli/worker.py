@@ -64,18 +64,13 @@ def worker(
 
     from streams.app import create_app
 
-    base = get_settings()
-    overrides = {
-        key: value
-        for key, value in {
-            "batch_size": batch_size,
-            "batch_wait_ms": batch_wait_ms,
-            "model_version": model_version,
-            "metrics_port": metrics_port,
-        }.items()
-        if value is not None
-    }
-    settings = base.model_copy(update={"worker": base.worker.model_copy(update=overrides)})
+    settings = get_settings().overriding(
+        "worker",
+        batch_size=batch_size,
+        batch_wait_ms=batch_wait_ms,
+        model_version=model_version,
+        metrics_port=metrics_port,
+    )
     typer.echo(f"preflight ok: {asyncio.run(_preflight(settings))}", err=True)
     app = create_app(settings)
     faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
