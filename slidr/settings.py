@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The repository (or installed source tree) root: triton_repo/ sits here.
@@ -66,6 +67,28 @@ class RedisSettings(_Section):
     password: SecretStr | None = None
     #: Prefix of every key the pipeline writes; tests and replays use their own.
     key_prefix: str = "slidr:"
+    #: 0: one Redis node at host:port. N (3 or more): a Redis Cluster of N masters; clients
+    #: start from host:port and discover the rest, and the local stack runs the nodes on ports
+    #: port .. port + N - 1.
+    cluster_nodes: int = Field(default=0, ge=0)
+    #: Memory ceiling of each local node (redis-server ``maxmemory``) and what happens there.
+    #: ``noeviction``: a full node refuses writes, so batches fail open, visibly (degraded
+    #: decisions, an alert), instead of silently losing counters and missing bots.
+    maxmemory: str = "1gb"
+    maxmemory_policy: Literal["noeviction", "volatile-ttl", "volatile-lru", "allkeys-lru"] = (
+        "noeviction"
+    )
+    #: A click delivered again within this long (wall clock) gets the feature row it got the
+    #: first time. Redelivery comes from offsets not yet committed (a crash, a rebalance), so
+    #: minutes are enough; past it, a redelivered click is treated as new (docs/redis-keys.md).
+    row_horizon_s: int = Field(default=600, ge=1)
+
+    @field_validator("cluster_nodes")
+    @classmethod
+    def _cluster_size(cls, n: int) -> int:
+        if n in (1, 2):
+            raise ValueError("a Redis Cluster needs at least 3 masters; use 0 for one node")
+        return n
 
     @property
     def url(self) -> str:
