@@ -11,6 +11,7 @@ missing=()
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools) # redis-cli, redis-benchmark
 if ((${#missing[@]})); then
   log "installing with apt: ${missing[*]}"
   sudo_cmd=()

@@ -35,7 +35,7 @@ def up() -> None:
         console.print(f"installed the day-zero velocity heuristic as model version {version}")
     statuses = LocalStack(settings).up(on_progress=console.print)
     console.print(_table(statuses))
-    console.print(f"logs: {statuses[0].log_file.parent.parent}/<service>/<service>.log")
+    console.print(f"logs: {statuses[0].log_file.parent.parent}/<service>/<service>*.log")
     started = {s.name: s.started_in_s for s in statuses if s.started_in_s is not None}
     if started:
         console.print(

@@ -1,7 +1,8 @@
-"""Start, find and stop one background service process, tracked by a pid file.
+"""Start, find and stop background service processes, each tracked by a pid file.
 
 The pid file stores the pid and the kernel's start time of that process, so a recycled pid is
-never mistaken for our service and ``down`` stops exactly what ``up`` started.
+never mistaken for our service and ``down`` stops exactly what ``up`` started. A service of
+several processes (the nodes of a Redis Cluster) is a :class:`ProcessGroup`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from slidr.errors import StackError
 
@@ -107,6 +109,57 @@ class ManagedProcess:
             return ""
 
 
+@dataclass(frozen=True)
+class ProcessGroup:
+    """Processes that are one service (a cluster's nodes): they start and stop together."""
+
+    name: str
+    members: tuple[ManagedProcess, ...]
+    #: Stopped with the group, never started by it: processes of an earlier layout of the same
+    #: service (another node count or port) that would otherwise hold its ports.
+    strays: tuple[ManagedProcess, ...] = ()
+
+    @property
+    def log_file(self) -> Path:
+        return self.members[0].log_file
+
+    def pids(self) -> dict[str, int | None]:
+        return {m.name: m.pid() for m in self.members}
+
+    def pid(self) -> int | None:
+        """The first running member's pid (what ``stack status`` shows), or None."""
+        return next((pid for pid in self.pids().values() if pid is not None), None)
+
+    def exited_early(self) -> bool:
+        return any(m.exited_early() for m in self.members)
+
+    def stop(self, timeout_s: float = 20.0) -> bool:
+        """Stop every member and stray; False if none ran."""
+        # A list, not a generator: any() would stop at the first process that ran.
+        return any([p.stop(timeout_s) for p in (*self.members, *self.strays)])
+
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(f"[{m.name}]\n{m.tail(lines)}" for m in self.members)
+
+
+class Supervised(Protocol):
+    """What the stack manager needs of a service's process(es): one process or a group."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def log_file(self) -> Path: ...
+
+    def pid(self) -> int | None: ...
+
+    def exited_early(self) -> bool: ...
+
+    def stop(self, timeout_s: float = 20.0) -> bool: ...
+
+    def tail(self, lines: int = 20) -> str: ...
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
@@ -120,9 +173,7 @@ def _reap(pid: int) -> None:
         child.wait(timeout=5)
 
 
-def wait_until(
-    check: Callable[[], bool], what: str, timeout_s: float, proc: ManagedProcess
-) -> None:
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float, proc: Supervised) -> None:
     """Poll ``check()`` until it is true; fail early, with the log's tail, if the process died."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

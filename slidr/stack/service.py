@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from slidr.errors import PrerequisiteMissing
-from slidr.stack.process import ManagedProcess
+from slidr.stack.process import Supervised
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,9 @@ class Health:
 
 class Service(Protocol):
     name: str
-    proc: ManagedProcess
+
+    @property
+    def proc(self) -> Supervised: ...
 
     @property
     def port(self) -> int: ...
