@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 
 from models.day_zero import ensure_day_zero_version
-from slidr.settings import PROJECT_ROOT, Settings, TritonSettings
+from slidr.settings import PROJECT_ROOT, RedisSettings, Settings, TritonSettings
 from slidr.stack import LocalStack
-from tests.stack_fixtures import private_settings
+from slidr.stack.redis_server import RedisService
+from tests.stack_fixtures import cluster_settings, private_settings
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +21,18 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     assert all(s.healthy for s in statuses), statuses
     yield settings
     stack.down()
+
+
+@pytest.fixture(scope="session")
+def cluster_redis_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSettings]:
+    """A private 3-node Redis Cluster (Redis only, no Kafka or Triton) for this test session."""
+    service = RedisService(cluster_settings(tmp_path_factory.mktemp("redis-cluster")))
+    service.check_prerequisites()
+    try:
+        service.start()
+        yield service.settings
+    finally:
+        service.proc.stop()
 
 
 @pytest.fixture(scope="session")

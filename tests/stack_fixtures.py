@@ -4,6 +4,7 @@ copy of the model repository, so tests never touch a developer's running stack."
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import socket
 import uuid
@@ -28,6 +29,36 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def free_port_range(n: int, *, cluster_bus: bool = True) -> int:
+    """A base port such that base .. base + n - 1 are free and, for a Redis Cluster, their bus
+    ports (each + 10000) too. Drawn below Linux's ephemeral range (32768+), so that outgoing
+    connections do not take them between this check and the server's bind."""
+    offsets = [*range(n), *(range(10_000, 10_000 + n) if cluster_bus else ())]
+    for _ in range(200):
+        base = random.randrange(20_000, 22_700 - n)
+        sockets: list[socket.socket] = []
+        try:
+            for offset in offsets:
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+        return base
+    raise RuntimeError(f"no {n} consecutive free ports found")
+
+
+def cluster_settings(root: Path, nodes: int = 3) -> Settings:
+    """Settings for a private Redis Cluster of ``nodes`` masters under ``root`` (Redis only)."""
+    redis = RedisSettings(
+        port=free_port_range(nodes), cluster_nodes=nodes, key_prefix="slidr-test:"
+    )
+    return Settings(state_dir=root / "state", redis=redis)
 
 
 def private_settings(root: Path) -> Settings:
