@@ -1,57 +1,138 @@
-"""The one definition of the model's input: an ordered feature list and its stable hash.
+"""The one definition of the model's input: a declarative feature spec.
 
-The serving path, training data and replay all build vectors in this order. The hash is stored
-with every model version; a worker refuses a model whose hash differs from this one.
+The spec names what the feature store counts: click velocity per entity over time windows
+(with the gap since the entity's previous click) and distinct counts of one click field per
+entity. An entity is a tuple of click fields, so ``("ip", "advertiser_id")`` counts the clicks of
+an IP on one advertiser. The ordered feature list and its hash are derived from the spec; the
+Redis store (``streams.feature_store``), the Lua script it runs, training data and the docs all
+read it, so adding a counter is one line in :data:`SPEC`.
+
+The hash is stored with every model version; a worker refuses a model whose hash differs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass, field
 from datetime import datetime
 
-#: Velocity windows in seconds: 1 minute, 10 minutes, 1 hour, 24 hours.
-WINDOWS_S: tuple[int, ...] = (60, 600, 3600, 86400)
-WINDOW_NAMES: tuple[str, ...] = ("1m", "10m", "1h", "24h")
-#: Entities whose click velocity is counted.
-VELOCITY_ENTITIES: tuple[str, ...] = ("customer", "session", "ip")
 #: "Seconds since the previous click" is capped here (and used when there is none).
 MAX_GAP_S = 86400.0
-
-#: Distinct counts, each (name, counted entity, of what).
-DISTINCT_COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("ip_distinct_sessions", "ip", "session"),
-    ("ip_distinct_customers", "ip", "customer"),
-    ("customer_distinct_ips", "customer", "ip"),
-    ("ip_distinct_user_agents", "ip", "user_agent"),
-)
+#: A distinct count stops growing here: an entity keeps at most this many elements, so one
+#: huge NAT or botnet IP cannot make its state (and each batch that reads it) unbounded.
+DISTINCT_CAP = 512
 
 TIME_FEATURES: tuple[str, ...] = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
 
 
-def _names() -> tuple[str, ...]:
-    names: list[str] = []
-    for entity in VELOCITY_ENTITIES:
-        names += [f"{entity}_clicks_{w}" for w in WINDOW_NAMES]
-    names += [f"{entity}_gap_s" for entity in VELOCITY_ENTITIES]
-    names += [name for name, _, _ in DISTINCT_COUNTERS]
-    names += list(TIME_FEATURES)
-    names.append("logged_in")
-    return tuple(names)
+@dataclass(frozen=True)
+class Window:
+    """A sliding window ``(t - seconds, t]`` counted in ``tiles`` equal time tiles.
+
+    More tiles mean a tighter error bound and more state per active entity
+    (docs/redis-keys.md).
+    """
+
+    name: str
+    seconds: int
+    tiles: int
+
+    @property
+    def tile_ms(self) -> int:
+        return self.seconds * 1000 // self.tiles
+
+    def __post_init__(self) -> None:
+        if self.seconds * 1000 % self.tiles:
+            raise ValueError(f"window {self.name}: {self.tiles} tiles do not divide it in ms")
 
 
-FEATURES: tuple[str, ...] = _names()
+@dataclass(frozen=True)
+class Entity:
+    """Who is counted: the values of these click fields, together. A click whose value of any
+    of them is missing (an anonymous click has no customer) has no such entity."""
+
+    name: str
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Velocity:
+    """``<entity>_clicks_<window>`` for each window, and ``<entity>_gap_s`` if ``gap``."""
+
+    entity: Entity
+    windows: tuple[Window, ...]
+    gap: bool = True
+
+
+@dataclass(frozen=True)
+class Distinct:
+    """``name``: distinct values of click field ``counted`` seen with the entity in ``window``."""
+
+    name: str
+    entity: Entity
+    counted: str
+    window: Window
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    velocity: tuple[Velocity, ...]
+    distinct: tuple[Distinct, ...]
+    #: Derived, in model-input order: velocity counts, gaps, distinct counts, time, login.
+    names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        names: list[str] = []
+        for v in self.velocity:
+            names += [f"{v.entity.name}_clicks_{w.name}" for w in v.windows]
+        names += [f"{v.entity.name}_gap_s" for v in self.velocity if v.gap]
+        names += [d.name for d in self.distinct]
+        names += [*TIME_FEATURES, "logged_in"]
+        if len(set(names)) != len(names):
+            raise ValueError("two features of the spec have the same name")
+        object.__setattr__(self, "names", tuple(names))
+
+    @property
+    def entities(self) -> tuple[Entity, ...]:
+        """Every counted entity, once, in spec order."""
+        seen: dict[str, Entity] = {}
+        for e in [v.entity for v in self.velocity] + [d.entity for d in self.distinct]:
+            if seen.setdefault(e.name, e) != e:
+                raise ValueError(f"entity {e.name} is defined twice with different fields")
+        return tuple(seen.values())
+
+    def digest(self) -> str:
+        """A short stable digest of everything that defines the features' values."""
+        text = repr((self.velocity, self.distinct, MAX_GAP_S, DISTINCT_CAP, self.names))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+MINUTE = Window("1m", 60, 12)
+TEN_MINUTES = Window("10m", 600, 10)
+HOUR = Window("1h", 3600, 12)
+DAY = Window("24h", 86400, 24)
+WINDOWS: tuple[Window, ...] = (MINUTE, TEN_MINUTES, HOUR, DAY)
+
+CUSTOMER = Entity("customer", ("customer_id",))
+SESSION = Entity("session", ("session_id",))
+IP = Entity("ip", ("ip",))
+
+#: The features slidr serves. Add a counter here; everything else follows.
+SPEC = FeatureSpec(
+    velocity=(Velocity(CUSTOMER, WINDOWS), Velocity(SESSION, WINDOWS), Velocity(IP, WINDOWS)),
+    distinct=(
+        Distinct("ip_distinct_sessions", IP, "session_id", DAY),
+        Distinct("ip_distinct_customers", IP, "customer_id", DAY),
+        Distinct("customer_distinct_ips", CUSTOMER, "ip", DAY),
+        Distinct("ip_distinct_user_agents", IP, "user_agent", DAY),
+    ),
+)
+
+FEATURES: tuple[str, ...] = SPEC.names
 N_FEATURES = len(FEATURES)
 INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURES)}
-
-
-def feature_hash(names: tuple[str, ...] = FEATURES) -> str:
-    """A short stable digest of the ordered names and the windows that define them."""
-    spec = "|".join(names) + f"|windows={','.join(map(str, WINDOWS_S))}|gap_cap={MAX_GAP_S}"
-    return hashlib.sha256(spec.encode()).hexdigest()[:16]
-
-
-FEATURE_HASH = feature_hash()
+FEATURE_HASH = SPEC.digest()
 
 #: Counters and gaps: non-negative and heavy-tailed; models compress them with log1p.
 HEAVY_TAILED: tuple[int, ...] = tuple(
@@ -60,7 +141,12 @@ HEAVY_TAILED: tuple[int, ...] = tuple(
 
 
 def time_features(event_time: datetime) -> tuple[float, float, float, float]:
-    """Hour of day and day of week on the unit circle, so 23:00 sits next to 00:00."""
+    """Hour of day and day of week on the unit circle, so 23:00 sits next to 00:00.
+
+    >>> from datetime import UTC
+    >>> [round(x, 3) for x in time_features(datetime(2026, 3, 2, 6, 0, tzinfo=UTC))]
+    [1.0, 0.0, 0.223, 0.975]
+    """
     hour = event_time.hour + event_time.minute / 60.0
     dow = event_time.weekday() + hour / 24.0
     h = 2.0 * math.pi * hour / 24.0

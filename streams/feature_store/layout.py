@@ -1,0 +1,102 @@
+"""How the feature spec maps onto Redis: entity kinds, their keys and the script's reply.
+
+Everything here is derived once from :data:`slidr.features.SPEC`; nothing talks to Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+
+from slidr.features import (
+    SPEC,
+    Distinct,
+    Entity,
+    FeatureSpec,
+    Velocity,
+    Window,
+)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One entity of the spec with everything counted for it: one state key per entity value."""
+
+    number: int  # 1-based, as the script knows it
+    entity: Entity
+    windows: tuple[Window, ...]
+    gap: bool
+    sets: tuple[Distinct, ...]
+    #: Feature column of each value the script returns for one click of this kind.
+    columns: tuple[int, ...]
+
+    @property
+    def width(self) -> int:
+        return len(self.columns)
+
+    @cached_property
+    def digest(self) -> str:
+        """In the state key: a change of what is kept for the kind never decodes old state."""
+        text = repr(
+            (self.entity, self.windows, self.gap, [(d.counted, d.window) for d in self.sets])
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+    @property
+    def lua(self) -> dict[str, object]:
+        return {
+            "levels": [[w.tile_ms, w.tiles] for w in self.windows],
+            "gap": int(self.gap),
+            "sets": [[d.window.tile_ms, d.window.tiles] for d in self.sets],
+        }
+
+
+@dataclass(frozen=True)
+class Layout:
+    kinds: tuple[Kind, ...]
+    #: Feature columns filled from Redis, and their value when the click has no such entity.
+    redis_columns: npt.NDArray[np.intp]
+    defaults: npt.NDArray[np.float64]
+    gap_columns: npt.NDArray[np.intp]
+    #: The spec as the script reads it (ARGV), and its distinct cap.
+    lua_spec: str
+    #: Part of every feature-row key: a spec change never serves a row of the old spec.
+    feature_hash: str
+
+
+def build_layout(spec: FeatureSpec = SPEC) -> Layout:
+    index = {name: i for i, name in enumerate(spec.names)}
+    kinds: list[Kind] = []
+    velocity: dict[str, Velocity] = {}
+    for v in spec.velocity:
+        if velocity.setdefault(v.entity.name, v) is not v:
+            raise ValueError(f"entity {v.entity.name} has two velocity counters; merge them")
+    for number, entity in enumerate(spec.entities, start=1):
+        v_spec = velocity.get(entity.name)
+        windows = v_spec.windows if v_spec else ()
+        gap = bool(v_spec and v_spec.gap)
+        sets = tuple(d for d in spec.distinct if d.entity.name == entity.name)
+        columns = [index[f"{entity.name}_clicks_{w.name}"] for w in windows]
+        columns += [index[f"{entity.name}_gap_s"]] if gap else []
+        columns += [index[d.name] for d in sets]
+        kinds.append(Kind(number, entity, windows, gap, sets, tuple(columns)))
+    gaps = [index[f"{v.entity.name}_gap_s"] for v in spec.velocity if v.gap]
+    redis_columns = sorted(c for k in kinds for c in k.columns)
+    defaults = np.zeros(len(spec.names), dtype=np.float64)
+    defaults[gaps] = -1.0  # "no previous click", as the script says it
+    return Layout(
+        kinds=tuple(kinds),
+        redis_columns=np.array(redis_columns, dtype=np.intp),
+        defaults=defaults,
+        gap_columns=np.array(gaps, dtype=np.intp),
+        lua_spec=json.dumps([k.lua for k in kinds], separators=(",", ":")),
+        feature_hash=spec.digest(),
+    )
+
+
+LAYOUT = build_layout()

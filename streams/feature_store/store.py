@@ -1,0 +1,190 @@
+"""The feature store of the scoring path: one script call per Redis node per batch.
+
+Velocity and distinct counts live in Redis, one small state per active entity, so any worker
+gives a click the same features; time of click and logged-in status are computed here. Keys,
+windows, error bounds and memory: docs/redis-keys.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from redis.exceptions import AskError, MovedError, RedisError, TryAgainError
+
+from slidr.errors import SlidrError
+from slidr.events import Click
+from slidr.features import WINDOWS
+from slidr.settings import RedisSettings
+from streams.feature_store.batch import Plan, local_features, plan
+from streams.feature_store.layout import LAYOUT
+from streams.feature_store.nodes import Nodes, connect
+
+log = logging.getLogger(__name__)
+
+_SCRIPT_PATH = Path(__file__).with_name("features.lua")
+#: An idle entity's state outlives the largest window, plus slack for late clicks.
+ENTITY_TTL_S = max(w.seconds for w in WINDOWS) + 3600
+#: Slot-map changes (MOVED/ASK) survived within one batch before it fails open.
+_REDIRECTS = 3
+
+
+class FeatureStoreUnavailable(SlidrError):
+    """Redis did not answer (down, timed out, refused the command): score the batch fail-open.
+
+    The next call reconnects by itself; nothing needs to be reset.
+    """
+
+
+class FeatureStore(Protocol):
+    """What the scoring path needs from a feature store."""
+
+    async def features(self, clicks: Sequence[Click]) -> npt.NDArray[np.float32]:
+        """float32 [len(clicks), N_FEATURES] in the order of ``slidr.features.FEATURES``."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class NodeMemory:
+    node: str
+    used_bytes: int
+    max_bytes: int
+    keys: int
+
+
+@cache
+def _script() -> tuple[str, str]:
+    source = _SCRIPT_PATH.read_text(encoding="utf-8")
+    return source, hashlib.sha1(source.encode()).hexdigest()
+
+
+class RedisFeatureStore:
+    """The store on one Redis node or a Redis Cluster, as ``settings.cluster_nodes`` says.
+
+    ``timeout_s`` bounds connecting and each reply, so an unresponsive Redis costs about that
+    long per batch before :class:`FeatureStoreUnavailable` (the worker then fails open); the
+    connections recover by themselves on a later call. Usable as ``async with``.
+    """
+
+    def __init__(self, settings: RedisSettings, *, timeout_s: float = 1.0) -> None:
+        if "{" in settings.key_prefix or "}" in settings.key_prefix:
+            raise ValueError("the Redis key prefix must not contain { or } (hash tags)")
+        self._settings = settings
+        self._prefix = settings.key_prefix
+        self._row_ttl_ms = settings.row_horizon_s * 1000
+        kind = "Redis Cluster" if settings.cluster_nodes else "Redis"
+        self._where = f"{kind} at {settings.host}:{settings.port}"
+        self._nodes: Nodes = connect(settings, timeout_s)
+        self._stale = False
+        #: Script calls sent so far (one per node per batch, more after a redirect).
+        self.round_trips = 0
+
+    async def features(self, clicks: Sequence[Click]) -> npt.NDArray[np.float32]:
+        out = local_features(clicks)
+        if not clicks:
+            return out
+        try:
+            redis_part = await self._count(clicks)
+        except RedisError as exc:
+            self._stale = True  # a node may be gone: learn the slot map again next time
+            raise self._unavailable(exc) from exc
+        cols = LAYOUT.redis_columns
+        out[:, cols] = redis_part[:, cols]
+        return out
+
+    async def _count(self, clicks: Sequence[Click]) -> npt.NDArray[np.float32]:
+        if self._stale:
+            await self._nodes.refresh()
+            self._stale = False
+        await self._nodes.ready()
+        for attempt in range(_REDIRECTS + 1):
+            batch = plan(clicks, self._prefix, self._nodes.node_of)
+            try:
+                return batch.scatter(await self._send(batch))
+            except (MovedError, AskError, TryAgainError) as exc:
+                # Nothing ran on the node that refused (keys are checked before the script
+                # runs); nodes that did run return their stored rows when the batch is resent.
+                if attempt == _REDIRECTS:
+                    raise
+                log.info("feature store: %s; refreshing the slot map", exc)
+                await self._nodes.refresh()
+        raise AssertionError("unreachable")
+
+    async def _send(self, batch: Plan) -> dict[Hashable, bytes]:
+        source, sha = _script()
+        entity_ttl_ms = ENTITY_TTL_S * 1000
+
+        async def one(node: Hashable) -> tuple[Hashable, bytes]:
+            keys, args = batch.calls[node].script_input(
+                batch.layout, entity_ttl_ms, self._row_ttl_ms
+            )
+            return node, await self._nodes.evalsha(node, sha, source, keys, args)
+
+        self.round_trips += len(batch.calls)
+        replies = await asyncio.gather(*(one(node) for node in batch.calls))
+        return dict(replies)
+
+    async def memory(self) -> list[NodeMemory]:
+        """Used and maximum memory and key count of each node (for metrics)."""
+        try:
+            await self._nodes.ready()
+            infos: list[dict[str, Any]] = await self._nodes.each("INFO", "memory")
+            sizes: list[int] = await self._nodes.each("DBSIZE")
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+        return [
+            NodeMemory(
+                node=str(i),
+                used_bytes=int(info["used_memory"]),
+                max_bytes=int(info["maxmemory"]),
+                keys=int(size),
+            )
+            for i, (info, size) in enumerate(zip(infos, sizes, strict=True))
+        ]
+
+    async def drop_namespace(self) -> int:
+        """Delete every key under this store's prefix, on every node; return how many.
+
+        For private namespaces (offline features, replays), never the live prefix.
+        """
+        try:
+            await self._nodes.ready()
+            return await self._nodes.drop(self._prefix)
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def ping(self) -> None:
+        try:
+            await self._nodes.ready()
+            await self._nodes.each("PING")
+        except RedisError as exc:
+            self._stale = True
+            raise self._unavailable(exc) from exc
+
+    async def aclose(self) -> None:
+        await self._nodes.aclose()
+
+    async def __aenter__(self) -> RedisFeatureStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _unavailable(self, exc: RedisError) -> FeatureStoreUnavailable:
+        log.warning("feature store: %s failed: %s", self._where, exc)
+        return FeatureStoreUnavailable(
+            f"{self._where} failed ({type(exc).__name__}: {exc}); "
+            "clicks are scored fail-open until it answers again"
+        )
