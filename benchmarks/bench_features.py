@@ -1,0 +1,338 @@
+"""Benchmark of the feature store's Redis cost: `python benchmarks/bench_features.py [--json]`.
+
+Simulates one day of clicks (as `slidr simulate --days 1 --clicks-per-day 200000 --seed 5`
+would; the window ends at the current hour) and feeds them in event-time order, in batches of
+500, through ``RedisFeatureStore.features`` on a private redis-server and then on a private
+3-node Redis Cluster, each started here with RedisService (free ports, temporary state) and
+stopped at the end, even on error. The servers share the machine with this client.
+
+Per target, from the server side (``INFO``, summed over the nodes of the cluster):
+- ``redis_cpu_us_per_click``: used_cpu_sys + used_cpu_user before and after the feed, per click.
+  ``redis_idle_cpu_us_per_click`` is the part an idle server (cluster: gossip, cron) would have
+  burnt in the same wall time, measured for 2 s before the feed; it is included above.
+- ``incr_us``: server CPU per INCR of `redis-benchmark -q -n 1000000 -P 16 -t incr` run against
+  the same server(s) after the feed (``--cluster`` on the cluster), as INFO cpu delta / INCRs,
+  so both figures are server CPU; ``incr_wall_us`` is redis-benchmark's own 1 / rate (the
+  issue's 0.68 µs). ``incr_equivalents_per_click`` = redis_cpu_us_per_click / incr_us.
+- ``round_trips_per_batch``: the store's ``round_trips`` counter (requests sent) before and
+  after, per batch; a store without it is counted by EVALSHA + EVAL calls (INFO commandstats).
+- ``bytes_per_click_day``: see below. ``used_memory_mb`` and ``keys`` are what is left then,
+  ``*_end_of_feed`` what there was right after the feed.
+
+Memory at steady state. The store caches each click's feature row for ``row_horizon_s`` of
+WALL time so that a redelivery gets the same row; a feed that compresses a day into a minute
+would hold the whole day's rows, which no live pipeline does. So the store runs with
+``row_horizon_s`` scaled by the replay's compression, max(1, round(600 * expected wall / event
+span)) with the wall time expected at 3,000 clicks/s (`--row-horizon-s` overrides), and after
+the feed the keys that expire within that horizon (the row cache; velocity state lives a day
+and more) are left to expire: the benchmark waits for the longest remaining such TTL, then one
+SCAN of every node deletes what has expired. bytes_per_click_day = (used_memory then - used
+memory of the empty server) / clicks of the last 24 h of event time, plus the live row cache:
+its bytes per cached row (the memory that expired / the clicks fed in the last horizon) x the
+default 600 s horizon / 86,400 s, i.e. what a pipeline at any steady rate holds for 600 s of
+clicks. Velocity keys' TTLs are wall-clock too, so with --days > 1 all days stay and the figure
+overstates a live pipeline's.
+
+Cluster vs single: the features of the same clicks must be identical on both
+(``features_identical`` under "cluster"). A store without cluster support fails there with a
+message (exit status 1); the single-node figures are still printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from redis_probe import RedisNodes
+
+from slidr.errors import SlidrError
+from slidr.events import Click
+from slidr.features import N_FEATURES
+from slidr.settings import RedisSettings, Settings
+from slidr.simulate.config import SimConfig, window_ending_now
+from slidr.simulate.generator import Generator
+from slidr.stack.redis_server import RedisService
+from streams.feature_store import RedisFeatureStore
+from streams.featurize import clicks_of
+from tests.stack_fixtures import free_port_range, free_ports
+
+DAY_S = 86_400
+#: What the store's cache would hold live: RedisSettings' default redelivery horizon.
+LIVE_ROW_HORIZON_S = RedisSettings().row_horizon_s
+#: Only to scale the row horizon before the feed; the measured rate is reported.
+EXPECTED_CLICKS_PER_S = 3_000
+IDLE_S = 2.0
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    clicks: list[Click]
+    event_ms: npt.NDArray[np.int64]
+
+    @property
+    def span_s(self) -> float:
+        return float(self.event_ms[-1] - self.event_ms[0]) / 1000
+
+    def last_day(self) -> int:
+        """Clicks of the last 24 h of event time."""
+        return int(np.count_nonzero(self.event_ms > self.event_ms[-1] - DAY_S * 1000))
+
+
+def simulate(days: int, clicks_per_day: int, seed: int) -> Traffic:
+    config = SimConfig(
+        start=window_ending_now(days), days=days, clicks_per_day=clicks_per_day, seed=seed
+    )
+    table = pa.concat_tables([batch.clicks for batch in Generator(config).hours()])
+    table = table.sort_by([("event_time", "ascending"), ("click_id", "ascending")])
+    event_ms = table["event_time"].cast(pa.int64()).to_numpy()
+    return Traffic(clicks_of(table), np.asarray(event_ms, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Feed:
+    features: npt.NDArray[np.float32]
+    wall_s: float
+    #: perf_counter() at the end of each batch, and the batch sizes.
+    done_at: npt.NDArray[np.float64]
+    sizes: npt.NDArray[np.int64]
+    #: Requests the store says it sent, or None when it does not count them.
+    round_trips: int | None
+
+
+async def feed(settings: RedisSettings, clicks: Sequence[Click], batch_size: int) -> Feed:
+    out = np.empty((len(clicks), N_FEATURES), dtype=np.float32)
+    starts = range(0, len(clicks), batch_size)
+    done_at = np.empty(len(starts))
+    async with RedisFeatureStore(settings, timeout_s=30.0) as store:
+        sent_before = getattr(store, "round_trips", None)
+        began = time.perf_counter()
+        for b, start in enumerate(starts):
+            out[start : start + batch_size] = await store.features(
+                clicks[start : start + batch_size]
+            )
+            done_at[b] = time.perf_counter()
+        wall = time.perf_counter() - began
+        sent_after = getattr(store, "round_trips", None)
+    sent = None
+    if isinstance(sent_before, int) and isinstance(sent_after, int):
+        sent = sent_after - sent_before
+    sizes = np.minimum(batch_size, len(clicks) - np.asarray(starts, dtype=np.int64))
+    return Feed(out, wall, done_at, sizes, sent)
+
+
+def measure(
+    service: RedisService, traffic: Traffic, batch_size: int, incr_requests: int
+) -> tuple[dict[str, Any], npt.NDArray[np.float32]]:
+    nodes = RedisNodes(service)
+    try:
+        empty_memory = nodes.used_memory()
+        idle_cpu = nodes.cpu_s()
+        time.sleep(IDLE_S)
+        idle_cpu_per_s = (nodes.cpu_s() - idle_cpu) / IDLE_S
+        calls, cpu = nodes.script_calls(), nodes.cpu_s()
+        fed = asyncio.run(feed(service.settings, traffic.clicks, batch_size))
+        cpu, calls = nodes.cpu_s() - cpu, nodes.script_calls() - calls
+        memory_end, keys_end, end = nodes.used_memory(), nodes.keys(), time.perf_counter()
+        horizon_s = service.settings.row_horizon_s
+        short_lived, longest_ms = nodes.short_lived(horizon_s * 1000)
+        if short_lived:
+            time.sleep(longest_ms / 1000 + 0.05)
+        nodes.purge_expired()
+        memory, keys = nodes.used_memory(), nodes.keys()
+        incr_us, incr_wall_us = nodes.incr_reference(incr_requests)
+        version = nodes.version()
+    finally:
+        nodes.close()
+    n, batches = len(traffic.clicks), len(fed.sizes)
+    cpu_us = cpu * 1e6 / n
+    # The rows that expired were those written in the last horizon before `end`.
+    recent_rows = int(fed.sizes[fed.done_at > end - horizon_s].sum())
+    row_bytes = (memory_end - memory) / recent_rows if short_lived and recent_rows else 0.0
+    row_cache = row_bytes * LIVE_ROW_HORIZON_S / DAY_S
+    result: dict[str, Any] = {
+        "nodes": len(service.ports),
+        "redis_version": version,
+        "clicks": n,
+        "clicks_per_s": n / fed.wall_s,
+        "redis_cpu_us_per_click": cpu_us,
+        "redis_idle_cpu_us_per_click": idle_cpu_per_s * fed.wall_s * 1e6 / n,
+        "incr_us": incr_us,
+        "incr_wall_us": incr_wall_us,
+        "incr_equivalents_per_click": cpu_us / incr_us,
+        "bytes_per_click_day": (memory - empty_memory) / traffic.last_day() + row_cache,
+        "row_cache_bytes_per_click_day": row_cache,
+        "row_cache_bytes_per_row": row_bytes,
+        "clicks_last_24h": traffic.last_day(),
+        "round_trips_per_batch": (fed.round_trips if fed.round_trips is not None else calls)
+        / batches,
+        "round_trips_source": "store.round_trips" if fed.round_trips is not None else "EVAL*",
+        "used_memory_mb": (memory - empty_memory) / 1e6,
+        "keys": keys,
+        "used_memory_mb_end_of_feed": (memory_end - empty_memory) / 1e6,
+        "keys_end_of_feed": keys_end,
+        "short_lived_keys_end_of_feed": short_lived,
+    }
+    return result, fed.features
+
+
+def run_target(
+    root: Path, nodes: int, traffic: Traffic, args: argparse.Namespace, horizon_s: int
+) -> tuple[dict[str, Any], npt.NDArray[np.float32]]:
+    """Start a private Redis (one node or a cluster), measure, stop it whatever happens."""
+    port = free_port_range(nodes) if nodes else free_ports(1)[0]
+    redis = RedisSettings(
+        port=port, cluster_nodes=nodes, key_prefix="slidr-bench:", row_horizon_s=horizon_s
+    )
+    service = RedisService(Settings(state_dir=root, redis=redis))
+    service.check_prerequisites()
+    try:
+        service.start()
+        return measure(service, traffic, args.batch_size, args.incr_requests)
+    finally:
+        service.proc.stop()
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(memory_kb / 2**20, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def rounded(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def table(results: dict[str, dict[str, Any]]) -> Table:
+    columns = {
+        "clicks/s": ("clicks_per_s", "{:,.0f}"),
+        "Redis µs/click": ("redis_cpu_us_per_click", "{:.2f}"),
+        "INCR µs": ("incr_us", "{:.3f}"),
+        "INCR-eq/click": ("incr_equivalents_per_click", "{:.1f}"),
+        "B/click-day": ("bytes_per_click_day", "{:.0f}"),
+        "round trips/batch": ("round_trips_per_batch", "{:.2f}"),
+        "used MB": ("used_memory_mb", "{:.1f}"),
+        "keys": ("keys", "{:,}"),
+        "identical": ("features_identical", "{}"),
+    }
+    out = Table("target", *columns, title="slidr feature store on Redis, one simulated day")
+    for name, result in results.items():
+        if "error" in result:
+            out.add_row(name, "[red]failed[/]")
+            continue
+        out.add_row(
+            name, *(fmt.format(result[k]) if k in result else "-" for k, fmt in columns.values())
+        )
+    out.caption = (
+        "targets: ≤ 15 INCR-eq/click on one node, ≤ 150 B/click-day, "
+        "cluster CPU/click ≤ 1.3x one node's, identical features"
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=1)
+    parser.add_argument("--clicks-per-day", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--targets", default="single,cluster", help="single, cluster or both")
+    parser.add_argument("--row-horizon-s", type=int, help="default: scaled (see the docstring)")
+    parser.add_argument("--incr-requests", type=int, default=1_000_000)
+    parser.add_argument("--json", action="store_true", help="print only one JSON object")
+    args = parser.parse_args()
+    targets = {"single": 0, "cluster": 3}
+    chosen = [t.strip() for t in args.targets.split(",")]
+    if not chosen or any(t not in targets for t in chosen):
+        parser.error("--targets takes single, cluster or single,cluster")
+
+    began = time.perf_counter()
+    traffic = simulate(args.days, args.clicks_per_day, args.seed)
+    console.print(
+        f"simulated {len(traffic.clicks):,} clicks over {timedelta(seconds=traffic.span_s)} "
+        f"in {time.perf_counter() - began:.1f} s"
+    )
+    expected_wall_s = len(traffic.clicks) / EXPECTED_CLICKS_PER_S
+    horizon_s = args.row_horizon_s or max(
+        1, round(LIVE_ROW_HORIZON_S * expected_wall_s / traffic.span_s)
+    )
+    results: dict[str, dict[str, Any]] = {}
+    features: dict[str, npt.NDArray[np.float32]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
+        for name in chosen:
+            console.print(f"{name}: feeding {len(traffic.clicks):,} clicks")
+            try:
+                results[name], features[name] = run_target(
+                    Path(tmp) / name, targets[name], traffic, args, horizon_s
+                )
+            except (SlidrError, RedisError) as exc:
+                results[name] = {"error": _failure(name, exc)}
+    if "cluster" in features and "single" in features:
+        same = np.array_equal(features["single"], features["cluster"])
+        results["cluster"]["features_identical"] = same
+        results["cluster"]["cpu_vs_single"] = (
+            results["cluster"]["redis_cpu_us_per_click"]
+            / results["single"]["redis_cpu_us_per_click"]
+        )
+    report = results | {
+        "machine": machine(),
+        "params": vars(args) | {"clicks": len(traffic.clicks), "row_horizon_s": horizon_s},
+    }
+    if args.json:
+        print(json.dumps(rounded(report)))
+    else:
+        Console(width=160).print(table(results))
+    for name, result in results.items():
+        if "error" in result:
+            console.print(f"[red]{name}: {result['error']}[/]")
+    if any("error" in r for r in results.values()):
+        sys.exit(1)
+
+
+def _failure(name: str, exc: Exception) -> str:
+    hint = (
+        " (does streams.feature_store support Redis Cluster yet? It must declare its keys and "
+        "call each node for the keys it owns.)"
+        if name == "cluster"
+        else ""
+    )
+    return f"the feature store failed: {type(exc).__name__}: {exc}{hint}"
+
+
+if __name__ == "__main__":
+    main()
