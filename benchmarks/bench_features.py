@@ -23,15 +23,17 @@ Memory at steady state. The store caches each click's feature row for ``row_hori
 WALL time so that a redelivery gets the same row; a feed that compresses a day into a minute
 would hold the whole day's rows, which no live pipeline does. So the store runs with
 ``row_horizon_s`` scaled by the replay's compression, max(1, round(600 * expected wall / event
-span)) with the wall time expected at 3,000 clicks/s (`--row-horizon-s` overrides), and after
-the feed the keys that expire within that horizon (the row cache; velocity state lives a day
-and more) are left to expire: the benchmark waits for the longest remaining such TTL, then one
-SCAN of every node deletes what has expired. bytes_per_click_day = (used_memory then - used
-memory of the empty server) / clicks of the last 24 h of event time, plus the live row cache:
-its bytes per cached row (the memory that expired / the clicks fed in the last horizon) x the
+span)) with the wall time expected at 3,000 clicks/s (`--row-horizon-s` overrides). Right after
+the feed one SCAN of every node deletes the keys that have expired (Redis's own expiry only
+samples), and used_memory then is ``used_memory_mb_end_of_feed``: the state plus the rows of
+the last horizon. Then the benchmark waits one horizon, so that every key with a TTL within the
+horizon (the row cache; velocity state lives a day and more) has expired, SCANs again and reads
+used_memory: the state alone. bytes_per_click_day = (that - used_memory of the empty server) /
+clicks of the last 24 h of event time, plus the live row cache: bytes per cached row (the
+memory that expired in the wait / the clicks fed in the horizon before the first SCAN) x the
 default 600 s horizon / 86,400 s, i.e. what a pipeline at any steady rate holds for 600 s of
-clicks. Velocity keys' TTLs are wall-clock too, so with --days > 1 all days stay and the figure
-overstates a live pipeline's.
+clicks (``row_cache_bytes_per_click_day``). Velocity keys' TTLs are wall-clock too, so with
+--days > 1 every day stays and the figure overstates a live pipeline's.
 
 Cluster vs single: the features of the same clicks must be identical on both
 (``features_identical`` under "cluster"). A store without cluster support fails there with a
@@ -141,6 +143,31 @@ async def feed(settings: RedisSettings, clicks: Sequence[Click], batch_size: int
     return Feed(out, wall, done_at, sizes, sent)
 
 
+@dataclass(frozen=True)
+class Memory:
+    """used_memory and keys right after the feed and once the row cache has expired."""
+
+    end_of_feed: int
+    keys_end_of_feed: int
+    state: int
+    keys: int
+    #: Clicks whose rows were in ``end_of_feed`` (fed within one horizon of it).
+    live_rows: int
+
+
+def settle(nodes: RedisNodes, fed: Feed, horizon_s: int) -> Memory:
+    """Memory with the last horizon's rows, then without them (see the docstring)."""
+    fed_at = float(fed.done_at[-1])
+    nodes.purge_expired()
+    end_of_feed, keys_end_of_feed = nodes.used_memory(), nodes.keys()
+    # Rows expire during the SCAN too: count those of the horizon before its middle.
+    live_since = (fed_at + time.perf_counter()) / 2 - horizon_s
+    time.sleep(max(0.0, fed_at + horizon_s + 0.05 - time.perf_counter()))
+    nodes.purge_expired()
+    live_rows = int(fed.sizes[fed.done_at > live_since].sum())
+    return Memory(end_of_feed, keys_end_of_feed, nodes.used_memory(), nodes.keys(), live_rows)
+
+
 def measure(
     service: RedisService, traffic: Traffic, batch_size: int, incr_requests: int
 ) -> tuple[dict[str, Any], npt.NDArray[np.float32]]:
@@ -153,22 +180,17 @@ def measure(
         calls, cpu = nodes.script_calls(), nodes.cpu_s()
         fed = asyncio.run(feed(service.settings, traffic.clicks, batch_size))
         cpu, calls = nodes.cpu_s() - cpu, nodes.script_calls() - calls
-        memory_end, keys_end, end = nodes.used_memory(), nodes.keys(), time.perf_counter()
-        horizon_s = service.settings.row_horizon_s
-        short_lived, longest_ms = nodes.short_lived(horizon_s * 1000)
-        if short_lived:
-            time.sleep(longest_ms / 1000 + 0.05)
-        nodes.purge_expired()
-        memory, keys = nodes.used_memory(), nodes.keys()
+        mem = settle(nodes, fed, service.settings.row_horizon_s)
         incr_us, incr_wall_us = nodes.incr_reference(incr_requests)
         version = nodes.version()
     finally:
         nodes.close()
     n, batches = len(traffic.clicks), len(fed.sizes)
     cpu_us = cpu * 1e6 / n
-    # The rows that expired were those written in the last horizon before `end`.
-    recent_rows = int(fed.sizes[fed.done_at > end - horizon_s].sum())
-    row_bytes = (memory_end - memory) / recent_rows if short_lived and recent_rows else 0.0
+    expired = mem.end_of_feed - mem.state
+    row_bytes = (
+        expired / mem.live_rows if mem.keys_end_of_feed > mem.keys and mem.live_rows else 0.0
+    )
     row_cache = row_bytes * LIVE_ROW_HORIZON_S / DAY_S
     result: dict[str, Any] = {
         "nodes": len(service.ports),
@@ -180,18 +202,17 @@ def measure(
         "incr_us": incr_us,
         "incr_wall_us": incr_wall_us,
         "incr_equivalents_per_click": cpu_us / incr_us,
-        "bytes_per_click_day": (memory - empty_memory) / traffic.last_day() + row_cache,
+        "bytes_per_click_day": (mem.state - empty_memory) / traffic.last_day() + row_cache,
         "row_cache_bytes_per_click_day": row_cache,
         "row_cache_bytes_per_row": row_bytes,
         "clicks_last_24h": traffic.last_day(),
         "round_trips_per_batch": (fed.round_trips if fed.round_trips is not None else calls)
         / batches,
         "round_trips_source": "store.round_trips" if fed.round_trips is not None else "EVAL*",
-        "used_memory_mb": (memory - empty_memory) / 1e6,
-        "keys": keys,
-        "used_memory_mb_end_of_feed": (memory_end - empty_memory) / 1e6,
-        "keys_end_of_feed": keys_end,
-        "short_lived_keys_end_of_feed": short_lived,
+        "used_memory_mb": (mem.state - empty_memory) / 1e6,
+        "keys": mem.keys,
+        "used_memory_mb_end_of_feed": (mem.end_of_feed - empty_memory) / 1e6,
+        "keys_end_of_feed": mem.keys_end_of_feed,
     }
     return result, fed.features
 

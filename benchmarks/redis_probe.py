@@ -1,6 +1,6 @@
 """Server-side measurements of the Redis node(s) of a local RedisService, summed over nodes:
-CPU (INFO cpu), memory (INFO memory), keys, script calls, short-lived keys, and the pipelined
-INCR reference measured with redis-benchmark on the same server(s)."""
+CPU (INFO cpu), memory (INFO memory), keys, script calls, and the pipelined INCR reference
+measured with redis-benchmark on the same server(s)."""
 
 from __future__ import annotations
 
@@ -48,24 +48,6 @@ class RedisNodes:
 
     def version(self) -> str:
         return str(self._info("server")[0]["redis_version"])
-
-    def short_lived(self, max_ttl_ms: int) -> tuple[int, int]:
-        """(count, longest remaining ms) of keys that expire within ``max_ttl_ms``."""
-        count, longest = 0, 0
-        for client in self.clients:
-            cursor = 0
-            while True:
-                cursor, keys = client.scan(cursor, count=_SCAN_COUNT)
-                pipe = client.pipeline(transaction=False)
-                for key in keys:
-                    pipe.pttl(key)
-                for ttl in pipe.execute():
-                    if 0 <= int(ttl) <= max_ttl_ms:
-                        count += 1
-                        longest = max(longest, int(ttl))
-                if cursor == 0:
-                    break
-        return count, longest
 
     def purge_expired(self) -> None:
         """One full SCAN per node: SCAN deletes the expired keys it meets, so what is left is
