@@ -1,31 +1,32 @@
-"""One batch of clicks as script calls (one per Redis node), and the replies as feature rows.
+"""A batch of clicks as work per Redis node, and the features back as rows.
 
-Pure functions: the store (``store.py``) sends what :func:`plan` builds and hands the replies
-to :meth:`Plan.scatter`. Key names and the argument layout are described in
-docs/redis-keys.md and ``features.lua``.
+Pure functions and data: the store (``store.py``) sends what :func:`plan` builds. Key names
+and the scripts' arguments are described in docs/redis-keys.md and the ``.lua`` files.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from slidr.events import Click
-from slidr.features import DISTINCT_CAP, INDEX, MAX_GAP_S, N_FEATURES, TIME_FEATURES, time_features
+from slidr.features import INDEX, MAX_GAP_S, N_FEATURES, TIME_FEATURES, time_features
+from streams.feature_store.entity import Record
 from streams.feature_store.layout import LAYOUT, Kind, Layout
 
 _TIME_COLUMNS = np.array([INDEX[name] for name in TIME_FEATURES])
 _LOGGED_IN = INDEX["logged_in"]
 #: Separates the values of a multi-field entity in its key; never inside a value (replaced).
 _JOIN = "\x1f"
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(list[float]).decode
+encode_row = msgspec.msgpack.Encoder().encode
+decode_row = msgspec.msgpack.Decoder(list[int]).decode
 
 
 def epoch_ms(t: datetime) -> int:
@@ -38,12 +39,13 @@ def epoch_ms(t: datetime) -> int:
     return int(t.timestamp()) * 1000 + t.microsecond // 1000
 
 
-def element_id(value: str) -> int:
-    """A 48-bit id of a counted value: exact in Lua's doubles, never 0 (0 means "none").
+def short_hash(value: str) -> int:
+    """A 32-bit id of a click_id or a counted value, never 0 (0 means "no value").
 
-    Keyless but cryptographic, so no one can craft many values that count as one.
+    >>> short_hash("10.0.0.1") == short_hash("10.0.0.1") != short_hash("10.0.0.2")
+    True
     """
-    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=6).digest(), "big") or 1
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=4).digest(), "big") or 1
 
 
 def entity_value(click: Click, fields: tuple[str, ...]) -> str | None:
@@ -58,109 +60,150 @@ def entity_value(click: Click, fields: tuple[str, ...]) -> str | None:
 
 
 @dataclass
+class EntityWork:
+    """One entity's part of a batch: its state key and the batch's new clicks, in order."""
+
+    kind: Kind
+    key: str
+    records: list[Record] = field(default_factory=list)
+
+
+@dataclass
+class RowWork:
+    """One click's part on one node: batch positions (a duplicate shares the row), its click
+    hash, and its entities there, in spec order. Its feature row is field ``field`` of the
+    node's row hash for the click's event minute, ``group``."""
+
+    positions: list[int]
+    click_hash: int
+    entities: list[EntityWork]
+    group: str
+    field: str
+
+
+@dataclass
 class NodeCall:
-    """The work of one Redis node for a batch: its keys, the script's input, and where each
-    value of its reply goes (row in the batch, feature column)."""
+    entities: dict[str, EntityWork] = field(default_factory=dict)
+    rows: dict[tuple[str, str], RowWork] = field(default_factory=dict)
 
-    entity_keys: dict[str, int] = field(default_factory=dict)
-    row_keys: dict[str, int] = field(default_factory=dict)
-    work: list[int] = field(default_factory=list)
-    rows: list[int] = field(default_factory=list)
-    columns: list[int] = field(default_factory=list)
+    def groups(self) -> dict[str, list[str]]:
+        """Row fields per row hash."""
+        out: dict[str, list[str]] = {}
+        for group, name in self.rows:
+            out.setdefault(group, []).append(name)
+        return out
 
-    def script_input(
-        self, layout: Layout, entity_ttl_ms: int, row_ttl_ms: int
-    ) -> tuple[list[str], list[str | int | bytes]]:
-        keys = [*self.entity_keys, *self.row_keys]
-        args: list[str | int | bytes] = [
-            layout.lua_spec,
-            entity_ttl_ms,
-            row_ttl_ms,
-            len(self.entity_keys),
-            _encode(self.work),
-            DISTINCT_CAP,
-        ]
-        return keys, args
+    def without(self, stored: Iterable[tuple[str, str]]) -> NodeCall:
+        """The same work less the clicks whose rows are already stored."""
+        gone = set(stored)
+        gone_hashes = {self.rows[k].click_hash for k in gone}
+        out = NodeCall()
+        for key, row in self.rows.items():
+            if key in gone:
+                continue
+            entities = []
+            for e in row.entities:
+                mine = out.entities.get(e.key)
+                if mine is None:
+                    records = [r for r in e.records if r[1] not in gone_hashes]
+                    mine = out.entities[e.key] = EntityWork(e.kind, e.key, records)
+                entities.append(mine)
+            out.rows[key] = RowWork(row.positions, row.click_hash, entities, *key)
+        return out
 
 
 @dataclass
 class Plan:
-    """A batch split into node calls; ``scatter`` turns their replies into Redis features."""
-
     n: int
     calls: dict[Hashable, NodeCall]
     layout: Layout
 
-    def scatter(self, replies: dict[Hashable, bytes]) -> npt.NDArray[np.float32]:
-        """float32 [n, N_FEATURES]: the Redis-filled columns (others 0), gaps in capped s."""
-        raw = np.broadcast_to(self.layout.defaults, (self.n, len(self.layout.defaults))).copy()
-        for node, call in self.calls.items():
-            values = _decode(replies[node])
-            if len(values) != len(call.rows):
-                raise ValueError(f"script replied {len(values)} values, expected {len(call.rows)}")
-            raw[call.rows, call.columns] = values
-        gaps = raw[:, self.layout.gap_columns]
-        raw[:, self.layout.gap_columns] = np.where(
-            gaps < 0, MAX_GAP_S, np.minimum(gaps / 1000.0, MAX_GAP_S)
-        )
-        out = np.zeros((self.n, N_FEATURES), dtype=np.float32)
-        cols = self.layout.redis_columns
-        out[:, cols] = raw[:, cols]
-        return out
+
+class Placement(Protocol):
+    def node_of(self, key: str) -> Hashable:
+        """The node that owns a key."""
+        ...
+
+    def row_tag(self, node: Hashable) -> str:
+        """A hash tag whose keys live on ``node``."""
+        ...
 
 
 def plan(
     clicks: Sequence[Click],
     prefix: str,
-    node_of: Callable[[str], Hashable],
+    placement: Placement,
     layout: Layout = LAYOUT,
 ) -> Plan:
-    """Split a batch into one call per node, clicks in (event time, click_id) order.
+    """Split a batch into work per node, clicks in (event time, click hash) order.
 
-    ``node_of`` names the node that owns a key (one node: always the same). A click's entities
-    on one node are counted in that node's call, and its feature row there is kept under a key
-    beside its first entity, so the row and the counters it guards live on the same node.
+    A click's feature row on a node is kept on that node, in a hash per event minute, so a node
+    alone can tell that it has seen a click before.
     """
+    hashes = [short_hash(c.click_id) for c in clicks]
     ms = [epoch_ms(c.event_time) for c in clicks]
-    order = sorted(range(len(clicks)), key=lambda i: (ms[i], clicks[i].click_id))
-    calls: dict[Hashable, NodeCall] = {}
+    order = sorted(range(len(clicks)), key=lambda i: (ms[i], hashes[i]))
     ids: dict[str, int] = {}
+
+    def element(value: object) -> int:
+        if value in (None, ""):
+            return 0
+        text = str(value)
+        eid = ids.get(text)
+        if eid is None:
+            eid = ids[text] = short_hash(text)
+        return eid
+
+    calls: dict[Hashable, NodeCall] = {}
     for pos in order:
-        click = clicks[pos]
-        by_node: dict[Hashable, list[tuple[Kind, str, str]]] = {}
+        click, h = clicks[pos], hashes[pos]
+        by_node: dict[Hashable, list[EntityWork]] = {}
         for kind in layout.kinds:
             value = entity_value(click, kind.entity.fields)
             if value is None:
                 continue
-            tag = f"{kind.entity.name}:{value}"
-            key = f"{prefix}e:{kind.digest}:{{{tag}}}"
-            by_node.setdefault(node_of(key), []).append((kind, tag, key))
-        for node, ops in by_node.items():
+            key = f"{prefix}e:{kind.digest}:{{{kind.entity.name}:{value}}}"
+            node = placement.node_of(key)
             call = calls.get(node)
             if call is None:
                 call = calls[node] = NodeCall()
-            kinds = ".".join(str(kind.number) for kind, _, _ in ops)
-            row_key = f"{prefix}r:{layout.feature_hash}:{{{ops[0][1]}}}:{kinds}:{click.click_id}"
-            row = call.row_keys.setdefault(row_key, len(call.row_keys) + 1)
-            call.work += (ms[pos], row, len(ops))
-            for kind, _, key in ops:
-                call.work += (
-                    kind.number,
-                    call.entity_keys.setdefault(key, len(call.entity_keys) + 1),
-                )
-                for d in kind.sets:
-                    counted = getattr(click, d.counted)
-                    if counted in (None, ""):
-                        call.work.append(0)
-                    else:
-                        text = str(counted)
-                        eid = ids.get(text)
-                        if eid is None:
-                            eid = ids[text] = element_id(text)
-                        call.work.append(eid)
-                call.rows += [pos] * kind.width
-                call.columns += kind.columns
+            work = call.entities.get(key)
+            if work is None:
+                work = call.entities[key] = EntityWork(kind, key)
+            by_node.setdefault(node, []).append(work)
+        for node, works in by_node.items():
+            call = calls[node]
+            tag = placement.row_tag(node)
+            group = f"{prefix}rows:{layout.feature_hash}:{{{tag}}}:{ms[pos] // 60_000}"
+            name = ".".join(str(w.kind.number) for w in works) + ":" + click.click_id
+            row = call.rows.get((group, name))
+            if row is not None:  # the same click twice in one batch
+                row.positions.append(pos)
+                continue
+            call.rows[(group, name)] = RowWork([pos], h, works, group, name)
+            for work in works:
+                sets = (element(getattr(click, d.counted)) for d in work.kind.sets)
+                work.records.append((ms[pos], h, *sets))
     return Plan(len(clicks), calls, layout)
+
+
+def to_features(
+    n: int, rows: Iterable[tuple[RowWork, Sequence[int]]], layout: Layout = LAYOUT
+) -> npt.NDArray[np.float32]:
+    """float32 [n, N_FEATURES]: Redis-filled columns from each row's values, others 0; gaps
+    from ms (-1: none) to capped seconds."""
+    raw = np.broadcast_to(layout.defaults, (n, len(layout.defaults))).copy()
+    for row, values in rows:
+        columns = [c for e in row.entities for c in e.kind.columns]
+        if len(values) != len(columns):
+            raise ValueError(f"a stored row has {len(values)} values, expected {len(columns)}")
+        for pos in row.positions:
+            raw[pos, columns] = values
+    gaps = raw[:, layout.gap_columns]
+    raw[:, layout.gap_columns] = np.where(gaps < 0, MAX_GAP_S, np.minimum(gaps / 1000.0, MAX_GAP_S))
+    out = np.zeros((n, N_FEATURES), dtype=np.float32)
+    out[:, layout.redis_columns] = raw[:, layout.redis_columns]
+    return out
 
 
 def local_features(clicks: Sequence[Click]) -> npt.NDArray[np.float32]:

@@ -6,7 +6,6 @@ Everything here is derived once from :data:`slidr.features.SPEC`; nothing talks 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -40,20 +39,18 @@ class Kind:
         return len(self.columns)
 
     @cached_property
+    def record(self) -> np.dtype[np.void]:
+        """One click in the entity's log: event time ms, click hash, an element id per set."""
+        fields = [("t", ">i8"), ("h", ">u4"), *((f"e{i}", ">u4") for i in range(len(self.sets)))]
+        return np.dtype(fields)
+
+    @cached_property
     def digest(self) -> str:
         """In the state key: a change of what is kept for the kind never decodes old state."""
         text = repr(
             (self.entity, self.windows, self.gap, [(d.counted, d.window) for d in self.sets])
         )
-        return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-    @property
-    def lua(self) -> dict[str, object]:
-        return {
-            "levels": [[w.tile_ms, w.tiles] for w in self.windows],
-            "gap": int(self.gap),
-            "sets": [[d.window.tile_ms, d.window.tiles] for d in self.sets],
-        }
+        return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 
 @dataclass(frozen=True)
@@ -63,8 +60,6 @@ class Layout:
     redis_columns: npt.NDArray[np.intp]
     defaults: npt.NDArray[np.float64]
     gap_columns: npt.NDArray[np.intp]
-    #: The spec as the script reads it (ARGV), and its distinct cap.
-    lua_spec: str
     #: Part of every feature-row key: a spec change never serves a row of the old spec.
     feature_hash: str
 
@@ -94,7 +89,6 @@ def build_layout(spec: FeatureSpec = SPEC) -> Layout:
         redis_columns=np.array(redis_columns, dtype=np.intp),
         defaults=defaults,
         gap_columns=np.array(gaps, dtype=np.intp),
-        lua_spec=json.dumps([k.lua for k in kinds], separators=(",", ":")),
         feature_hash=spec.digest(),
     )
 

@@ -8,6 +8,7 @@ list the nodes (for metrics and namespace clean-up). The cluster's slot map is r
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from itertools import count
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -19,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from slidr.settings import RedisSettings
+from streams.feature_store.script import Script
 
 #: Tells operators whose connections these are (CLIENT LIST).
 CLIENT_NAME = "slidr-feature-store"
@@ -31,8 +33,12 @@ class Nodes(Protocol):
 
     def node_of(self, key: str) -> Hashable: ...
 
+    def row_tag(self, node: Hashable) -> str:
+        """A hash tag whose keys live on ``node``."""
+        ...
+
     async def evalsha(
-        self, node: Hashable, sha: str, source: str, keys: Sequence[str], args: Sequence[Any]
+        self, node: Hashable, script: Script, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
         """Run the script on ``node`` (loading it there first when the node lacks it)."""
         ...
@@ -96,14 +102,17 @@ class SingleNode:
     def node_of(self, key: str) -> Hashable:
         return None
 
+    def row_tag(self, node: Hashable) -> str:
+        return "rows"
+
     async def evalsha(
-        self, node: Hashable, sha: str, source: str, keys: Sequence[str], args: Sequence[Any]
+        self, node: Hashable, script: Script, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
         try:
-            return await self._redis.evalsha(sha, len(keys), *keys, *args)
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await self._redis.script_load(source)
-            return await self._redis.evalsha(sha, len(keys), *keys, *args)
+            await self._redis.script_load(script.source)
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
 
     async def each(self, *command: Any) -> list[Any]:
         return [await self._redis.execute_command(*command)]  # type: ignore[no-untyped-call]
@@ -128,6 +137,7 @@ class ClusterNodes:
             host=settings.host, port=settings.port, **_client_options(settings, timeout_s)
         )
         self._ready = False
+        self._tags: dict[Hashable, str] = {}
 
     async def _initialized(self) -> RedisCluster:
         if not self._ready:
@@ -138,18 +148,27 @@ class ClusterNodes:
     def node_of(self, key: str) -> Hashable:
         return self._cluster.nodes_manager.get_node_from_slot(key_slot(key.encode())).name
 
+    def row_tag(self, node: Hashable) -> str:
+        tag = self._tags.get(node)
+        if tag is None:
+            # The first of rows0, rows1, ... whose slot the node owns: found in a few tries.
+            tag = next(f"rows{i}" for i in count() if self.node_of(f"{{rows{i}}}") == node)
+            self._tags[node] = tag
+        return tag
+
     async def ready(self) -> None:
         await self._initialized()
 
     async def evalsha(
-        self, node: Hashable, sha: str, source: str, keys: Sequence[str], args: Sequence[Any]
+        self, node: Hashable, script: Script, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
         target = self._node(node)
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
-            return await target.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            return await target.execute_command(*command)
         except NoScriptError:
-            await target.execute_command("SCRIPT LOAD", source)
-            return await target.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            await target.execute_command("SCRIPT LOAD", script.source)
+            return await target.execute_command(*command)
 
     def _node(self, name: Hashable) -> ClusterNode:
         node = self._cluster.get_node(node_name=str(name))
@@ -164,6 +183,7 @@ class ClusterNodes:
     async def refresh(self) -> None:
         await self._cluster.nodes_manager.initialize()
         self._ready = True
+        self._tags.clear()
 
     async def drop(self, prefix: str) -> int:
         cluster = await self._initialized()

@@ -8,12 +8,9 @@ windows, error bounds and memory: docs/redis-keys.md.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -24,13 +21,22 @@ from slidr.errors import SlidrError
 from slidr.events import Click
 from slidr.features import WINDOWS
 from slidr.settings import RedisSettings
-from streams.feature_store.batch import Plan, local_features, plan
+from streams.feature_store.batch import (
+    NodeCall,
+    RowWork,
+    decode_row,
+    encode_row,
+    local_features,
+    plan,
+    to_features,
+)
+from streams.feature_store.entity import count, decode_base, decode_log, encode_log, split_state
 from streams.feature_store.layout import LAYOUT
 from streams.feature_store.nodes import Nodes, connect
+from streams.feature_store.script import script
 
 log = logging.getLogger(__name__)
 
-_SCRIPT_PATH = Path(__file__).with_name("features.lua")
 #: An idle entity's state outlives the largest window, plus slack for late clicks.
 ENTITY_TTL_S = max(w.seconds for w in WINDOWS) + 3600
 #: Slot-map changes (MOVED/ASK) survived within one batch before it fails open.
@@ -64,12 +70,6 @@ class NodeMemory:
     keys: int
 
 
-@cache
-def _script() -> tuple[str, str]:
-    source = _SCRIPT_PATH.read_text(encoding="utf-8")
-    return source, hashlib.sha1(source.encode()).hexdigest()
-
-
 class RedisFeatureStore:
     """The store on one Redis node or a Redis Cluster, as ``settings.cluster_nodes`` says.
 
@@ -96,12 +96,12 @@ class RedisFeatureStore:
         if not clicks:
             return out
         try:
-            redis_part = await self._count(clicks)
+            counted = await self._count(clicks)
         except RedisError as exc:
             self._stale = True  # a node may be gone: learn the slot map again next time
             raise self._unavailable(exc) from exc
         cols = LAYOUT.redis_columns
-        out[:, cols] = redis_part[:, cols]
+        out[:, cols] = counted[:, cols]
         return out
 
     async def _count(self, clicks: Sequence[Click]) -> npt.NDArray[np.float32]:
@@ -110,31 +110,80 @@ class RedisFeatureStore:
             self._stale = False
         await self._nodes.ready()
         for attempt in range(_REDIRECTS + 1):
-            batch = plan(clicks, self._prefix, self._nodes.node_of)
+            batch = plan(clicks, self._prefix, self._nodes)
             try:
-                return batch.scatter(await self._send(batch))
+                parts = await asyncio.gather(
+                    *(self._on_node(node, call) for node, call in batch.calls.items())
+                )
             except (MovedError, AskError, TryAgainError) as exc:
-                # Nothing ran on the node that refused (keys are checked before the script
+                # Nothing ran on the node that refused (keys are checked before a script
                 # runs); nodes that did run return their stored rows when the batch is resent.
                 if attempt == _REDIRECTS:
                     raise
                 log.info("feature store: %s; refreshing the slot map", exc)
                 await self._nodes.refresh()
+                continue
+            return to_features(batch.n, (row for part in parts for row in part))
         raise AssertionError("unreachable")
 
-    async def _send(self, batch: Plan) -> dict[Hashable, bytes]:
-        source, sha = _script()
-        entity_ttl_ms = ENTITY_TTL_S * 1000
-
-        async def one(node: Hashable) -> tuple[Hashable, bytes]:
-            keys, args = batch.calls[node].script_input(
-                batch.layout, entity_ttl_ms, self._row_ttl_ms
+    async def _on_node(self, node: Hashable, call: NodeCall) -> list[tuple[RowWork, list[int]]]:
+        """Read and append on the node, compute, then store rows (and compactions) there."""
+        done: list[tuple[RowWork, list[int]]] = []
+        reply = await self._read_append(node, call)
+        if reply[0] == 1:  # some clicks were seen before: their rows, then the rest afresh
+            groups = call.groups()
+            names = list(groups)
+            stored: dict[tuple[str, str], bytes] = {}
+            for j in range(1, len(reply), 3):
+                group = names[int(reply[j]) - 1]
+                stored[(group, groups[group][int(reply[j + 1]) - 1])] = reply[j + 2]
+            done += [(call.rows[k], decode_row(v)) for k, v in stored.items()]
+            call = call.without(stored)
+            if not call.rows:
+                return done
+            reply = await self._read_append(node, call)
+            if reply[0] == 1:
+                raise TryAgainError("rows appeared while the batch was resent")
+        values: dict[str, dict[int, list[int]]] = {}
+        compactions: list[str | int | bytes] = []
+        compacted: list[str] = []
+        for work, state in zip(call.entities.values(), reply[1:], strict=True):
+            base, logged = split_state(state)
+            counted = count(
+                work.kind, decode_base(work.kind, base), decode_log(work.kind, logged), work.records
             )
-            return node, await self._nodes.evalsha(node, sha, source, keys, args)
+            values[work.key] = counted.values
+            if counted.base is not None:
+                appended = len(work.records) * work.kind.record.itemsize
+                compacted.append(work.key)
+                compactions += [base, len(state or b"\0\0") + appended, counted.base]
+        rows = [
+            (row, [v for e in row.entities for v in values[e.key][row.click_hash]])
+            for row in call.rows.values()
+        ]
+        by_group: dict[str, list[bytes | str]] = {}
+        for row, row_values in rows:
+            by_group.setdefault(row.group, []).extend((row.field, encode_row(row_values)))
+        args: list[str | int | bytes] = [len(by_group), self._row_ttl_ms, ENTITY_TTL_S * 1000]
+        for fields in by_group.values():
+            args += [len(fields) // 2, *fields]
+        self.round_trips += 1
+        await self._nodes.evalsha(
+            node, script("commit.lua"), [*by_group, *compacted], [*args, *compactions]
+        )
+        return done + rows
 
-        self.round_trips += len(batch.calls)
-        replies = await asyncio.gather(*(one(node) for node in batch.calls))
-        return dict(replies)
+    async def _read_append(self, node: Hashable, call: NodeCall) -> list[Any]:
+        groups = call.groups()
+        args: list[str | int | bytes] = [len(call.entities), ENTITY_TTL_S * 1000]
+        args += [encode_log(e.kind, e.records) for e in call.entities.values()]
+        for fields in groups.values():
+            args += [len(fields), *fields]
+        self.round_trips += 1
+        reply: list[Any] = await self._nodes.evalsha(
+            node, script("read_append.lua"), [*call.entities, *groups], args
+        )
+        return reply
 
     async def memory(self) -> list[NodeMemory]:
         """Used and maximum memory and key count of each node (for metrics)."""
