@@ -16,7 +16,7 @@ docs/redis-keys.md.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -118,9 +118,11 @@ class Counted:
 def count(kind: Kind, base: Base, logged: Sequence[Record], batch: Sequence[Record]) -> Counted:
     """Features of each click of ``batch`` (already appended after ``logged``).
 
-    Clicks are ordered by (event time, click hash); a click counts itself and every click of the
-    entity ordered before it. A batch click already in the log (a redelivery whose first
-    delivery was appended) counts once, where it was first logged.
+    Clicks are ordered by (event time, click hash). A window of k tiles counts the click and
+    the clicks of the entity ordered before it since the start of the tile k - 1 tiles before
+    the click's. Logged and compacted clicks count alike, so when compaction happens (and so
+    how the stream is cut into batches) never changes a feature. A batch click already in the
+    log (a redelivery whose first delivery was appended) counts once, where it was logged.
     """
     events: dict[int, Record] = {}
     for r in (*logged, *batch):
@@ -132,13 +134,11 @@ def count(kind: Kind, base: Base, logged: Sequence[Record], batch: Sequence[Reco
     values: dict[int, list[int]] = {h: [] for h in mine}
 
     for w, tiles in zip(kind.windows, base.tiles, strict=True):
-        width_ms = w.seconds * 1000
         for h in mine:
             p = position[h]
-            t = ordered[p][0]
-            top = t // w.tile_ms
-            older = sum(c for j, c in tiles.items() if top - w.tiles < j <= top)
-            values[h].append(p + 1 - bisect_right(times, t - width_ms) + older)
+            first = ordered[p][0] // w.tile_ms - w.tiles + 1  # the window's first tile
+            older = sum(c for j, c in tiles.items() if j >= first)
+            values[h].append(p + 1 - bisect_left(times, first * w.tile_ms) + older)
     if kind.gap:
         for h in mine:
             p = position[h]

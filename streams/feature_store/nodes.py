@@ -16,8 +16,8 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.exceptions import ClusterCrossSlotError, NoScriptError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 
 from slidr.settings import RedisSettings
 from streams.feature_store.script import Script
@@ -58,10 +58,11 @@ class Nodes(Protocol):
     async def aclose(self) -> None: ...
 
 
-# Keys of several slots on one node: a plain multi-key UNLINK would be refused as CROSSSLOT.
+# Keys of several slots on one node: a multi-key UNLINK, or a script declaring them, would be
+# refused as CROSSSLOT; undeclared, under this flag, a script may reach them.
 _DROP = """#!lua flags=allow-cross-slot-keys
-for _, key in ipairs(KEYS) do redis.call('UNLINK', key) end
-return #KEYS"""
+for _, key in ipairs(ARGV) do redis.call('UNLINK', key) end
+return #ARGV"""
 
 
 async def _drop(execute: Callable[..., Awaitable[Any]], prefix: str) -> int:
@@ -69,7 +70,7 @@ async def _drop(execute: Callable[..., Awaitable[Any]], prefix: str) -> int:
     while True:
         cursor, keys = await execute("SCAN", cursor, "MATCH", f"{prefix}*", "COUNT", 10_000)
         if keys:
-            dropped += int(await execute("EVAL", _DROP, len(keys), *keys))
+            dropped += int(await execute("EVAL", _DROP, 0, *keys))
         if int(cursor) == 0:
             return dropped
 
@@ -166,7 +167,9 @@ class ClusterNodes:
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             return await target.execute_command(*command)
-        except NoScriptError:
+        except (NoScriptError, ClusterCrossSlotError):
+            # A node that lacks the script cannot know its allow-cross-slot-keys flag, so it
+            # answers CROSSSLOT rather than NOSCRIPT.
             await target.execute_command("SCRIPT LOAD", script.source)
             return await target.execute_command(*command)
 

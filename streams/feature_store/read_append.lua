@@ -5,21 +5,24 @@
 --
 -- A state is one string: a 2-byte length, the compacted base, then the log of clicks since.
 --
--- KEYS     the n entity state keys, then the row hashes (one per event minute)
--- ARGV[1]  n;  ARGV[2]  TTL of a new state, ms
--- ARGV[3..n+2]  the records to append to each entity's log
--- ARGV[n+3..]   per row hash: the number of fields, then the fields (one per click)
+-- KEYS     the node's row hashes (one per event minute, all in one slot: Redis 7.0 refuses
+--          declared keys of several slots even under allow-cross-slot-keys)
+-- ARGV[1]  n, the number of entities;  ARGV[2]  TTL of a new state, ms
+-- ARGV[3..n+2]     the entity state keys, all on this node (reached undeclared)
+-- ARGV[n+3..2n+2]  the records to append to each entity's log
+-- then per row hash: the number of fields, then the fields (one per click)
 --
--- Reply: {0, state 1, ..., state n} (nil where absent); or, when some clicks were seen
--- before, {1, row hash number, field number, stored row, ...} and nothing is written: the
--- worker resends the batch without them, so no click is counted twice.
+-- Every state is read before anything is written, so a key that moved to another node fails
+-- the call with nothing changed. Reply: {0, state 1, ..., state n} (nil where absent); or,
+-- when some clicks were seen before, {1, row hash number, field number, stored row, ...} and
+-- nothing is written: the worker resends the batch without them, so no click counts twice.
 
 local n = tonumber(ARGV[1])
 local ttl = ARGV[2]
 local out = {0}
 
-local a = n + 3
-for g = n + 1, #KEYS do
+local a = 2 * n + 3
+for g = 1, #KEYS do
   local count = tonumber(ARGV[a])
   for first = a + 1, a + count, 1000 do
     local last = math.min(first + 999, a + count)
@@ -27,7 +30,7 @@ for g = n + 1, #KEYS do
     for i = 1, #stored do
       if stored[i] then
         out[1] = 1
-        out[#out + 1] = g - n
+        out[#out + 1] = g
         out[#out + 1] = first + i - 1 - a
         out[#out + 1] = stored[i]
       end
@@ -40,12 +43,14 @@ if out[1] == 1 then
 end
 
 for i = 1, n do
-  local state = redis.call('GET', KEYS[i])
-  out[i + 1] = state
-  if state then
-    redis.call('APPEND', KEYS[i], ARGV[2 + i])
+  out[i + 1] = redis.call('GET', ARGV[2 + i])
+end
+for i = 1, n do
+  local key, records = ARGV[2 + i], ARGV[2 + n + i]
+  if out[i + 1] then
+    redis.call('APPEND', key, records)
   else
-    redis.call('SET', KEYS[i], '\0\0' .. ARGV[2 + i], 'PX', ttl)
+    redis.call('SET', key, '\0\0' .. records, 'PX', ttl)
   end
 end
 return out

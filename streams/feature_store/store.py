@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from redis.exceptions import AskError, MovedError, RedisError, TryAgainError
+from redis.exceptions import AskError, MovedError, RedisError, ResponseError, TryAgainError
 
 from slidr.errors import SlidrError
 from slidr.events import Click
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 ENTITY_TTL_S = max(w.seconds for w in WINDOWS) + 3600
 #: Slot-map changes (MOVED/ASK) survived within one batch before it fails open.
 _REDIRECTS = 3
+#: What a cluster node says when a script reaches a key of a slot it does not own.
+_NOT_LOCAL = "non local key"
 
 
 class FeatureStoreUnavailable(SlidrError):
@@ -115,10 +117,12 @@ class RedisFeatureStore:
                 parts = await asyncio.gather(
                     *(self._on_node(node, call) for node, call in batch.calls.items())
                 )
-            except (MovedError, AskError, TryAgainError) as exc:
-                # Nothing ran on the node that refused (keys are checked before a script
-                # runs); nodes that did run return their stored rows when the batch is resent.
-                if attempt == _REDIRECTS:
+            except (MovedError, AskError, TryAgainError, ResponseError) as exc:
+                # A node that no longer owns a key refuses before writing anything (MOVED for
+                # the row hash, "non local key" for a state: states are read first); nodes
+                # that did run return their stored rows when the batch is resent.
+                moved = not isinstance(exc, ResponseError) or _NOT_LOCAL in str(exc)
+                if not moved or attempt == _REDIRECTS:
                     raise
                 log.info("feature store: %s; refreshing the slot map", exc)
                 await self._nodes.refresh()
@@ -146,7 +150,6 @@ class RedisFeatureStore:
                 raise TryAgainError("rows appeared while the batch was resent")
         values: dict[str, dict[int, list[int]]] = {}
         compactions: list[str | int | bytes] = []
-        compacted: list[str] = []
         for work, state in zip(call.entities.values(), reply[1:], strict=True):
             base, logged = split_state(state)
             counted = count(
@@ -154,9 +157,8 @@ class RedisFeatureStore:
             )
             values[work.key] = counted.values
             if counted.base is not None:
-                appended = len(work.records) * work.kind.record.itemsize
-                compacted.append(work.key)
-                compactions += [base, len(state or b"\0\0") + appended, counted.base]
+                folded = len(state or b"\0\0") + len(work.records) * work.kind.record.itemsize
+                compactions += [work.key, base, folded, counted.base]
         rows = [
             (row, [v for e in row.entities for v in values[e.key][row.click_hash]])
             for row in call.rows.values()
@@ -164,24 +166,22 @@ class RedisFeatureStore:
         by_group: dict[str, list[bytes | str]] = {}
         for row, row_values in rows:
             by_group.setdefault(row.group, []).extend((row.field, encode_row(row_values)))
-        args: list[str | int | bytes] = [len(by_group), self._row_ttl_ms, ENTITY_TTL_S * 1000]
+        args: list[str | int | bytes] = [self._row_ttl_ms, ENTITY_TTL_S * 1000]
         for fields in by_group.values():
             args += [len(fields) // 2, *fields]
         self.round_trips += 1
-        await self._nodes.evalsha(
-            node, script("commit.lua"), [*by_group, *compacted], [*args, *compactions]
-        )
+        await self._nodes.evalsha(node, script("commit.lua"), list(by_group), [*args, *compactions])
         return done + rows
 
     async def _read_append(self, node: Hashable, call: NodeCall) -> list[Any]:
         groups = call.groups()
-        args: list[str | int | bytes] = [len(call.entities), ENTITY_TTL_S * 1000]
+        args: list[str | int | bytes] = [len(call.entities), ENTITY_TTL_S * 1000, *call.entities]
         args += [encode_log(e.kind, e.records) for e in call.entities.values()]
         for fields in groups.values():
             args += [len(fields), *fields]
         self.round_trips += 1
         reply: list[Any] = await self._nodes.evalsha(
-            node, script("read_append.lua"), [*call.entities, *groups], args
+            node, script("read_append.lua"), list(groups), args
         )
         return reply
 
