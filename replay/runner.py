@@ -31,7 +31,6 @@ from replay.request import FeatureMode
 from replay.summary import ReplayProgress, ReplaySummary, SummaryBuilder
 from slidr.settings import Settings
 from streams.feature_store import FeatureStoreUnavailable, RedisFeatureStore
-from streams.featurize import drop_namespace
 from streams.scorer import Scorer, ScorerUnavailable, TritonScorer
 
 log = logging.getLogger(__name__)
@@ -151,10 +150,11 @@ class ReplayRunner:
                 raise ReplayError(f"{exc}; is Triton up? Run the replay again to resume") from exc
             except KafkaException as exc:
                 raise ReplayError(f"Kafka failed ({exc}); run the replay again to resume") from exc
-        if store is not None:
+        if plan.mode is FeatureMode.RECOMPUTE:
             # Done: the counters are not needed again (an interrupted run keeps them, though
             # resuming would rebuild them identically).
-            await drop_namespace(counters_namespace(settings, plan.run_id))
+            async with RedisFeatureStore(counters_namespace(settings, plan.run_id)) as done:
+                await done.drop_namespace()
         diff = None
         if self.diff is not None:
             diff = await asyncio.to_thread(self.diff.result, settings)

@@ -129,6 +129,8 @@ class WorkerSettings(_Section):
     reload_every_s: float = 2.0
     redis_timeout_s: float = 0.5
     triton_timeout_s: float = 1.0
+    #: How often the worker exports Redis memory and key counts.
+    redis_memory_every_s: float = Field(default=15.0, gt=0)
     #: Prometheus endpoint; 0 disables it.
     metrics_port: int = 19100
 

@@ -19,7 +19,7 @@ from prometheus_client import start_http_server
 
 from slidr.settings import Settings
 from streams.faust_app import raw_topic, slidr_app
-from streams.feature_store import RedisFeatureStore
+from streams.feature_store import FeatureStoreUnavailable, RedisFeatureStore
 from streams.metrics import WorkerMetrics
 from streams.pipeline import BatchOutcome, ClickPipeline, RawClick
 from streams.scorer import TritonScorer
@@ -78,6 +78,20 @@ def create_app(
             metrics.model_version.set(record.version)
             state["pipeline"] = ClickPipeline(settings, store, model, metrics)
         return state["pipeline"]
+
+    @app.timer(interval=w.redis_memory_every_s)  # type: ignore[untyped-decorator]
+    async def _redis_memory() -> None:
+        pipeline = state.get("pipeline")
+        if pipeline is None or not isinstance(pipeline.store, RedisFeatureStore):
+            return
+        try:
+            nodes = await pipeline.store.memory()
+        except FeatureStoreUnavailable:
+            return  # the scoring path reports it (degraded decisions)
+        for node in nodes:
+            metrics.redis_used_bytes.labels(node.node).set(node.used_bytes)
+            metrics.redis_max_bytes.labels(node.node).set(node.max_bytes)
+            metrics.redis_keys.labels(node.node).set(node.keys)
 
     @app.agent(clicks, name="score-clicks")
     async def score_clicks(stream: Any) -> None:

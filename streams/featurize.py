@@ -16,7 +16,6 @@ import asyncio
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +28,12 @@ from slidr.errors import SlidrError
 from slidr.events import Click
 from slidr.features import N_FEATURES
 from slidr.settings import RedisSettings
-from streams.feature_store import FeatureStore, FeatureStoreUnavailable, RedisFeatureStore
+from streams.feature_store import (
+    FeatureStore,
+    FeatureStoreUnavailable,
+    RedisFeatureStore,
+    processing_order,
+)
 
 FEATURES_DATASET = "features"
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
@@ -63,10 +67,13 @@ def feature_matrix(column: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.float32
 async def featurize(
     clicks: Sequence[Click], store: FeatureStore, batch_size: int = 1000
 ) -> npt.NDArray[np.float32]:
-    """Vectors for clicks already in event-time order, batch by batch as the worker would."""
+    """Vectors for clicks in any order: fed in the store's processing order, batch by batch as
+    the worker would, and returned in the order given."""
+    order = sorted(range(len(clicks)), key=lambda i: processing_order(clicks[i]))
     out = np.empty((len(clicks), N_FEATURES), dtype=np.float32)
     for start in range(0, len(clicks), batch_size):
-        out[start : start + batch_size] = await store.features(clicks[start : start + batch_size])
+        part = order[start : start + batch_size]
+        out[part] = await store.features([clicks[i] for i in part])
     return out
 
 
@@ -96,26 +103,6 @@ def write_hour(out: Path, date: str, hour: str, table: pa.Table) -> None:
     staging.replace(target / "part-0.parquet")
 
 
-async def drop_namespace(settings: RedisSettings) -> None:
-    import redis.asyncio as aioredis
-
-    password = settings.password.get_secret_value() if settings.password else None
-    client = aioredis.Redis(
-        host=settings.host, port=settings.port, db=settings.db, password=password
-    )
-    try:
-        keys: list[Any] = []
-        async for key in client.scan_iter(match=f"{settings.key_prefix}*", count=10_000):
-            keys.append(key)
-            if len(keys) >= 10_000:
-                await client.unlink(*keys)
-                keys.clear()
-        if keys:
-            await client.unlink(*keys)
-    finally:
-        await client.aclose()
-
-
 async def featurize_dataset(
     clicks_root: Path,
     out_root: Path,
@@ -128,27 +115,38 @@ async def featurize_dataset(
         raise SlidrError(f"no clicks under {clicks_root} (expected date=*/hour=*/*.parquet)")
     # A fresh namespace: counters start empty, as on a new pipeline, and nothing live is read.
     private = redis.model_copy(update={"key_prefix": f"slidr-featurize:{uuid.uuid4().hex}:"})
-    total = 0
     try:
         async with RedisFeatureStore(private, timeout_s=30.0) as store:
-            for date, hour, table in read_hours(clicks_root):
-                matrix = await featurize(clicks_of(table), store)
-                rows = pa.table(
-                    {
-                        "click_id": table["click_id"],
-                        "event_time": pc.cast(table["event_time"], TIMESTAMP),
-                        "features": feature_column(matrix),
-                    },
-                    schema=FEATURES_SCHEMA,
-                )
-                write_hour(out_root / FEATURES_DATASET, date, hour, rows)
-                total += rows.num_rows
-                if on_hour is not None:
-                    on_hour(date, hour, rows.num_rows)
+            try:
+                total = await _featurize_hours(clicks_root, out_root, store, on_hour)
+            finally:
+                await store.drop_namespace()
     except FeatureStoreUnavailable as exc:
         raise SlidrError(f"{exc}; start Redis with `slidr stack up`") from exc
-    finally:
-        await drop_namespace(private)
+    return total
+
+
+async def _featurize_hours(
+    clicks_root: Path,
+    out_root: Path,
+    store: FeatureStore,
+    on_hour: Callable[[str, str, int], None] | None,
+) -> int:
+    total = 0
+    for date, hour, table in read_hours(clicks_root):
+        matrix = await featurize(clicks_of(table), store)
+        rows = pa.table(
+            {
+                "click_id": table["click_id"],
+                "event_time": pc.cast(table["event_time"], TIMESTAMP),
+                "features": feature_column(matrix),
+            },
+            schema=FEATURES_SCHEMA,
+        )
+        write_hour(out_root / FEATURES_DATASET, date, hour, rows)
+        total += rows.num_rows
+        if on_hour is not None:
+            on_hour(date, hour, rows.num_rows)
     return total
 
 

@@ -43,3 +43,11 @@ class WorkerMetrics:
             registry=r,
         )  # fmt: skip
         self.model_version = Gauge("slidr_model_version", "Serving model version", registry=r)
+        # Redis holds every counter: watch its memory before maxmemory refuses writes.
+        self.redis_used_bytes = Gauge(
+            "slidr_redis_used_bytes", "Redis used_memory per node", ["node"], registry=r
+        )
+        self.redis_max_bytes = Gauge(
+            "slidr_redis_max_bytes", "Redis maxmemory per node (0: none)", ["node"], registry=r
+        )
+        self.redis_keys = Gauge("slidr_redis_keys", "Keys per Redis node", ["node"], registry=r)

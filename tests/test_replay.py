@@ -41,7 +41,7 @@ from slidr.settings import Settings
 from slidr.stack.redis_server import RedisService
 from slidr.topics import ensure_topics
 from streams.feature_store import RedisFeatureStore
-from streams.featurize import drop_namespace, featurize
+from streams.featurize import featurize
 from tests.factories import make_click, mixed_traffic
 from tests.stack_fixtures import free_ports, private_model, settings_env
 from tests.worker_harness import SLIDR, DecisionReader, WorkerProcess, consume, isolated, produce
@@ -363,15 +363,14 @@ def test_unsafe_requests_are_refused_with_a_clear_message(served: Served) -> Non
 
 
 async def reference_features(settings: Settings, clicks: list[Click]) -> dict[str, list[float]]:
-    """What a healthy pipeline computes: the live Lua over all clicks in event-time order."""
+    """What a healthy pipeline computes: the live store over all clicks in its order."""
     fresh = settings.redis.model_copy(update={"key_prefix": f"ref-{uuid.uuid4().hex[:8]}:"})
-    ordered = sorted(clicks, key=lambda c: (c.event_time, c.click_id))
-    try:
-        async with RedisFeatureStore(fresh) as store:
-            rows = await featurize(ordered, store)
-    finally:
-        await drop_namespace(fresh)
-    return {c.click_id: row.tolist() for c, row in zip(ordered, rows, strict=True)}
+    async with RedisFeatureStore(fresh) as store:
+        try:
+            rows = await featurize(clicks, store)
+        finally:
+            await store.drop_namespace()
+    return {c.click_id: row.tolist() for c, row in zip(clicks, rows, strict=True)}
 
 
 @pytest.fixture

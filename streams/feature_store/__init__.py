@@ -1,7 +1,7 @@
 """The feature store of the scoring path: Redis state per active entity, one script call per
 node per batch, on a single node or a Redis Cluster (docs/redis-keys.md)."""
 
-from streams.feature_store.batch import epoch_ms, local_features, short_hash
+from streams.feature_store.batch import epoch_ms, local_features, processing_order, short_hash
 from streams.feature_store.store import (
     ENTITY_TTL_S,
     FeatureStore,
@@ -18,5 +18,6 @@ __all__ = [
     "RedisFeatureStore",
     "epoch_ms",
     "local_features",
+    "processing_order",
     "short_hash",
 ]

@@ -48,6 +48,11 @@ def short_hash(value: str) -> int:
     return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=4).digest(), "big") or 1
 
 
+def processing_order(click: Click) -> tuple[int, int]:
+    """The order in which the store counts clicks: event time ms, then click hash."""
+    return epoch_ms(click.event_time), short_hash(click.click_id)
+
+
 def entity_value(click: Click, fields: tuple[str, ...]) -> str | None:
     """The entity's identity in the click, or None when a field is missing or empty."""
     if len(fields) == 1:

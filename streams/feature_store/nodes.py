@@ -43,8 +43,8 @@ class Nodes(Protocol):
         """Run the script on ``node`` (loading it there first when the node lacks it)."""
         ...
 
-    async def each(self, *command: Any) -> list[Any]:
-        """The command's reply from every node."""
+    async def each(self, *command: Any) -> dict[str, Any]:
+        """The command's reply from every node, by node address."""
         ...
 
     async def refresh(self) -> None:
@@ -87,6 +87,7 @@ def _client_options(settings: RedisSettings, timeout_s: float) -> dict[str, Any]
 
 class SingleNode:
     def __init__(self, settings: RedisSettings, timeout_s: float) -> None:
+        self._name = f"{settings.host}:{settings.port}"
         self._redis = aioredis.Redis(
             host=settings.host,
             port=settings.port,
@@ -115,8 +116,8 @@ class SingleNode:
             await self._redis.script_load(script.source)
             return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
 
-    async def each(self, *command: Any) -> list[Any]:
-        return [await self._redis.execute_command(*command)]  # type: ignore[no-untyped-call]
+    async def each(self, *command: Any) -> dict[str, Any]:
+        return {self._name: await self._redis.execute_command(*command)}  # type: ignore[no-untyped-call]
 
     async def refresh(self) -> None:
         return None
@@ -179,9 +180,9 @@ class ClusterNodes:
             raise RedisConnectionError(f"Redis Cluster node {name} is gone from the slot map")
         return node
 
-    async def each(self, *command: Any) -> list[Any]:
+    async def each(self, *command: Any) -> dict[str, Any]:
         cluster = await self._initialized()
-        return [await node.execute_command(*command) for node in cluster.get_primaries()]
+        return {n.name: await n.execute_command(*command) for n in cluster.get_primaries()}
 
     async def refresh(self) -> None:
         await self._cluster.nodes_manager.initialize()

@@ -189,18 +189,18 @@ class RedisFeatureStore:
         """Used and maximum memory and key count of each node (for metrics)."""
         try:
             await self._nodes.ready()
-            infos: list[dict[str, Any]] = await self._nodes.each("INFO", "memory")
-            sizes: list[int] = await self._nodes.each("DBSIZE")
+            infos: dict[str, dict[str, Any]] = await self._nodes.each("INFO", "memory")
+            sizes: dict[str, int] = await self._nodes.each("DBSIZE")
         except RedisError as exc:
             raise self._unavailable(exc) from exc
         return [
             NodeMemory(
-                node=str(i),
+                node=node,
                 used_bytes=int(info["used_memory"]),
                 max_bytes=int(info["maxmemory"]),
-                keys=int(size),
+                keys=int(sizes[node]),
             )
-            for i, (info, size) in enumerate(zip(infos, sizes, strict=True))
+            for node, info in infos.items()
         ]
 
     async def drop_namespace(self) -> int:
