@@ -37,14 +37,12 @@ class Window:
     name: str
     seconds: int
     tiles: int
-
-    @property
-    def tile_ms(self) -> int:
-        return self.seconds * 1000 // self.tiles
+    tile_ms: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.seconds * 1000 % self.tiles:
             raise ValueError(f"window {self.name}: {self.tiles} tiles do not divide it in ms")
+        object.__setattr__(self, "tile_ms", self.seconds * 1000 // self.tiles)
 
 
 @dataclass(frozen=True)

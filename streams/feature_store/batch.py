@@ -71,6 +71,8 @@ class EntityWork:
     kind: Kind
     key: str
     records: list[Record] = field(default_factory=list)
+    #: The record of the click being planned, until its row is known to be new.
+    pending: list[Record] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -148,26 +150,23 @@ def plan(
     hashes = [short_hash(c.click_id) for c in clicks]
     ms = [epoch_ms(c.event_time) for c in clicks]
     order = sorted(range(len(clicks)), key=lambda i: (ms[i], hashes[i]))
-    ids: dict[str, int] = {}
-
-    def element(value: object) -> int:
-        if value in (None, ""):
-            return 0
-        text = str(value)
-        eid = ids.get(text)
-        if eid is None:
-            eid = ids[text] = short_hash(text)
-        return eid
-
+    # Loop invariants, hoisted: this runs for every click of every batch.
+    kinds = [
+        (kind, f"{prefix}e:{kind.digest}:{{{kind.entity.name}:", [d.counted for d in kind.sets])
+        for kind in layout.kinds
+    ]
+    ids: dict[object, int] = {None: 0, "": 0}
+    tags: dict[Hashable, str] = {}
+    labels: dict[tuple[int, ...], str] = {}
     calls: dict[Hashable, NodeCall] = {}
     for pos in order:
-        click, h = clicks[pos], hashes[pos]
+        click, h, t = clicks[pos], hashes[pos], ms[pos]
         by_node: dict[Hashable, list[EntityWork]] = {}
-        for kind in layout.kinds:
+        for kind, key_prefix, counted in kinds:
             value = entity_value(click, kind.entity.fields)
             if value is None:
                 continue
-            key = f"{prefix}e:{kind.digest}:{{{kind.entity.name}:{value}}}"
+            key = key_prefix + value + "}"
             node = placement.node_of(key)
             call = calls.get(node)
             if call is None:
@@ -176,19 +175,34 @@ def plan(
             if work is None:
                 work = call.entities[key] = EntityWork(kind, key)
             by_node.setdefault(node, []).append(work)
+            record = [t, h]
+            for name in counted:
+                v = getattr(click, name)
+                eid = ids.get(v)
+                if eid is None:
+                    eid = ids[v] = short_hash(str(v))
+                record.append(eid)
+            work.pending.append(tuple(record))
         for node, works in by_node.items():
             call = calls[node]
-            tag = placement.row_tag(node)
-            group = f"{prefix}rows:{layout.feature_hash}:{{{tag}}}:{ms[pos] // 60_000}"
-            name = ".".join(str(w.kind.number) for w in works) + ":" + click.click_id
+            tag = tags.get(node)
+            if tag is None:
+                tag = tags[node] = placement.row_tag(node)
+            numbers = tuple(w.kind.number for w in works)
+            label = labels.get(numbers)
+            if label is None:
+                label = labels[numbers] = ".".join(map(str, numbers)) + ":"
+            group = f"{prefix}rows:{layout.feature_hash}:{{{tag}}}:{t // 60_000}"
+            name = label + click.click_id
             row = call.rows.get((group, name))
             if row is not None:  # the same click twice in one batch
                 row.positions.append(pos)
-                continue
-            call.rows[(group, name)] = RowWork([pos], h, works, group, name)
+            else:
+                call.rows[(group, name)] = RowWork([pos], h, works, group, name)
             for work in works:
-                sets = (element(getattr(click, d.counted)) for d in work.kind.sets)
-                work.records.append((ms[pos], h, *sets))
+                record = work.pending.pop()
+                if row is None:
+                    work.records.append(record)
     return Plan(len(clicks), calls, layout)
 
 

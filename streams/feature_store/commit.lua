@@ -3,7 +3,8 @@
 -- into their bases where the worker computed it, unless another worker did in between.
 --
 -- KEYS     the node's row hashes (one slot, see read_append.lua)
--- ARGV[1]  row TTL, ms;  ARGV[2]  entity TTL, ms
+-- ARGV[1] holds one MessagePack array A (see read_append.lua):
+-- A[1]  row TTL, ms;  A[2]  entity TTL, ms
 -- then per row hash: the number of fields, then field, row, field, row...
 -- then per compaction: the entity state key, what the worker read of it up to the log (2-byte
 -- length and base), the length it folded in (what it read plus what it appended), the new
@@ -11,20 +12,21 @@
 --
 -- Reply: the number of compactions done.
 
-local row_ttl, entity_ttl = ARGV[1], ARGV[2]
+local A = cmsgpack.unpack(ARGV[1])
+local row_ttl, entity_ttl = A[1], A[2]
 local a = 3
 for g = 1, #KEYS do
-  local count = tonumber(ARGV[a])
+  local count = tonumber(A[a])
   for first = a + 1, a + 2 * count, 1000 do
-    redis.call('HSET', KEYS[g], unpack(ARGV, first, math.min(first + 999, a + 2 * count)))
+    redis.call('HSET', KEYS[g], unpack(A, first, math.min(first + 999, a + 2 * count)))
   end
   redis.call('PEXPIRE', KEYS[g], row_ttl)
   a = a + 2 * count + 1
 end
 
 local done = 0
-while a <= #ARGV do
-  local key, expected, folded, base = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+while a <= #A do
+  local key, expected, folded, base = A[a], A[a + 1], tonumber(A[a + 2]), A[a + 3]
   a = a + 4
   if redis.call('GETRANGE', key, 0, #expected - 1) == expected
       and redis.call('STRLEN', key) >= folded then

@@ -100,7 +100,8 @@ def decode_log(kind: Kind, raw: bytes | None) -> list[Record]:
     if not raw:
         return []
     usable = len(raw) - len(raw) % kind.record.itemsize  # a torn record is never written
-    return [tuple(int(v) for v in r) for r in np.frombuffer(raw[:usable], dtype=kind.record)]
+    records: list[Record] = np.frombuffer(raw[:usable], dtype=kind.record).tolist()
+    return records
 
 
 def encode_log(kind: Kind, records: Sequence[Record]) -> bytes:
@@ -124,6 +125,8 @@ def count(kind: Kind, base: Base, logged: Sequence[Record], batch: Sequence[Reco
     how the stream is cut into batches) never changes a feature. A batch click already in the
     log (a redelivery whose first delivery was appended) counts once, where it was logged.
     """
+    if not logged and base.newest < 0 and len(batch) == 1:
+        return _first_click(kind, batch[0])
     events: dict[int, Record] = {}
     for r in (*logged, *batch):
         events.setdefault(r[1], r)
@@ -134,11 +137,14 @@ def count(kind: Kind, base: Base, logged: Sequence[Record], batch: Sequence[Reco
     values: dict[int, list[int]] = {h: [] for h in mine}
 
     for w, tiles in zip(kind.windows, base.tiles, strict=True):
+        older: dict[int, int] = {}  # compacted clicks from a first tile on
         for h in mine:
             p = position[h]
             first = ordered[p][0] // w.tile_ms - w.tiles + 1  # the window's first tile
-            older = sum(c for j, c in tiles.items() if j >= first)
-            values[h].append(p + 1 - bisect_left(times, first * w.tile_ms) + older)
+            n_older = older.get(first)
+            if n_older is None:
+                n_older = older[first] = sum(c for j, c in tiles.items() if j >= first)
+            values[h].append(p + 1 - bisect_left(times, first * w.tile_ms) + n_older)
     if kind.gap:
         for h in mine:
             p = position[h]
@@ -156,6 +162,14 @@ def count(kind: Kind, base: Base, logged: Sequence[Record], batch: Sequence[Reco
     return Counted(values, encode_base(kind, compact(kind, base, ordered)) if due else None)
 
 
+def _first_click(kind: Kind, record: Record) -> Counted:
+    """An entity's very first click (about half the entities of a batch): itself, no gap, and
+    its own values."""
+    values = [1] * len(kind.windows) + ([-1] if kind.gap else [])
+    values += [int(record[2 + s] != 0) for s in range(len(kind.sets))]
+    return Counted({record[1]: values}, None)
+
+
 def _distinct(
     column: int,
     tile_ms: int,
@@ -165,22 +179,34 @@ def _distinct(
     mine: set[int],
     values: dict[int, list[int]],
 ) -> None:
-    """Distinct elements whose last sighting (at or before each click) is in the window."""
+    """Distinct elements whose last sighting (at or before each click) is in the window.
+
+    Clicks come in time order, so the window only moves forward: ``inside`` follows it.
+    """
     per_tile: dict[int, int] = {}
     for tile in last.values():
         per_tile[tile] = per_tile.get(tile, 0) + 1
+    anchor: int | None = None
+    inside = 0
     for r in ordered:
         element, tile = r[column], r[0] // tile_ms
+        if anchor is None or tile - anchor >= n_tiles:
+            inside = sum(n for j, n in per_tile.items() if tile - n_tiles < j <= tile)
+        elif tile > anchor:
+            for j in range(anchor + 1, tile + 1):
+                inside += per_tile.get(j, 0) - per_tile.get(j - n_tiles, 0)
+        anchor = tile
         if element:
             old = last.get(element)
             if old is None or tile > old:
                 if old is not None:
                     per_tile[old] -= 1
+                    inside -= tile - n_tiles < old <= tile
                 per_tile[tile] = per_tile.get(tile, 0) + 1
+                inside += 1
                 last[element] = tile
         if r[1] in mine:
-            window = sum(per_tile.get(j, 0) for j in range(tile - n_tiles + 1, tile + 1))
-            values[r[1]].append(min(window, DISTINCT_CAP))
+            values[r[1]].append(min(inside, DISTINCT_CAP))
 
 
 def compact(kind: Kind, base: Base, ordered: Sequence[Record]) -> Base:

@@ -13,6 +13,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 from redis.exceptions import AskError, MovedError, RedisError, ResponseError, TryAgainError
@@ -41,6 +42,22 @@ log = logging.getLogger(__name__)
 ENTITY_TTL_S = max(w.seconds for w in WINDOWS) + 3600
 #: Slot-map changes (MOVED/ASK) survived within one batch before it fails open.
 _REDIRECTS = 3
+_int = msgspec.msgpack.Encoder().encode
+
+
+def _pack(items: Sequence[str | int | bytes]) -> bytes:
+    """A MessagePack array for the scripts' cmsgpack, which reads strings but not the newer
+    bin type: bytes go as (binary-safe) str."""
+    out = [b"\xdd" + len(items).to_bytes(4, "big")]
+    for v in items:
+        if isinstance(v, int):
+            out.append(_int(v))
+        else:
+            data = v.encode() if isinstance(v, str) else v
+            out.append(b"\xdb" + len(data).to_bytes(4, "big") + data)
+    return b"".join(out)
+
+
 #: What a cluster node says when a script reaches a key of a slot it does not own.
 _NOT_LOCAL = "non local key"
 
@@ -118,9 +135,10 @@ class RedisFeatureStore:
                     *(self._on_node(node, call) for node, call in batch.calls.items())
                 )
             except (MovedError, AskError, TryAgainError, ResponseError) as exc:
-                # A node that no longer owns a key refuses before writing anything (MOVED for
-                # the row hash, "non local key" for a state: states are read first); nodes
-                # that did run return their stored rows when the batch is resent.
+                # A node that no longer owns a key refuses (MOVED for the row hash, "non local
+                # key" for a state, maybe after appending to others: the click hashes make a
+                # record appended twice count once); nodes that did run return their stored
+                # rows when the batch is resent.
                 moved = not isinstance(exc, ResponseError) or _NOT_LOCAL in str(exc)
                 if not moved or attempt == _REDIRECTS:
                     raise
@@ -170,7 +188,8 @@ class RedisFeatureStore:
         for fields in by_group.values():
             args += [len(fields) // 2, *fields]
         self.round_trips += 1
-        await self._nodes.evalsha(node, script("commit.lua"), list(by_group), [*args, *compactions])
+        payload = _pack([*args, *compactions])
+        await self._nodes.evalsha(node, script("commit.lua"), list(by_group), [payload])
         return done + rows
 
     async def _read_append(self, node: Hashable, call: NodeCall) -> list[Any]:
@@ -181,7 +200,7 @@ class RedisFeatureStore:
             args += [len(fields), *fields]
         self.round_trips += 1
         reply: list[Any] = await self._nodes.evalsha(
-            node, script("read_append.lua"), list(groups), args
+            node, script("read_append.lua"), list(groups), [_pack(args)]
         )
         return reply
 
