@@ -71,8 +71,6 @@ class EntityWork:
     kind: Kind
     key: str
     records: list[Record] = field(default_factory=list)
-    #: The record of the click being planned, until its row is known to be new.
-    pending: list[Record] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -161,7 +159,7 @@ def plan(
     calls: dict[Hashable, NodeCall] = {}
     for pos in order:
         click, h, t = clicks[pos], hashes[pos], ms[pos]
-        by_node: dict[Hashable, list[EntityWork]] = {}
+        by_node: dict[Hashable, list[tuple[EntityWork, Record]]] = {}
         for kind, key_prefix, counted in kinds:
             value = entity_value(click, kind.entity.fields)
             if value is None:
@@ -174,21 +172,20 @@ def plan(
             work = call.entities.get(key)
             if work is None:
                 work = call.entities[key] = EntityWork(kind, key)
-            by_node.setdefault(node, []).append(work)
-            record = [t, h]
+            elements = []
             for name in counted:
                 v = getattr(click, name)
                 eid = ids.get(v)
                 if eid is None:
                     eid = ids[v] = short_hash(str(v))
-                record.append(eid)
-            work.pending.append(tuple(record))
-        for node, works in by_node.items():
+                elements.append(eid)
+            by_node.setdefault(node, []).append((work, (t, h, *elements)))
+        for node, ops in by_node.items():
             call = calls[node]
             tag = tags.get(node)
             if tag is None:
                 tag = tags[node] = placement.row_tag(node)
-            numbers = tuple(w.kind.number for w in works)
+            numbers = tuple(w.kind.number for w, _ in ops)
             label = labels.get(numbers)
             if label is None:
                 label = labels[numbers] = ".".join(map(str, numbers)) + ":"
@@ -197,12 +194,10 @@ def plan(
             row = call.rows.get((group, name))
             if row is not None:  # the same click twice in one batch
                 row.positions.append(pos)
-            else:
-                call.rows[(group, name)] = RowWork([pos], h, works, group, name)
-            for work in works:
-                record = work.pending.pop()
-                if row is None:
-                    work.records.append(record)
+                continue
+            call.rows[(group, name)] = RowWork([pos], h, [w for w, _ in ops], group, name)
+            for work, record in ops:
+                work.records.append(record)
     return Plan(len(clicks), calls, layout)
 
 
@@ -212,12 +207,18 @@ def to_features(
     """float32 [n, N_FEATURES]: Redis-filled columns from each row's values, others 0; gaps
     from ms (-1: none) to capped seconds."""
     raw = np.broadcast_to(layout.defaults, (n, len(layout.defaults))).copy()
+    at: list[int] = []
+    columns: list[int] = []
+    flat: list[int] = []
     for row, values in rows:
-        columns = [c for e in row.entities for c in e.kind.columns]
-        if len(values) != len(columns):
-            raise ValueError(f"a stored row has {len(values)} values, expected {len(columns)}")
+        cols = [c for e in row.entities for c in e.kind.columns]
+        if len(values) != len(cols):
+            raise ValueError(f"a stored row has {len(values)} values, expected {len(cols)}")
         for pos in row.positions:
-            raw[pos, columns] = values
+            at += [pos] * len(cols)
+            columns += cols
+            flat += values
+    raw[at, columns] = flat
     gaps = raw[:, layout.gap_columns]
     raw[:, layout.gap_columns] = np.where(gaps < 0, MAX_GAP_S, np.minimum(gaps / 1000.0, MAX_GAP_S))
     out = np.zeros((n, N_FEATURES), dtype=np.float32)

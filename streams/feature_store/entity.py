@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgspec
-import numpy as np
 
 from slidr.features import DISTINCT_CAP
 from streams.feature_store.layout import Kind
@@ -99,13 +98,13 @@ def frame_base(base: bytes) -> bytes:
 def decode_log(kind: Kind, raw: bytes | None) -> list[Record]:
     if not raw:
         return []
-    usable = len(raw) - len(raw) % kind.record.itemsize  # a torn record is never written
-    records: list[Record] = np.frombuffer(raw[:usable], dtype=kind.record).tolist()
-    return records
+    usable = len(raw) - len(raw) % kind.record.size  # a torn record is never written
+    return list(kind.record.iter_unpack(raw[:usable]))
 
 
 def encode_log(kind: Kind, records: Sequence[Record]) -> bytes:
-    return np.array(records, dtype=kind.record).tobytes()
+    pack = kind.record.pack
+    return b"".join(pack(*r) for r in records)
 
 
 @dataclass
@@ -136,23 +135,29 @@ def count(kind: Kind, base: Base, logged: Sequence[Record], batch: Sequence[Reco
     mine = {r[1] for r in batch}
     values: dict[int, list[int]] = {h: [] for h in mine}
 
-    for w, tiles in zip(kind.windows, base.tiles, strict=True):
+    for (tile_ms, n_tiles), tiles in zip(kind.levels, base.tiles, strict=True):
         older: dict[int, int] = {}  # compacted clicks from a first tile on
         for h in mine:
             p = position[h]
-            first = ordered[p][0] // w.tile_ms - w.tiles + 1  # the window's first tile
-            n_older = older.get(first)
-            if n_older is None:
-                n_older = older[first] = sum(c for j, c in tiles.items() if j >= first)
-            values[h].append(p + 1 - bisect_left(times, first * w.tile_ms) + n_older)
+            first = ordered[p][0] // tile_ms - n_tiles + 1  # the window's first tile
+            n = p + 1 - bisect_left(times, first * tile_ms)
+            if tiles:
+                n_older = older.get(first)
+                if n_older is None:
+                    n_older = older[first] = sum(c for j, c in tiles.items() if j >= first)
+                n += n_older
+            values[h].append(n)
     if kind.gap:
+        ring = base.ring
         for h in mine:
             p = position[h]
             t = ordered[p][0]
-            before = [r for r in base.ring if r <= t]
-            if p > 0:
-                before.append(times[p - 1])
-            values[h].append(t - max(before) if before else -1)
+            previous = times[p - 1] if p > 0 else -1
+            for ring_t in ring:  # newest first
+                if ring_t <= t:
+                    previous = max(previous, ring_t)
+                    break
+            values[h].append(t - previous if previous >= 0 else -1)
     for s, (d, seen) in enumerate(zip(kind.sets, base.sets, strict=True)):
         _distinct(s + 2, d.window.tile_ms, d.window.tiles, dict(seen), ordered, mine, values)
 

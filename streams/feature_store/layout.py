@@ -6,6 +6,7 @@ Everything here is derived once from :data:`slidr.features.SPEC`; nothing talks 
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -39,10 +40,14 @@ class Kind:
         return len(self.columns)
 
     @cached_property
-    def record(self) -> np.dtype[np.void]:
+    def record(self) -> struct.Struct:
         """One click in the entity's log: event time ms, click hash, an element id per set."""
-        fields = [("t", ">i8"), ("h", ">u4"), *((f"e{i}", ">u4") for i in range(len(self.sets)))]
-        return np.dtype(fields)
+        return struct.Struct(">qI" + "I" * len(self.sets))
+
+    @cached_property
+    def levels(self) -> tuple[tuple[int, int], ...]:
+        """(tile ms, tiles) of each velocity window, for the hot loop."""
+        return tuple((w.tile_ms, w.tiles) for w in self.windows)
 
     @cached_property
     def digest(self) -> str:

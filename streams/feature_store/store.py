@@ -175,7 +175,7 @@ class RedisFeatureStore:
             )
             values[work.key] = counted.values
             if counted.base is not None:
-                folded = len(state or b"\0\0") + len(work.records) * work.kind.record.itemsize
+                folded = len(state or b"\0\0") + len(work.records) * work.kind.record.size
                 compactions += [work.key, base, folded, counted.base]
         rows = [
             (row, [v for e in row.entities for v in values[e.key][row.click_hash]])
