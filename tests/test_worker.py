@@ -113,3 +113,15 @@ def test_metrics_endpoint_counts_decisions(
     )
     assert total == 50
     assert "slidr_click_to_decision_seconds_bucket" in body
+
+    def redis_gauge(name: str) -> float:
+        for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
+            if line.startswith(f"{name}{{node="):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    deadline = time.monotonic() + 10
+    while redis_gauge("slidr_redis_keys") == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert redis_gauge("slidr_redis_keys") > 0
+    assert 0 < redis_gauge("slidr_redis_used_bytes") < redis_gauge("slidr_redis_max_bytes")

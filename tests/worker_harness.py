@@ -39,7 +39,7 @@ def isolated(settings: Settings, **worker: object) -> Settings:
     worker_settings = WorkerSettings(
         consumer_group=f"worker-{tag}",
         metrics_port=free_ports(1)[0],
-        **worker,
+        **{"redis_memory_every_s": 0.5, **worker},
     )
     isolated = settings.model_copy(
         update={"topics": topics, "redis": redis, "worker": worker_settings}
