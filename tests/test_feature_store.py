@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +35,7 @@ from slidr.features import (
     time_features,
 )
 from slidr.settings import RedisSettings, Settings
+from slidr.stack.redis_server import RedisService
 from streams.feature_store import (
     FeatureStoreUnavailable,
     RedisFeatureStore,
@@ -50,7 +52,7 @@ from streams.feature_store.entity import (
     encode_base,
 )
 from streams.feature_store.layout import LAYOUT, build_layout
-from tests.stack_fixtures import free_ports
+from tests.stack_fixtures import cluster_settings, free_ports
 
 integration = pytest.mark.integration
 
@@ -556,3 +558,26 @@ async def test_a_dropped_connection_is_reestablished(
                 admin.client_kill_filter(_id=client_id)
             await store.ping()
             assert np.array_equal(await store.features([make_click("a", T0)]), first)
+
+
+@integration
+async def test_losing_a_cluster_node_fails_open_and_recovers(tmp_path: Path) -> None:
+    service = RedisService(cluster_settings(tmp_path))
+    service.start()
+    try:
+        settings = service.settings.model_copy(update={"key_prefix": "loss:"})
+        clicks = mixed_stream(60)
+        async with RedisFeatureStore(settings, timeout_s=0.5) as store:
+            before = await store.features(clicks[:30])
+            service.proc.members[1].stop()
+            started = time.monotonic()
+            with pytest.raises(FeatureStoreUnavailable, match="Redis Cluster"):
+                await store.features(clicks[30:])
+            assert time.monotonic() - started < 5
+            # The cluster comes back (empty: nothing is persisted); the same store recovers.
+            service.proc.stop()
+            service.start()
+            again = await store.features(clicks[:30])
+        assert np.array_equal(again, before)
+    finally:
+        service.proc.stop()
