@@ -8,6 +8,7 @@ has its own key prefix.
 from __future__ import annotations
 
 import random
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -579,5 +580,32 @@ async def test_losing_a_cluster_node_fails_open_and_recovers(tmp_path: Path) -> 
             service.start()
             again = await store.features(clicks[:30])
         assert np.array_equal(again, before)
+    finally:
+        service.proc.stop()
+
+
+@integration
+async def test_slots_that_move_are_followed(tmp_path: Path) -> None:
+    """A resharding under a running store: the stale slot map costs a refresh, not a batch."""
+    service = RedisService(cluster_settings(tmp_path))
+    service.start()
+    try:
+        settings = service.settings.model_copy(update={"key_prefix": "moved:"})
+        clicks = mixed_stream(90)
+        first, second = service.ports[0], service.ports[1]
+        async with RedisFeatureStore(settings) as store:
+            got = [await store.features(clicks[:30])]
+            # Every slot of the first node moves, with its keys, to the second.
+            ids = {p: redis.Redis(port=p).cluster("myid") for p in (first, second)}
+            subprocess.run(
+                [
+                    "redis-cli", "--cluster", "reshard", f"127.0.0.1:{first}",
+                    "--cluster-from", ids[first], "--cluster-to", ids[second],
+                    "--cluster-slots", "16384", "--cluster-yes",
+                ],
+                check=True, capture_output=True, timeout=120,
+            )  # fmt: skip
+            got += [await store.features(clicks[30:60]), await store.features(clicks[60:])]
+        assert_matches_reference(clicks, np.concatenate(got))
     finally:
         service.proc.stop()

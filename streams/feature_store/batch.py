@@ -84,6 +84,8 @@ class RowWork:
     entities: list[EntityWork]
     group: str
     field: str
+    click_id: str
+    minute: int
 
 
 @dataclass
@@ -113,7 +115,9 @@ class NodeCall:
                     records = [r for r in e.records if r[1] not in gone_hashes]
                     mine = out.entities[e.key] = EntityWork(e.kind, e.key, records)
                 entities.append(mine)
-            out.rows[key] = RowWork(row.positions, row.click_hash, entities, *key)
+            out.rows[key] = RowWork(
+                row.positions, row.click_hash, entities, *key, row.click_id, row.minute
+            )
         return out
 
 
@@ -181,24 +185,64 @@ def plan(
                 elements.append(eid)
             by_node.setdefault(node, []).append((work, (t, h, *elements)))
         for node, ops in by_node.items():
-            call = calls[node]
             tag = tags.get(node)
             if tag is None:
                 tag = tags[node] = placement.row_tag(node)
-            numbers = tuple(w.kind.number for w, _ in ops)
-            label = labels.get(numbers)
-            if label is None:
-                label = labels[numbers] = ".".join(map(str, numbers)) + ":"
-            group = f"{prefix}rows:{layout.feature_hash}:{{{tag}}}:{t // 60_000}"
-            name = label + click.click_id
-            row = call.rows.get((group, name))
-            if row is not None:  # the same click twice in one batch
-                row.positions.append(pos)
-                continue
-            call.rows[(group, name)] = RowWork([pos], h, [w for w, _ in ops], group, name)
-            for work, record in ops:
-                work.records.append(record)
+            works = [w for w, _ in ops]
+            row = RowWork([pos], h, works, "", "", click.click_id, t // 60_000)
+            if _add_row(calls[node], row, prefix, tag, layout, labels):
+                for work, record in ops:
+                    work.records.append(record)
     return Plan(len(clicks), calls, layout)
+
+
+def _add_row(
+    call: NodeCall,
+    row: RowWork,
+    prefix: str,
+    tag: str,
+    layout: Layout,
+    labels: dict[tuple[int, ...], str],
+) -> bool:
+    """Name the row's place on the node and add it; False when the click is there already (the
+    same click twice in one batch: it shares the row)."""
+    numbers = tuple(w.kind.number for w in row.entities)
+    label = labels.get(numbers)
+    if label is None:
+        label = labels[numbers] = ".".join(map(str, numbers)) + ":"
+    row.group = f"{prefix}rows:{layout.feature_hash}:{{{tag}}}:{row.minute}"
+    row.field = label + row.click_id
+    known = call.rows.get((row.group, row.field))
+    if known is not None:
+        known.positions += row.positions
+        return False
+    call.rows[(row.group, row.field)] = row
+    return True
+
+
+def regroup(
+    failed: Iterable[NodeCall], prefix: str, placement: Placement, layout: Layout = LAYOUT
+) -> dict[Hashable, NodeCall]:
+    """The work of calls that a node refused after a slot moved, placed by the new slot map.
+
+    An entity lives on one node, so its work (all its clicks of the batch) moves whole.
+    """
+    calls: dict[Hashable, NodeCall] = {}
+    labels: dict[tuple[int, ...], str] = {}
+    for old in failed:
+        for row in old.rows.values():
+            by_node: dict[Hashable, list[EntityWork]] = {}
+            for work in row.entities:
+                by_node.setdefault(placement.node_of(work.key), []).append(work)
+            for node, works in by_node.items():
+                call = calls.setdefault(node, NodeCall())
+                for work in works:
+                    call.entities.setdefault(work.key, work)
+                moved = RowWork(
+                    list(row.positions), row.click_hash, works, "", "", row.click_id, row.minute
+                )
+                _add_row(call, moved, prefix, placement.row_tag(node), layout, labels)
+    return calls
 
 
 def to_features(

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 import numpy.typing as npt
-from redis.exceptions import AskError, MovedError, RedisError, ResponseError, TryAgainError
+from redis.exceptions import AskError, RedisError, ResponseError, TryAgainError
 
 from slidr.errors import SlidrError
 from slidr.events import Click
@@ -29,6 +29,7 @@ from streams.feature_store.batch import (
     encode_row,
     local_features,
     plan,
+    regroup,
     to_features,
 )
 from streams.feature_store.entity import count, decode_base, decode_log, encode_log, split_state
@@ -40,8 +41,11 @@ log = logging.getLogger(__name__)
 
 #: An idle entity's state outlives the largest window, plus slack for late clicks.
 ENTITY_TTL_S = max(w.seconds for w in WINDOWS) + 3600
-#: Slot-map changes (MOVED/ASK) survived within one batch before it fails open.
-_REDIRECTS = 3
+#: Slot-map changes (MOVED/ASK) survived within one batch before it fails open, and the first
+#: pause before learning the map again: nodes learn a move by gossip, so a map asked for at
+#: once can still be the old one.
+_REDIRECTS = 4
+_REDIRECT_PAUSE_S = 0.05
 _int = msgspec.msgpack.Encoder().encode
 
 
@@ -60,6 +64,13 @@ def _pack(items: Sequence[str | int | bytes]) -> bytes:
 
 #: What a cluster node says when a script reaches a key of a slot it does not own.
 _NOT_LOCAL = "non local key"
+
+
+def _moved(exc: BaseException) -> bool:
+    """A refusal because a slot moved (MovedError is an AskError)."""
+    return isinstance(exc, (AskError, TryAgainError)) or (
+        isinstance(exc, ResponseError) and _NOT_LOCAL in str(exc)
+    )
 
 
 class FeatureStoreUnavailable(SlidrError):
@@ -128,24 +139,31 @@ class RedisFeatureStore:
             await self._nodes.refresh()
             self._stale = False
         await self._nodes.ready()
+        batch = plan(clicks, self._prefix, self._nodes)
+        calls = batch.calls
+        done: list[tuple[RowWork, list[int]]] = []
         for attempt in range(_REDIRECTS + 1):
-            batch = plan(clicks, self._prefix, self._nodes)
-            try:
-                parts = await asyncio.gather(
-                    *(self._on_node(node, call) for node, call in batch.calls.items())
-                )
-            except (MovedError, AskError, TryAgainError, ResponseError) as exc:
-                # A node that no longer owns a key refuses (MOVED for the row hash, "non local
-                # key" for a state, maybe after appending to others: the click hashes make a
-                # record appended twice count once); nodes that did run return their stored
-                # rows when the batch is resent.
-                moved = not isinstance(exc, ResponseError) or _NOT_LOCAL in str(exc)
-                if not moved or attempt == _REDIRECTS:
-                    raise
-                log.info("feature store: %s; refreshing the slot map", exc)
-                await self._nodes.refresh()
-                continue
-            return to_features(batch.n, (row for part in parts for row in part))
+            parts = await asyncio.gather(
+                *(self._on_node(node, call) for node, call in calls.items()),
+                return_exceptions=True,  # the other nodes finish: only what failed is resent
+            )
+            failed: list[NodeCall] = []
+            for call, part in zip(calls.values(), parts, strict=True):
+                if not isinstance(part, BaseException):
+                    done += part
+                elif _moved(part) and attempt < _REDIRECTS:
+                    failed.append(call)
+                else:
+                    raise part
+            if not failed:
+                return to_features(batch.n, done)
+            # A node that no longer owns a key refused it (MOVED for its row hash, "non local
+            # key" for a state, maybe after appending to others: a record appended twice
+            # counts once). Its work goes where the new slot map says.
+            log.info("feature store: a slot moved; refreshing the slot map")
+            await asyncio.sleep(_REDIRECT_PAUSE_S * 2**attempt)
+            await self._nodes.refresh()
+            calls = regroup(failed, self._prefix, self._nodes, batch.layout)
         raise AssertionError("unreachable")
 
     async def _on_node(self, node: Hashable, call: NodeCall) -> list[tuple[RowWork, list[int]]]:
