@@ -15,11 +15,11 @@ import statistics
 import time
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
 from calibration.fit import FitMethod, IvrFit
 from calibration.problem import SliceTerms, allocation_problem
+from slidr.console import make_console
 
 
 def synthetic_terms(n: int, pieces: int, rng: np.random.Generator) -> list[SliceTerms]:
@@ -83,7 +83,7 @@ def main() -> None:
     )  # fmt: skip
     for n in (int(s) for s in args.slices.split(",")):
         table.add_row(*measure(n, args.pieces, args.resolves, rng))
-    Console().print(table)
+    make_console().print(table)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 # The synthetic frames are the tests' own.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from guardrails.data import check_training_data
+from slidr.console import make_console
 from slidr.settings import GuardrailSettings
 from tests.test_guardrails_data import NEW_DAY, labelled_frame
 
@@ -51,7 +51,7 @@ def main() -> None:
         table.add_row(
             f"{len(frame):,}", str(len(report.checks)), f"{best:.2f}", f"{len(frame) / best:,.0f}"
         )
-    console = Console()
+    console = make_console()
     console.print(table)
     console.print(f"import great_expectations: {import_s:.2f} s (once per process)")
 

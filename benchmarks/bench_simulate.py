@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
+from slidr.console import make_console
 from slidr.settings import get_settings
 from slidr.simulate.config import SimConfig
 from slidr.simulate.runner import run
@@ -69,7 +69,7 @@ def main() -> None:
     table = Table("sink", "clicks", "seconds", "clicks/s")
     for sink, clicks, seconds in rows:
         table.add_row(sink, f"{clicks:,}", f"{seconds:.2f}", f"{clicks / seconds:,.0f}")
-    Console().print(table)
+    make_console().print(table)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
 from models import baselines
 from models.dataset import complete_days, load_labelled
 from models.network import Split, train_network
 from models.train import plan_days, weighted_split
+from slidr.console import make_console
 from slidr.settings import get_settings
 from slidr.simulate.config import SimConfig
 from slidr.simulate.runner import run
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--clicks-per-day", type=int, default=100_000)
     args = parser.parse_args()
     settings = get_settings()
-    console = Console()
+    console = make_console()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         config = SimConfig(

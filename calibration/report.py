@@ -12,6 +12,7 @@ from rich.table import Column, Table
 
 from calibration.calibrate import CalibrationOutcome, Policy
 from calibration.plots import plot_slices
+from slidr.console import make_console
 from slidr.metrics import Rates, TruthRates
 
 REPORT_FILE = "calibration-report.json"
@@ -141,7 +142,7 @@ def comparison_table(outcome: CalibrationOutcome) -> Table:
 
 
 def print_table(outcome: CalibrationOutcome, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or make_console()
     console.print(slice_table(outcome))
     console.print(comparison_table(outcome))
     if Policy.GLOBAL_HELD_OUT_FPR in outcome.comparison:

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from slidr.console import make_console
 from slidr.settings import get_settings
 
 _ALL = "clicks,purchases,decisions"
@@ -88,4 +88,4 @@ def archive(
     for name, s in stats.items():
         offsets = " ".join(f"{p}:{o}" for p, o in sorted(s.next_offsets.items()))
         table.add_row(name, s.topic, f"{s.rows:,}", f"{s.skipped:,}", f"{s.files:,}", offsets)
-    Console().print(table)
+    make_console().print(table)

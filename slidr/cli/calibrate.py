@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from slidr.cli.offline import ArchiveOption, archive_root, report_dir_for, say
+from slidr.console import make_console
 from slidr.settings import get_settings
 
 
@@ -137,7 +137,7 @@ def calibrate(
     )
     out = report_dir_for(settings, report_dir, "calibrate")
     write_report(outcome, out)
-    print_table(outcome, Console())
+    print_table(outcome, make_console())
     say(f"report: {out}")
     if not outcome.calibrated:
         raise CalibrationError(outcome.message)

@@ -11,14 +11,14 @@ from typing import Annotated
 import orjson
 import typer
 from confluent_kafka import Consumer, TopicPartition
-from rich.console import Console
 from rich.table import Table
 
+from slidr.console import make_console
 from slidr.errors import StackError
 from slidr.settings import get_settings
 from slidr.stack.service import port_open
 
-console = Console()
+console = make_console()
 
 
 def _read_all(topic: str, idle_s: float) -> list[dict[str, object]]:

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 import typer
 from rich import filesize
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from slidr.console import make_console
 from slidr.settings import get_settings
 
 app = typer.Typer(
@@ -30,7 +30,7 @@ class _Bars:
             BarColumn(),
             TextColumn("{task.fields[shown]}"),
             TimeElapsedColumn(),
-            console=Console(stderr=True),
+            console=make_console(stderr=True),
             disable=not enabled,
         )
         self.tasks: dict[str, Any] = {}
@@ -133,7 +133,7 @@ def talkingdata(
 
 
 def _print_summary(manifest: dict[str, Any], written: Path) -> None:
-    console = Console()
+    console = make_console()
     seconds = manifest["seconds"]
     total_s = sum(seconds.values())
     span = manifest["time_range"]

@@ -9,14 +9,14 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from slidr.console import make_console
 from slidr.registry import Entry, Figures, Registry, RegistryError, TritonVersions
 from slidr.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-console = Console()
+console = make_console()
 
 
 def _registry(settings: Settings) -> Registry:

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from slidr.console import make_console
 from slidr.settings import Settings
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 ArchiveOption = Annotated[
     Path | None,

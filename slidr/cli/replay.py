@@ -12,7 +12,6 @@ from typing import Annotated
 import orjson
 import typer
 from confluent_kafka import Consumer, Producer, TopicPartition
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,11 +27,12 @@ from rich.text import Text
 from replay.errors import ReplayError
 from replay.request import FeatureMode, ReplayRequest, parse_partition_offsets, parse_request
 from replay.summary import ReplayProgress, ReplayState, ReplaySummary
+from slidr.console import make_console
 from slidr.errors import StackError
 from slidr.settings import Settings, get_settings
 from slidr.stack.service import port_open
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 class _Rate(ProgressColumn):

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from slidr.console import make_console
 from slidr.settings import get_settings
 from slidr.simulate.bots import DEFAULT_MIX
 from slidr.simulate.config import SimConfig, SimulationConfigError, parse_mix, window_ending_now
@@ -206,7 +206,7 @@ def simulate(
 
 
 def _print_summary(config: SimConfig, summary: Summary, seconds: float, to: Output) -> None:
-    console = Console()
+    console = make_console()
     console.print(
         f"[bold]{summary.clicks:,}[/] clicks ({summary.bot_share:.1%} bots) and "
         f"[bold]{summary.purchases:,}[/] purchases, {config.start:%Y-%m-%d %H:%M} to "

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import typer
 from confluent_kafka import Consumer, TopicPartition
-from rich.console import Console
 from rich.table import Table
 
+from slidr.console import make_console
 from slidr.errors import StackError
 from slidr.settings import get_settings
 from slidr.stack.service import port_open
 from slidr.topics import admin_client, topic_specs
 
-console = Console()
+console = make_console()
 
 
 def topics(

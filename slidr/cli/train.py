@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from slidr.cli.offline import ArchiveOption, ReportOption, archive_root, report_dir_for, say
+from slidr.console import make_console
 from slidr.settings import get_settings
 
 
@@ -35,7 +35,7 @@ def train(
     root = archive_root(settings, archive)
     out = report_dir_for(settings, report_dir, "train")
     outcome = run(root, settings, out, export=export, say=say)
-    Console().print(summary_table(outcome.evaluation, headline_fpr=HEADLINE_FPR))
+    make_console().print(summary_table(outcome.evaluation, headline_fpr=HEADLINE_FPR))
     say(f"report: {out}")
     if outcome.version is not None:
         say(
@@ -82,7 +82,7 @@ def evaluate(
     evaluation = run(frame, scores, thresholds=thresholds, coverage_k=settings.learn.coverage_k)
     out = report_dir_for(settings, report_dir, "evaluate")
     write_report(evaluation, out, headline_fpr=HEADLINE_FPR)
-    Console().print(summary_table(evaluation, headline_fpr=HEADLINE_FPR))
+    make_console().print(summary_table(evaluation, headline_fpr=HEADLINE_FPR))
     say(f"report: {out}")
 
 

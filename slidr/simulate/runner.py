@@ -12,6 +12,7 @@ import numpy.typing as npt
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from slidr.console import make_console
 from slidr.events import slice_of
 from slidr.simulate import catalog
 from slidr.simulate.config import SimConfig
@@ -95,7 +96,7 @@ def run(
         MofNCompleteColumn(),
         TextColumn("hours  {task.fields[clicks]:,} clicks"),
         TimeRemainingColumn(),
-        console=console or Console(stderr=True),
+        console=console or make_console(stderr=True),
         disable=not show_progress,
         transient=True,
     )
