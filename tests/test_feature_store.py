@@ -561,51 +561,51 @@ async def test_a_dropped_connection_is_reestablished(
             assert np.array_equal(await store.features([make_click("a", T0)]), first)
 
 
-@integration
-async def test_losing_a_cluster_node_fails_open_and_recovers(tmp_path: Path) -> None:
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[RedisService]:
+    """A 3-node cluster of this test's own, to break."""
     service = RedisService(cluster_settings(tmp_path))
     service.start()
     try:
-        settings = service.settings.model_copy(update={"key_prefix": "loss:"})
-        clicks = mixed_stream(60)
-        async with RedisFeatureStore(settings, timeout_s=0.5) as store:
-            before = await store.features(clicks[:30])
-            service.proc.members[1].stop()
-            started = time.monotonic()
-            with pytest.raises(FeatureStoreUnavailable, match="Redis Cluster"):
-                await store.features(clicks[30:])
-            assert time.monotonic() - started < 5
-            # The cluster comes back (empty: nothing is persisted); the same store recovers.
-            service.proc.stop()
-            service.start()
-            again = await store.features(clicks[:30])
-        assert np.array_equal(again, before)
+        yield service
     finally:
         service.proc.stop()
 
 
 @integration
-async def test_slots_that_move_are_followed(tmp_path: Path) -> None:
+async def test_losing_a_cluster_node_fails_open_and_recovers(own_cluster: RedisService) -> None:
+    settings = own_cluster.settings
+    clicks = mixed_stream(60)
+    async with RedisFeatureStore(settings, timeout_s=0.5) as store:
+        before = await store.features(clicks[:30])
+        own_cluster.proc.members[1].stop()
+        started = time.monotonic()
+        with pytest.raises(FeatureStoreUnavailable, match="Redis Cluster"):
+            await store.features(clicks[30:])
+        assert time.monotonic() - started < 5
+        # The cluster comes back (empty: nothing is persisted); the same store recovers.
+        own_cluster.proc.stop()
+        own_cluster.start()
+        again = await store.features(clicks[:30])
+    assert np.array_equal(again, before)
+
+
+@integration
+async def test_slots_that_move_are_followed(own_cluster: RedisService) -> None:
     """A resharding under a running store: the stale slot map costs a refresh, not a batch."""
-    service = RedisService(cluster_settings(tmp_path))
-    service.start()
-    try:
-        settings = service.settings.model_copy(update={"key_prefix": "moved:"})
-        clicks = mixed_stream(90)
-        first, second = service.ports[0], service.ports[1]
-        async with RedisFeatureStore(settings) as store:
-            got = [await store.features(clicks[:30])]
-            # Every slot of the first node moves, with its keys, to the second.
-            ids = {p: redis.Redis(port=p).cluster("myid") for p in (first, second)}
-            subprocess.run(
-                [
-                    "redis-cli", "--cluster", "reshard", f"127.0.0.1:{first}",
-                    "--cluster-from", ids[first], "--cluster-to", ids[second],
-                    "--cluster-slots", "16384", "--cluster-yes",
-                ],
-                check=True, capture_output=True, timeout=120,
-            )  # fmt: skip
-            got += [await store.features(clicks[30:60]), await store.features(clicks[60:])]
-        assert_matches_reference(clicks, np.concatenate(got))
-    finally:
-        service.proc.stop()
+    clicks = mixed_stream(90)
+    first, second = own_cluster.ports[0], own_cluster.ports[1]
+    async with RedisFeatureStore(own_cluster.settings) as store:
+        got = [await store.features(clicks[:30])]
+        # Every slot of the first node moves, with its keys, to the second.
+        ids = {p: redis.Redis(port=p).cluster("myid") for p in (first, second)}
+        subprocess.run(
+            [
+                "redis-cli", "--cluster", "reshard", f"127.0.0.1:{first}",
+                "--cluster-from", ids[first], "--cluster-to", ids[second],
+                "--cluster-slots", "16384", "--cluster-yes",
+            ],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        got += [await store.features(clicks[30:60]), await store.features(clicks[60:])]
+    assert_matches_reference(clicks, np.concatenate(got))
