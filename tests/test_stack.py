@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -10,15 +12,18 @@ import numpy as np
 import pytest
 import redis
 import tritonclient.grpc as triton
+import tritonclient.http as triton_http
 from confluent_kafka import Consumer, Producer
 
 from models.heuristic import velocity_score
+from slidr.errors import StackError
 from slidr.features import INDEX, N_FEATURES
-from slidr.settings import Settings
+from slidr.registry import Registry, TritonVersions
+from slidr.settings import Settings, TopicSettings
 from slidr.stack import LocalStack
 from slidr.stack.service import port_open
 from slidr.topics import admin_client, topic_specs
-from tests.stack_fixtures import private_settings
+from tests.stack_fixtures import private_model, private_settings
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +40,49 @@ def test_up_is_idempotent(stack_settings: Settings) -> None:
     after = stack.up()
     assert {s.name: s.pid for s in after} == before
     assert all(s.started_in_s is None for s in after)
+
+
+def test_up_on_a_running_stack_creates_the_topics_the_settings_now_name(
+    stack_settings: Settings,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    topics = TopicSettings(**{f: f"up{tag}.{f}" for f in ("clicks", "purchases", "truth")})
+    renamed = stack_settings.model_copy(update={"topics": topics})
+    before = {s.name: s.pid for s in LocalStack(stack_settings).status()}
+    after = LocalStack(renamed).up()
+    assert {s.name: s.pid for s in after} == before  # nothing restarted
+    existing = admin_client(renamed).list_topics(timeout=10).topics
+    assert {topics.clicks, topics.purchases, topics.truth} <= set(existing)
+
+
+def test_up_returns_once_triton_serves_the_registry_versions(stack_settings: Settings) -> None:
+    """Triton reports itself not ready while it unloads what the registry does not keep."""
+    settings = private_model(stack_settings)
+    t = settings.triton
+    assert Registry(settings, TritonVersions(t)).kept() == {1}
+    model = Path(t.model_repository) / t.model_name
+    shutil.copytree(model / "1", model / "2")  # on disk, not kept: as after a (re)start
+    client = triton_http.InferenceServerClient(f"{t.host}:{t.http_port}")
+    try:
+        client.load_model(t.model_name)  # the config's policy: every version on disk
+        assert client.is_model_ready(t.model_name, "2")
+    finally:
+        client.close()
+    LocalStack(settings).up()
+    for _ in range(15):  # what `slidr stack status` right after `up` sees, for 1.5 s
+        triton_status = LocalStack(settings).status()[2]
+        assert triton_status.healthy, triton_status.detail
+        assert triton_status.detail == f"model {t.model_name} versions 1"
+        time.sleep(0.1)
+
+
+def test_waiting_for_versions_triton_never_serves_fails_in_bounded_time(
+    stack_settings: Settings,
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(StackError, match=r"versions \[1, 99\]\) not ready after 1 s"):
+        LocalStack(stack_settings).triton.wait_serving({1, 99}, timeout_s=1)
+    assert time.monotonic() - started < 5
 
 
 def test_topics_exist_with_partitions_and_retention(stack_settings: Settings) -> None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from models.day_zero import ensure_day_zero_version
+from slidr.console import make_console
 from slidr.settings import get_settings
 from slidr.stack import LocalStack, ServiceStatus
 
 app = typer.Typer(help="Start, stop and inspect the local stack (real Kafka, Redis, Triton).")
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 def _table(statuses: list[ServiceStatus]) -> Table:
@@ -26,8 +26,10 @@ def _table(statuses: list[ServiceStatus]) -> Table:
 def up() -> None:
     """Start Kafka (KRaft), Redis and Triton on loopback and wait until each answers.
 
-    Idempotent: services already running and healthy are left alone. The first run fetches
-    the Kafka jars from Maven Central into the cache directory (SLIDR_CACHE_DIR).
+    Idempotent: services already running and healthy are left alone, but the topics the
+    settings name are created and Triton loads the registry's versions either way; it returns
+    once Triton serves them. The first run fetches the Kafka jars from Maven Central into the
+    cache directory (SLIDR_CACHE_DIR).
     """
     settings = get_settings()
     version = ensure_day_zero_version(settings.triton)
@@ -43,11 +45,6 @@ def up() -> None:
         )
     if not all(s.healthy for s in statuses):
         raise typer.Exit(1)
-    # A (re)started Triton loads every version on disk; keep only the registry's kept ones.
-    from slidr.registry import Registry, TritonVersions
-
-    kept = Registry(settings, TritonVersions(settings.triton)).sync_triton()
-    console.print(f"model {settings.triton.model_name}: versions {sorted(kept)} loaded")
 
 
 @app.command()

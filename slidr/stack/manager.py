@@ -43,25 +43,52 @@ class LocalStack:
         for service in self.services:
             service.check_prerequisites()
 
-    def up(self, on_progress: Callable[[str], None] = log.info) -> list[ServiceStatus]:
-        """Start what is not running, wait until each answers, create topics. Idempotent."""
+    def up(
+        self, on_progress: Callable[[str], None] = log.info, triton_timeout_s: float = 120.0
+    ) -> list[ServiceStatus]:
+        """Start what is not running and wait until each answers; then create the topics the
+        settings name and load the registry's versions in Triton, even on a running stack (the
+        settings may name other topics, the registry other versions). Idempotent."""
         self.check_prerequisites()
         timings: dict[str, float] = {}
         for service in self.services:
-            if service.proc.pid() is not None and service.health().ok:
-                on_progress(f"{service.name}: already up on port {service.port}")
-                continue
-            service.proc.stop()  # a running but unhealthy leftover would hold the port
-            on_progress(f"{service.name}: starting on port {service.port}")
-            start = time.monotonic()
-            service.start()
-            timings[service.name] = time.monotonic() - start
-            if service is self.kafka:
-                ensure_topics(self.settings)
-                on_progress(f"kafka: round trip in {self.kafka.round_trip() * 1000:.0f} ms")
+            if (took := self._start(service, on_progress)) is not None:
+                timings[service.name] = took
+        if self.kafka in self.services:
+            self._ensure_topics(on_progress)
+        if self.triton in self.services:
+            self._serve_registry_versions(on_progress, triton_timeout_s)
         return [
             _status(service, started_in_s=timings.get(service.name)) for service in self.services
         ]
+
+    def _start(self, service: Service, on_progress: Callable[[str], None]) -> float | None:
+        """Start ``service`` unless it runs and answers; the seconds it took, or None."""
+        if service.proc.pid() is not None and service.health().ok:
+            on_progress(f"{service.name}: already up on port {service.port}")
+            return None
+        service.proc.stop()  # a running but unhealthy leftover would hold the port
+        on_progress(f"{service.name}: starting on port {service.port}")
+        start = time.monotonic()
+        service.start()
+        took = time.monotonic() - start
+        if service is self.kafka:
+            on_progress(f"kafka: round trip in {self.kafka.round_trip() * 1000:.0f} ms")
+        return took
+
+    def _ensure_topics(self, on_progress: Callable[[str], None]) -> None:
+        if created := ensure_topics(self.settings):
+            on_progress(f"kafka: created topics {', '.join(created)}")
+
+    def _serve_registry_versions(
+        self, on_progress: Callable[[str], None], timeout_s: float
+    ) -> None:
+        """A (re)started Triton loads every version on disk: keep the registry's ones only."""
+        from slidr.registry import Registry, TritonVersions  # tritonclient: only when needed
+
+        kept = Registry(self.settings, TritonVersions(self.settings.triton)).sync_triton()
+        self.triton.wait_serving(kept, timeout_s)
+        on_progress(f"triton: model {self.settings.triton.model_name} versions {sorted(kept)}")
 
     def down(self) -> list[str]:
         """Stop exactly the processes ``up`` started; return the names stopped."""

@@ -131,3 +131,21 @@ class TritonService:
             return Health(False, f"model {name} not loaded")
         versions = json.loads(body).get("versions", [])
         return Health(True, f"model {name} versions {','.join(versions) or '?'}")
+
+    def serving(self) -> set[int] | None:
+        """The model versions Triton serves, or None while the server is not ready."""
+        if not self.health().ok:
+            return None
+        _, body = self._get(f"/v2/models/{self.settings.model_name}")
+        return {int(v) for v in json.loads(body or b"{}").get("versions", [])}
+
+    def wait_serving(self, versions: set[int], timeout_s: float = 120.0) -> None:
+        """Return once Triton is ready and serves exactly ``versions``.
+
+        A load request returns before the versions it drops are unloaded, and the server
+        reports itself not ready until they are: without this wait `slidr stack status` right
+        after `up` can see Triton down.
+        """
+        name = self.settings.model_name
+        what = f"Triton (model {name} versions {sorted(versions)})"
+        wait_until(lambda: self.serving() == versions, what, timeout_s, self.proc)
