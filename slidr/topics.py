@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
@@ -72,5 +74,47 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise StackError(f"could not create topic {name}: {exc}") from exc
     if created:
+        _wait_listed(admin, created, timeout_s)
         log.info("created topics: %s", ", ".join(created))
     return created
+
+
+def _wait_listed(admin: AdminClient, names: Collection[str], timeout_s: float) -> None:
+    """Wait until the broker's metadata lists ``names``: a topic is created before it is listed,
+    and a client that looks in between (a worker's start-up check) would find it missing."""
+    deadline = time.monotonic() + timeout_s
+    while missing := set(names) - set(admin.list_topics(timeout=timeout_s).topics):
+        if time.monotonic() > deadline:
+            raise StackError(f"Kafka created topics {sorted(missing)} but does not list them")
+        time.sleep(0.1)
+
+
+def missing_topics(
+    settings: Settings, names: Collection[str], timeout_s: float = 10.0
+) -> list[str]:
+    """The topics among ``names`` that the broker does not have."""
+    try:
+        meta = admin_client(settings).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise StackError(
+            f"Kafka at {settings.kafka.bootstrap} did not list its topics ({exc}): "
+            "is it up? `slidr stack status`"
+        ) from exc
+    return sorted(name for name in names if name not in meta.topics)
+
+
+def require_topics(settings: Settings, *fields: str) -> None:
+    """Raise StackError naming the fix unless the topics of these ``TopicSettings`` fields exist.
+
+    Faust would log "Ignoring missing topic" and wait for it forever instead.
+    """
+    by_name = {str(getattr(settings.topics, field)): field for field in fields}
+    missing = missing_topics(settings, by_name)
+    if not missing:
+        return
+    variables = ", ".join(f"SLIDR_TOPICS__{by_name[name].upper()}" for name in missing)
+    what = f"topic {missing[0]} does" if len(missing) == 1 else f"topics {', '.join(missing)} do"
+    raise StackError(
+        f"{what} not exist: run `slidr stack up` (it creates the topics the settings name) "
+        f"or set {variables} to the topic{'s' if len(missing) > 1 else ''} to use"
+    )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +18,8 @@ from slidr.events import Click, Decision
 from slidr.features import FEATURE_HASH, N_FEATURES
 from slidr.settings import Settings
 from tests.factories import make_click, mixed_traffic
-from tests.worker_harness import WorkerProcess, consume, isolated, produce
+from tests.stack_fixtures import settings_env
+from tests.worker_harness import SLIDR, WorkerProcess, consume, isolated, produce
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +40,20 @@ def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]
     yield process
     if process.proc is not None:
         process.stop()
+
+
+def test_a_worker_on_a_missing_topic_refuses_to_start_and_names_the_fix(
+    stack_settings: Settings,
+) -> None:
+    missing = f"nowhere-{uuid.uuid4().hex[:8]}.clicks"
+    settings = stack_settings.model_copy(
+        update={"topics": stack_settings.topics.model_copy(update={"clicks": missing})}
+    )
+    env = {**os.environ, **settings_env(settings)}
+    done = subprocess.run([SLIDR, "worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"topic {missing} does not exist" in done.stderr, done.stderr
+    assert "run `slidr stack up`" in done.stderr and "SLIDR_TOPICS__CLICKS" in done.stderr
 
 
 def test_every_click_gets_exactly_one_decision(

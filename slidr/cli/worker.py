@@ -7,9 +7,22 @@ import logging
 
 import typer
 
+from slidr.errors import StackError
 from slidr.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+
+def _check_topics(settings: Settings) -> None:
+    """Refuse to start on topics that do not exist (Faust would idle on them forever)."""
+    from slidr.stack.service import port_open
+    from slidr.topics import require_topics
+
+    if not port_open(settings.kafka.host, settings.kafka.port):
+        raise StackError(
+            f"no Kafka broker at {settings.kafka.bootstrap}: start it with `slidr stack up`"
+        )
+    require_topics(settings, "clicks", "decisions", "dead_letters")
 
 
 async def _preflight(settings: Settings) -> str:
@@ -71,6 +84,7 @@ def worker(
         model_version=model_version,
         metrics_port=metrics_port,
     )
+    _check_topics(settings)
     typer.echo(f"preflight ok: {asyncio.run(_preflight(settings))}", err=True)
     app = create_app(settings)
     faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
