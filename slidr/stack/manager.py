@@ -55,7 +55,7 @@ class LocalStack:
             if (took := self._start(service, on_progress)) is not None:
                 timings[service.name] = took
         if self.kafka in self.services:
-            self._ensure_topics(on_progress)
+            ensure_topics(self.settings)  # logs the names it creates
         if self.triton in self.services:
             self._serve_registry_versions(on_progress, triton_timeout_s)
         return [
@@ -75,10 +75,6 @@ class LocalStack:
         if service is self.kafka:
             on_progress(f"kafka: round trip in {self.kafka.round_trip() * 1000:.0f} ms")
         return took
-
-    def _ensure_topics(self, on_progress: Callable[[str], None]) -> None:
-        if created := ensure_topics(self.settings):
-            on_progress(f"kafka: created topics {', '.join(created)}")
 
     def _serve_registry_versions(
         self, on_progress: Callable[[str], None], timeout_s: float
