@@ -1,13 +1,17 @@
 """Versioned JSON contracts of the events slidr reads and writes.
 
-Upstream events are untrusted: :func:`parse_click` and :func:`parse_purchase` turn any bytes
-into a model or raise :class:`~slidr.errors.InvalidEvent` with a stable ``reason`` code, which
-the pipeline uses to route the original bytes to the dead-letter topic.
+Upstream events are untrusted: :func:`parse_click_message`, :func:`parse_click` and
+:func:`parse_purchase` turn any bytes (or a null value) into a model or raise
+:class:`~slidr.errors.InvalidEvent` with a stable ``reason`` code, and never another error: one
+bad message must cost that message (a dead letter), never the partition it sits in.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -27,6 +31,8 @@ from slidr.errors import InvalidEvent
 from slidr.settings import EventLimits
 
 SCHEMA_VERSION: Literal[1] = 1
+
+log = logging.getLogger(__name__)
 
 
 class DeviceType(StrEnum):
@@ -52,22 +58,44 @@ class Verdict(StrEnum):
 class DeadLetterReason(StrEnum):
     """Stable codes: dashboards and the dead-letter counter are keyed by these."""
 
+    #: The value is larger than ``events.max_event_bytes``; it is not parsed.
     OVERSIZED = "oversized"
+    #: The value is not JSON (or not UTF-8).
     MALFORMED_JSON = "malformed_json"
+    #: The value is JSON but not an object.
     NOT_AN_OBJECT = "not_an_object"
+    #: ``schema_version`` is not one this code reads.
     UNSUPPORTED_VERSION = "unsupported_version"
+    #: A required field is absent.
     MISSING_FIELD = "missing_field"
+    #: A field has the wrong JSON type (or a time that is not a time).
     WRONG_TYPE = "wrong_type"
+    #: An enum field holds a value outside its list.
     UNKNOWN_ENUM = "unknown_enum"
+    #: A field breaks a rule of the contract (length, IP, offset, a time no calendar holds...).
     INVALID_VALUE = "invalid_value"
+    #: ``event_time`` is ahead of the processing clock by more than the allowed skew.
     TOO_FAR_IN_FUTURE = "too_far_in_future"
+    #: ``event_time`` is older than ``events.max_age_days``.
     TOO_OLD = "too_old"
+    #: The message has no value at all (null: a Kafka tombstone).
+    TOMBSTONE = "tombstone"
+    #: The Kafka key is not UTF-8 text of at most ``events.max_key_bytes`` bytes.
+    BAD_KEY = "bad_key"
+    #: Parsing raised an error no rule of the contract names: a bug; the detail names it.
+    PARSE_FAILED = "parse_failed"
+    #: The click is valid but building its decision raised; the detail names the error.
+    DECISION_FAILED = "decision_failed"
 
 
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("event_time needs a UTC offset, e.g. 2026-11-21T10:00:00Z")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # e.g. 0001-01-01T00:00:00+01:00: a ValueError makes it a validation error of the field.
+        raise ValueError("the time in UTC is outside the years 1 to 9999") from None
 
 
 def _ip(value: str) -> str:
@@ -159,8 +187,29 @@ class Decision(BaseModel):
         return orjson.dumps(self.model_dump(mode="json"))
 
 
+#: A dead letter keeps at most this many bytes of the original value (base64 in
+#: ``original_b64``): every value within the default ``max_event_bytes`` whole. Larger ones are
+#: cut, so a dead letter always fits the producer's request limit (1 MB); the size, the hash
+#: and the source offset find the whole message.
+DEAD_LETTER_EXCERPT_BYTES = 8192
+#: Characters kept of ``detail`` and of the original key.
+DEAD_LETTER_DETAIL_CHARS = 1000
+DEAD_LETTER_KEY_CHARS = 256
+#: No dead letter's JSON is larger (the test of the bound checks the worst case).
+DEAD_LETTER_MAX_BYTES = 32 * 1024
+
+
+def _key_text(key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    # Cut the bytes first: decoding a 1 MB key only to keep 256 characters is waste.
+    text = key[: DEAD_LETTER_KEY_CHARS * 4].decode("utf-8", errors="replace")
+    return text[:DEAD_LETTER_KEY_CHARS]
+
+
 class DeadLetter(BaseModel):
-    """What the dead-letter topic carries: the untouched bytes and why they were refused."""
+    """What the dead-letter topic carries: why a message was refused, where it was read, and
+    its bytes (whole up to DEAD_LETTER_EXCERPT_BYTES, else the first ones) with size and hash."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -169,10 +218,49 @@ class DeadLetter(BaseModel):
     source_topic: str
     source_partition: int | None
     source_offset: int | None
+    #: The Kafka key decoded as UTF-8 with replacement, cut to DEAD_LETTER_KEY_CHARS.
     original_key: str | None
-    #: The original payload, decoded as UTF-8 with replacement; exact bytes go in ``original_b64``.
+    #: The original value's bytes, base64: all of them, or the first DEAD_LETTER_EXCERPT_BYTES
+    #: when ``truncated``; empty for a tombstone.
     original_b64: str
     received_at: UtcTime
+    #: Size of the original value in bytes (0 for a tombstone). None on letters written before
+    #: the field existed, as are the two below.
+    original_size: int | None = None
+    #: sha256 (hex) of the whole original value, to match a letter with its source message.
+    original_sha256: str | None = None
+    #: True when ``original_b64`` holds only the start of the value.
+    truncated: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        reason: DeadLetterReason,
+        detail: str,
+        *,
+        source_topic: str,
+        source_partition: int | None,
+        source_offset: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        received_at: datetime,
+    ) -> DeadLetter:
+        """A bounded dead letter of one message, whatever its size (see DEAD_LETTER_MAX_BYTES)."""
+        payload = value or b""
+        excerpt = payload[:DEAD_LETTER_EXCERPT_BYTES]
+        return cls(
+            reason=reason,
+            detail=detail[:DEAD_LETTER_DETAIL_CHARS],
+            source_topic=source_topic,
+            source_partition=source_partition,
+            source_offset=source_offset,
+            original_key=_key_text(key),
+            original_b64=base64.b64encode(excerpt).decode(),
+            received_at=received_at,
+            original_size=len(payload),
+            original_sha256=hashlib.sha256(payload).hexdigest(),
+            truncated=len(excerpt) < len(payload),
+        )
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))
@@ -207,14 +295,14 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_event(
-    model: type[E], payload: bytes, limits: EventLimits, now: datetime | None = None
-) -> E:
-    """Validate untrusted bytes as ``model``; raise InvalidEvent with a dead-letter reason."""
-    if len(payload) > limits.max_event_bytes:
+def decode_object(payload: bytes | None, max_bytes: int | None = None) -> dict[str, Any]:
+    """The JSON object in ``payload``; InvalidEvent if there is none (null, too large, not
+    JSON, not an object)."""
+    if payload is None:
+        raise InvalidEvent(DeadLetterReason.TOMBSTONE, "the message has no value (a tombstone)")
+    if max_bytes is not None and len(payload) > max_bytes:
         raise InvalidEvent(
-            DeadLetterReason.OVERSIZED,
-            f"{len(payload)} bytes, limit is {limits.max_event_bytes}",
+            DeadLetterReason.OVERSIZED, f"{len(payload)} bytes, limit is {max_bytes}"
         )
     try:
         raw: Any = orjson.loads(payload)
@@ -222,29 +310,79 @@ def parse_event(
         raise InvalidEvent(DeadLetterReason.MALFORMED_JSON, str(exc)) from None
     if not isinstance(raw, dict):
         raise InvalidEvent(DeadLetterReason.NOT_AN_OBJECT, f"got JSON {type(raw).__name__}")
+    return raw
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], raw: dict[str, Any]) -> M:
+    """``raw`` as ``model``; InvalidEvent with the reason of the first error, and never
+    another error: a validator's unforeseen exception is PARSE_FAILED (logged as the bug it is)."""
     try:
-        event = model.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise InvalidEvent(_reason_of(exc), _describe(exc)) from None
-    now = now or datetime.now(UTC)
-    if event.event_time > now + timedelta(seconds=limits.max_future_skew_s):
+    except Exception as exc:
+        log.error("validating a %s raised; refusing the event", model.__name__, exc_info=True)
+        raise InvalidEvent(DeadLetterReason.PARSE_FAILED, f"{type(exc).__name__}: {exc}") from None
+
+
+def _check_time(event: _Event, limits: EventLimits, now: datetime) -> None:
+    # Differences of two datetimes never overflow; now +/- a limit can (now is a message's
+    # timestamp in a replay).
+    ahead = event.event_time - now
+    if ahead > timedelta(seconds=limits.max_future_skew_s):
         raise InvalidEvent(
             DeadLetterReason.TOO_FAR_IN_FUTURE,
             f"event_time {event.event_time.isoformat()} is ahead of {now.isoformat()}",
         )
-    if event.event_time < now - timedelta(days=limits.max_age_days):
+    if -ahead > timedelta(days=limits.max_age_days):
         raise InvalidEvent(
             DeadLetterReason.TOO_OLD,
             f"event_time {event.event_time.isoformat()} is over {limits.max_age_days} days old",
         )
+
+
+def parse_event(
+    model: type[E], payload: bytes | None, limits: EventLimits, now: datetime | None = None
+) -> E:
+    """Validate untrusted bytes as ``model``; raise InvalidEvent with a dead-letter reason."""
+    event = validate(model, decode_object(payload, limits.max_event_bytes))
+    _check_time(event, limits, now or datetime.now(UTC))
     return event
 
 
-def parse_click(payload: bytes, limits: EventLimits, now: datetime | None = None) -> Click:
+def check_key(key: bytes | None, limits: EventLimits) -> None:
+    """A message key must be UTF-8 text of at most ``max_key_bytes`` (or absent)."""
+    if key is None:
+        return
+    if len(key) > limits.max_key_bytes:
+        raise InvalidEvent(
+            DeadLetterReason.BAD_KEY, f"key of {len(key)} bytes, limit is {limits.max_key_bytes}"
+        )
+    try:
+        key.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(DeadLetterReason.BAD_KEY, f"key is not UTF-8: {exc}") from None
+
+
+def parse_click(payload: bytes | None, limits: EventLimits, now: datetime | None = None) -> Click:
     return parse_event(Click, payload, limits, now)
 
 
-def parse_purchase(payload: bytes, limits: EventLimits, now: datetime | None = None) -> Purchase:
+def parse_click_message(
+    value: bytes | None, key: bytes | None, limits: EventLimits, now: datetime | None = None
+) -> Click:
+    """One message of the clicks topic, key and value: what the worker, the archiver and a
+    replay all accept, so that they agree on which clicks exist."""
+    check_key(key, limits)
+    return parse_click(value, limits, now)
+
+
+def parse_purchase(
+    payload: bytes | None, limits: EventLimits, now: datetime | None = None
+) -> Purchase:
     return parse_event(Purchase, payload, limits, now)
 
 

@@ -111,6 +111,8 @@ class TritonSettings(_Section):
 class EventLimits(_Section):
     #: Larger payloads go to the dead-letter topic unparsed.
     max_event_bytes: int = 8192
+    #: A click's Kafka key (its click_id) must be UTF-8 of at most this many bytes.
+    max_key_bytes: int = 512
     #: Events further than this from the processing clock are rejected.
     max_future_skew_s: int = 300
     max_age_days: int = 8

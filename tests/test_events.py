@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
+from pydantic import BaseModel, field_validator
 
 from slidr.errors import InvalidEvent
 from slidr.events import (
     ALL_SLICES,
+    DEAD_LETTER_EXCERPT_BYTES,
+    DEAD_LETTER_MAX_BYTES,
     Click,
+    DeadLetter,
     DeadLetterReason,
+    Decision,
     Purchase,
+    decode_object,
     parse_click,
+    parse_click_message,
     parse_purchase,
     slice_of,
+    validate,
 )
 from slidr.settings import EventLimits
 
@@ -110,3 +120,167 @@ def test_slices_cover_device_and_login() -> None:
     assert slice_of("app", True) == "app/in"
     assert len(ALL_SLICES) == 6 and len(set(ALL_SLICES)) == 6
     assert Click.model_fields.keys().isdisjoint({"is_bot", "bot_kind"})
+
+
+# A time at either end of the calendar that no UTC datetime holds: astimezone() overflows.
+OVERFLOWING_TIMES = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
+
+
+def message_reason(value: bytes | None, key: bytes | None = b"c-1") -> str:
+    with pytest.raises(InvalidEvent) as info:
+        parse_click_message(value, key, LIMITS, now=NOW)
+    return info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("value", "key", "expected"),
+    [
+        (None, b"c-1", DeadLetterReason.TOMBSTONE),
+        (None, None, DeadLetterReason.TOMBSTONE),
+        (orjson.dumps(click(event_time=OVERFLOWING_TIMES[0])), b"c-1", "invalid_value"),
+        (orjson.dumps(click(event_time=OVERFLOWING_TIMES[1])), b"c-1", "invalid_value"),
+        (b"{" + b" " * 900_000 + b"}", b"c-1", DeadLetterReason.OVERSIZED),
+        (orjson.dumps(click()), b"\xff\xfe", DeadLetterReason.BAD_KEY),
+        (orjson.dumps(click()), b"c" * (LIMITS.max_key_bytes + 1), DeadLetterReason.BAD_KEY),
+    ],
+    ids=[
+        "tombstone",
+        "tombstone-no-key",
+        "year-1",
+        "year-9999",
+        "900kb",
+        "key-not-utf8",
+        "long-key",
+    ],
+)
+def test_every_bad_message_is_refused_with_a_reason(
+    value: bytes | None, key: bytes | None, expected: str
+) -> None:
+    assert message_reason(value, key) == expected
+
+
+def test_a_click_with_or_without_a_text_key_is_accepted() -> None:
+    payload = orjson.dumps(click())
+    assert parse_click_message(payload, "clé-1".encode(), LIMITS, now=NOW).click_id == "c-1"
+    assert parse_click_message(payload, None, LIMITS, now=NOW).click_id == "c-1"
+
+
+def test_an_overflowing_time_names_the_field() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse_click(orjson.dumps(click(event_time=OVERFLOWING_TIMES[0])), LIMITS, now=NOW)
+    assert "event_time" in info.value.detail and "1 to 9999" in info.value.detail
+
+
+def reason_at(payload: bytes, now: datetime) -> str:
+    with pytest.raises(InvalidEvent) as info:
+        parse_click(payload, LIMITS, now=now)
+    return info.value.reason
+
+
+def test_a_clock_at_the_end_of_time_refuses_instead_of_overflowing() -> None:
+    # A replay judges a click by its message timestamp, which a producer can set to anything.
+    end = datetime.max.replace(tzinfo=UTC)
+    assert reason_at(orjson.dumps(click()), end) == DeadLetterReason.TOO_OLD
+    start = datetime.min.replace(tzinfo=UTC)
+    assert reason_at(orjson.dumps(click()), start) == DeadLetterReason.TOO_FAR_IN_FUTURE
+
+
+def test_a_decision_with_an_overflowing_time_is_refused_not_raised() -> None:
+    # The archiver reads decisions with the same decoder and validator.
+    decision = {
+        "click_id": "c-1",
+        "event_time": "2026-11-21T11:59:00Z",
+        "verdict": "valid",
+        "score": 0.1,
+        "threshold": 0.5,
+        "slice": "desktop/in",
+        "model_name": "slidr",
+        "model_version": 1,
+        "reason_codes": [],
+        "feature_hash": "h",
+        "features": [],
+        "processing_ms": 1.0,
+        "decided_at": "2026-11-21T12:00:00Z",
+    }
+    assert validate(Decision, decode_object(orjson.dumps(decision))).click_id == "c-1"
+    late = orjson.dumps({**decision, "decided_at": OVERFLOWING_TIMES[1]})
+    with pytest.raises(InvalidEvent) as info:
+        validate(Decision, decode_object(late))
+    assert info.value.reason == DeadLetterReason.INVALID_VALUE
+    assert "decided_at" in info.value.detail
+
+
+class _Buggy(BaseModel):
+    n: int
+
+    @field_validator("n")
+    @classmethod
+    def _boom(cls, value: int) -> int:
+        raise RuntimeError("a bug in a validator")
+
+
+def test_an_unforeseen_validator_error_is_a_refusal_naming_it() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        validate(_Buggy, {"n": 1})
+    assert info.value.reason == DeadLetterReason.PARSE_FAILED
+    assert "RuntimeError: a bug in a validator" in info.value.detail
+
+
+def letter(value: bytes | None, key: bytes | None = b"c-1", detail: str = "why") -> DeadLetter:
+    return DeadLetter.of(
+        DeadLetterReason.OVERSIZED,
+        detail,
+        source_topic="slidr.clicks",
+        source_partition=1,
+        source_offset=42,
+        key=key,
+        value=value,
+        received_at=NOW,
+    )
+
+
+def test_a_small_value_is_kept_whole_in_its_dead_letter() -> None:
+    value = b"{oops"
+    dead = letter(value)
+    assert base64.b64decode(dead.original_b64) == value and not dead.truncated
+    assert dead.original_size == 5 and dead.original_sha256 == hashlib.sha256(value).hexdigest()
+    # Every value the default size limit lets through is kept whole.
+    assert LIMITS.max_event_bytes <= DEAD_LETTER_EXCERPT_BYTES
+
+
+def test_a_900kb_value_gives_a_small_dead_letter_with_its_size_and_hash() -> None:
+    value = b"x" * 900_000
+    dead = letter(value)
+    assert dead.truncated and dead.original_size == 900_000
+    assert dead.original_sha256 == hashlib.sha256(value).hexdigest()
+    assert base64.b64decode(dead.original_b64) == value[:DEAD_LETTER_EXCERPT_BYTES]
+    assert len(dead.to_json()) <= DEAD_LETTER_MAX_BYTES
+
+
+def test_no_dead_letter_exceeds_the_bound() -> None:
+    # The worst case: a huge value, a huge undecodable key, a detail of characters that JSON
+    # escapes six bytes each.
+    dead = letter(b"\xff" * 5_000_000, key=b"\xff" * 1_000_000, detail="\x00" * 100_000)
+    assert len(dead.to_json()) <= DEAD_LETTER_MAX_BYTES
+    assert dead.original_key is not None and len(dead.original_key) == 256
+
+
+def test_a_tombstone_dead_letter_is_empty_and_says_so() -> None:
+    dead = letter(None, key=None)
+    assert dead.original_b64 == "" and dead.original_size == 0 and dead.original_key is None
+    assert not dead.truncated
+
+
+def test_dead_letters_written_before_the_size_and_hash_still_parse() -> None:
+    old = {
+        "reason": "malformed_json",
+        "detail": "unexpected character",
+        "source_topic": "slidr.clicks",
+        "source_partition": 0,
+        "source_offset": 7,
+        "original_key": "bad",
+        "original_b64": base64.b64encode(b"{oops").decode(),
+        "received_at": "2026-11-21T12:00:00Z",
+    }
+    dead = DeadLetter.model_validate(old)
+    assert dead.original_size is None and not dead.truncated
