@@ -24,7 +24,7 @@ from pydantic_core import to_jsonable_python
 from replay.decisions import ReplayedClicks
 from replay.originals import Original, OriginalDecisions
 from slidr.errors import InvalidEvent
-from slidr.events import Click, parse_click, slice_name
+from slidr.events import Click, parse_click_message, slice_name
 from slidr.features import N_FEATURES
 from slidr.model_record import ModelRecord
 from slidr.settings import EventLimits
@@ -75,7 +75,7 @@ async def logged_step(
             click = orjson.loads(msg.value() or b"")
             event_time = _utc_text(click["event_time"])
             traffic_slice = slice_name(click, record.slice_fields)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
             unreadable += 1
             continue
         if click.get("click_id") != original.click_id:
@@ -92,13 +92,22 @@ async def logged_step(
     return Step(clicks, kept, unreadable, missing, context=0)
 
 
+def _message_time(msg: Message) -> datetime | None:
+    """The message's timestamp; None when it has none or one no datetime holds."""
+    stamp = msg.timestamp()[1]
+    if stamp < 0:
+        return None
+    try:
+        return datetime.fromtimestamp(stamp / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def _parse(msg: Message, limits: EventLimits) -> Click | None:
     # Time limits are judged as of the click's own (logger) timestamp: a replay accepts what
     # the live pipeline accepted then, whenever it runs.
-    stamp = msg.timestamp()[1]
-    at = datetime.fromtimestamp(stamp / 1000, UTC) if stamp >= 0 else None
     try:
-        return parse_click(msg.value() or b"", limits, now=at)
+        return parse_click_message(msg.value(), msg.key(), limits, now=_message_time(msg))
     except InvalidEvent:
         return None
 

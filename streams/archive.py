@@ -16,10 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from pydantic import ValidationError
 
 from slidr.errors import InvalidEvent
-from slidr.events import Decision, parse_click, parse_purchase
+from slidr.events import (
+    Decision,
+    decode_object,
+    parse_click_message,
+    parse_purchase,
+    validate,
+)
 from slidr.settings import Settings
 from slidr.stack.service import port_open
 from streams.archive_store import (
@@ -70,13 +75,14 @@ class _Pending:
     events: list[Event] = field(default_factory=list)
 
 
-def _parse_decision(payload: bytes) -> Decision:
-    try:
-        return Decision.model_validate_json(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "event"
-        raise InvalidEvent(str(first["type"]), f"{where}: {first['msg']}") from None
+#: A parser of one message (value, key): an event, or InvalidEvent and never another error, so
+#: that one bad message is skipped instead of stopping the archiver at its offset for good.
+Parser = Callable[[bytes | None, bytes | None], Event]
+
+
+def _parse_decision(value: bytes | None, _key: bytes | None) -> Decision:
+    # Decisions are ours: no size or age limit, the contract only.
+    return validate(Decision, decode_object(value))
 
 
 class Archiver:
@@ -91,9 +97,9 @@ class Archiver:
         if len(self._dataset_of) != len(datasets):
             raise ArchiveError("two datasets read the same topic: give each its own topic")
         limits = settings.events.model_copy(update={"max_age_days": _ANY_AGE_DAYS})
-        self._parsers: dict[str, Callable[[bytes], Event]] = {
-            CLICKS: lambda payload: parse_click(payload, limits),
-            PURCHASES: lambda payload: parse_purchase(payload, limits),
+        self._parsers: dict[str, Parser] = {
+            CLICKS: lambda value, key: parse_click_message(value, key, limits),
+            PURCHASES: lambda value, _key: parse_purchase(value, limits),
             DECISIONS: _parse_decision,
         }
         self.stats = {name: DatasetStats(getattr(settings.topics, name)) for name in datasets}
@@ -212,7 +218,7 @@ class Archiver:
             )
         pending.next = offset + 1
         try:
-            event = self._parsers[pending.dataset](msg.value() or b"")
+            event = self._parsers[pending.dataset](msg.value(), msg.key())
         except InvalidEvent as exc:
             self.stats[pending.dataset].skipped += 1
             log.warning("not archived: %s[%d]@%d: %s", topic, partition, offset, exc)

@@ -6,7 +6,6 @@ this logic is tested without a broker.
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections import Counter
@@ -16,8 +15,16 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from slidr.errors import InvalidEvent
-from slidr.events import Click, DeadLetter, DeadLetterReason, Decision, Verdict, parse_click
+from slidr.errors import InvalidEvent, SlidrError
+from slidr.events import (
+    Click,
+    DeadLetter,
+    DeadLetterReason,
+    Decision,
+    Verdict,
+    parse_click_message,
+)
+from slidr.model_record import ModelRecord
 from slidr.settings import Settings
 from streams.decide import BatchContext, decide, fail_open
 from streams.feature_store import FeatureStore, FeatureStoreUnavailable
@@ -27,10 +34,20 @@ from streams.serving_model import ServingModel
 
 log = logging.getLogger(__name__)
 
+#: This many clicks in a row that cannot be decided even alone, none decided between them: the
+#: failure is not about a message (a bug or a broken dependency). The worker then exits and the
+#: clicks wait as lag, instead of all of them filling the dead-letter topic.
+FAILED_IN_A_ROW_LIMIT = 50
+
+
+class DecidingFails(SlidrError):
+    """Every recent click failed to be decided: not a bad message; restart the worker."""
+
 
 @dataclass(frozen=True)
 class RawClick:
-    value: bytes
+    #: None for a tombstone (a message with a null value).
+    value: bytes | None
     key: bytes | None = None
     partition: int | None = None
     offset: int | None = None
@@ -43,6 +60,26 @@ class BatchOutcome:
     decisions: list[Decision] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     degraded_why: str | None = None
+
+
+def _reason(exc: InvalidEvent) -> DeadLetterReason:
+    # The parsers raise only DeadLetterReason codes; an unknown one must not stop the stream.
+    try:
+        return DeadLetterReason(exc.reason)
+    except ValueError:
+        return DeadLetterReason.PARSE_FAILED
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What the clicks of one micro-batch share, however they end up being decided."""
+
+    model: ModelRecord
+    now: datetime
+    started: float
+
+    def context(self) -> BatchContext:
+        return BatchContext(self.model, self.now, (time.perf_counter() - self.started) * 1000)
 
 
 class DegradedRanges:
@@ -86,6 +123,7 @@ class ClickPipeline:
         self.model = model
         self.metrics = metrics
         self.degraded = DegradedRanges()
+        self.failed_in_a_row = 0
 
     def _parse(
         self, batch: Sequence[RawClick], now: datetime
@@ -96,24 +134,24 @@ class ClickPipeline:
         limits = self.settings.events
         for raw in batch:
             try:
-                clicks.append(parse_click(raw.value, limits, now))
+                clicks.append(parse_click_message(raw.value, raw.key, limits, now))
                 accepted.append(raw)
             except InvalidEvent as exc:
-                dead.append(self._dead_letter(raw, DeadLetterReason(exc.reason), exc.detail, now))
+                dead.append(self._dead_letter(raw, _reason(exc), exc.detail, now))
         return accepted, clicks, dead
 
     def _dead_letter(
         self, raw: RawClick, reason: DeadLetterReason, detail: str, now: datetime
     ) -> DeadLetter:
         self.metrics.dead_letters.labels(reason.value).inc()
-        return DeadLetter(
-            reason=reason,
-            detail=detail[:1000],
+        return DeadLetter.of(
+            reason,
+            detail,
             source_topic=self.settings.topics.clicks,
             source_partition=raw.partition,
             source_offset=raw.offset,
-            original_key=raw.key.decode("utf-8", errors="replace") if raw.key else None,
-            original_b64=base64.b64encode(raw.value).decode(),
+            key=raw.key,
+            value=raw.value,
             received_at=now,
         )
 
@@ -124,8 +162,32 @@ class ClickPipeline:
         outcome = BatchOutcome(dead_letters=dead)
         if not clicks:
             return outcome
-        offsets = [(raw.partition, raw.offset) for raw in accepted]
+        # Outside the per-click guard: the model is the same for every click of the batch.
         model = await self.model.current()
+        batch_ctx = _Batch(model, now, started)
+        try:
+            outcome.decisions = await self._decide(accepted, clicks, batch_ctx, outcome)
+            self.failed_in_a_row = 0
+        except Exception as exc:
+            log.warning(
+                "%d clicks could not be decided together (%s: %s); deciding each alone",
+                len(clicks), type(exc).__name__, exc,
+            )  # fmt: skip
+            await self._decide_alone(accepted, clicks, batch_ctx, outcome)
+        self._count(outcome.decisions, accepted)
+        return outcome
+
+    async def _decide(
+        self,
+        accepted: Sequence[RawClick],
+        clicks: Sequence[Click],
+        batch: _Batch,
+        outcome: BatchOutcome,
+    ) -> list[Decision]:
+        """Decisions of ``clicks``, fail-open when Redis or Triton is unavailable; any other
+        error is raised."""
+        offsets = [(raw.partition, raw.offset) for raw in accepted]
+        model = batch.model
         features = None
         try:
             t0 = time.perf_counter()
@@ -137,22 +199,49 @@ class ClickPipeline:
             why = (
                 "redis_unavailable"
                 if isinstance(exc, FeatureStoreUnavailable)
-                else ("triton_unavailable")
+                else "triton_unavailable"
             )
             self.degraded.add(why, offsets)
             self.metrics.degraded.labels(why).inc(len(clicks))
             outcome.degraded_why = why
-            ctx = BatchContext(model, now, (time.perf_counter() - started) * 1000)
-            outcome.decisions = fail_open(clicks, features, why, ctx, offsets)
-        else:
-            self.metrics.feature_seconds.observe(t1 - t0)
-            self.metrics.inference_seconds.observe(t2 - t1)
-            if self.degraded.why is not None:
-                self.degraded.close()
-            ctx = BatchContext(model, now, (time.perf_counter() - started) * 1000)
-            outcome.decisions = decide(clicks, features, scores, ctx, offsets)
-        self._count(outcome.decisions, accepted)
-        return outcome
+            return fail_open(clicks, features, why, batch.context(), offsets)
+        self.metrics.feature_seconds.observe(t1 - t0)
+        self.metrics.inference_seconds.observe(t2 - t1)
+        if self.degraded.why is not None:
+            self.degraded.close()
+        return decide(clicks, features, scores, batch.context(), offsets)
+
+    async def _decide_alone(
+        self,
+        accepted: Sequence[RawClick],
+        clicks: Sequence[Click],
+        batch: _Batch,
+        outcome: BatchOutcome,
+    ) -> None:
+        """Each click that fails alone becomes a dead letter; the others are decided.
+
+        Deciding a click again is safe: the feature store counts each click_id once.
+        """
+        for raw, click in zip(accepted, clicks, strict=True):
+            try:
+                outcome.decisions += await self._decide([raw], [click], batch, outcome)
+            except Exception as exc:
+                log.error("click %s could not be decided", click.click_id, exc_info=True)
+                self._failed(exc)
+                why = f"{type(exc).__name__}: {exc}"
+                outcome.dead_letters.append(
+                    self._dead_letter(raw, DeadLetterReason.DECISION_FAILED, why, batch.now)
+                )
+            else:
+                self.failed_in_a_row = 0
+
+    def _failed(self, exc: Exception) -> None:
+        self.failed_in_a_row += 1
+        if self.failed_in_a_row >= FAILED_IN_A_ROW_LIMIT:
+            raise DecidingFails(
+                f"{self.failed_in_a_row} clicks in a row could not be decided; the last one "
+                f"raised {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _count(self, decisions: Sequence[Decision], accepted: Sequence[RawClick]) -> None:
         per_slice: Counter[tuple[str, str]] = Counter((d.slice, d.verdict) for d in decisions)
