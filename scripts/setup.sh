@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything slidr needs on a fresh Debian machine: Java, Maven, Redis and docker-compose (the
-# tests validate docker-compose.yml with it) from apt, Python 3.11 and the virtual environment at
+# Everything slidr needs on a fresh Debian machine: Java, Maven, Redis, docker-compose (the
+# tests validate docker-compose.yml with it) and Prometheus (promtool checks the alert rules; a
+# test runs the server) from apt, Python 3.11 and the virtual environment at
 # .venv/ from constraints.txt. Safe to run again: it skips what is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ command -v mvn >/dev/null || missing+=(maven)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools) # redis-cli, redis-benchmark
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+{ command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
 if ((${#missing[@]})); then
   log "installing with apt: ${missing[*]}"
   sudo_cmd=()
