@@ -87,6 +87,41 @@ def produce(settings: Settings, clicks: Iterable[Click], raw: Iterable[bytes] = 
     return n
 
 
+def produce_messages(
+    settings: Settings, messages: Iterable[tuple[bytes | None, bytes | None]], partition: int = 0
+) -> None:
+    """(key, value) pairs to one partition of the clicks topic, in this order (a None value is
+    a tombstone). Each is flushed alone, so a large one never shares a request with others."""
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap})
+    for key, value in messages:
+        producer.produce(settings.topics.clicks, value, key, partition=partition)
+        assert producer.flush(30) == 0
+
+
+def read_raw(settings: Settings, topic: str, want: int, timeout_s: float = 60.0) -> list[bytes]:
+    """The first ``want`` values of ``topic`` as bytes (fewer if the timeout passed)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < want and time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=0.5):
+                value = msg.value()
+                if msg.error() is None and value is not None:
+                    out.append(value)
+    finally:
+        consumer.close()
+    return out
+
+
 def consume(
     settings: Settings, topic: str, want: int, timeout_s: float = 60.0, settle_s: float = 0.0
 ) -> list[dict[str, Any]]:
