@@ -2,15 +2,49 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
+from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from ruamel.yaml import YAML
 
 from slidr.settings import PROJECT_ROOT, MonitorSettings, TritonSettings, WorkerSettings
+from streams.metrics import WorkerMetrics
+from streams.monitor import MonitorMetrics
 
 OPS = PROJECT_ROOT / "ops" / "prometheus"
+GRAFANA = PROJECT_ROOT / "ops" / "grafana"
+#: A slidr metric or recording-rule name in a PromQL expression.
+NAME = re.compile(r"\bslidr[_:][a-z0-9_:]*[a-z0-9_]")
+#: The series names each metric type exposes (prometheus_client's naming).
+SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
+
+
+def load(path: str) -> Any:
+    return YAML(typ="safe").load((PROJECT_ROOT / path).read_text())
+
+
+def exported() -> set[str]:
+    """Every series name the worker and the monitor export."""
+    names: set[str] = set()
+    for metrics in (WorkerMetrics(), MonitorMetrics()):
+        registry: CollectorRegistry = metrics.registry
+        for family in registry.collect():
+            names.update(family.name + s for s in SUFFIXES[family.type])
+    return names
+
+
+def rule_exprs() -> list[str]:
+    return [r["expr"] for g in load("ops/prometheus/rules.yml")["groups"] for r in g["rules"]]
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((GRAFANA / "dashboards" / "slidr.json").read_text())
+    return loaded
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -67,3 +101,33 @@ def test_the_compose_scrape_config_targets_the_settings_ports() -> None:
         "slidr-monitor": [f"127.0.0.1:{MonitorSettings().metrics_port}"],
         "triton": [f"{TritonSettings().host}:{TritonSettings().metrics_port}"],
     }
+
+
+def test_rules_and_dashboard_name_only_series_that_exist() -> None:
+    """A misspelt name is no error to Prometheus: the rule or panel would just stay empty."""
+    recorded = {
+        r["record"] for g in load("ops/prometheus/rules.yml")["groups"] for r in g["rules"]
+        if "record" in r
+    }  # fmt: skip
+    known = exported() | recorded
+    panels = [t["expr"] for p in dashboard()["panels"] for t in p["targets"]]
+    used = {name for expr in rule_exprs() + panels for name in NAME.findall(expr)}
+    assert used - known == set()
+    assert recorded - used == set(), "a recording rule nothing uses"
+
+
+def test_grafana_is_provisioned_with_the_compose_prometheus() -> None:
+    compose = load("docker-compose.yml")["services"]
+    listen = next(
+        a.split("=", 1)[1]
+        for a in compose["prometheus"]["command"]
+        if a.startswith("--web.listen-address=")
+    )
+    (source,) = load("ops/grafana/provisioning/datasources/prometheus.yml")["datasources"]
+    assert source["url"] == f"http://{listen}"
+    assert "./ops/prometheus:/etc/prometheus:ro" in compose["prometheus"]["volumes"]
+    (provider,) = load("ops/grafana/provisioning/dashboards/slidr.yml")["providers"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in compose["grafana"]["volumes"])
+    assert mounts["./ops/grafana/dashboards"] == provider["options"]["path"]
+    uids = {t["datasource"]["uid"] for p in dashboard()["panels"] for t in [p, *p["targets"]]}
+    assert uids == {source["uid"]}
