@@ -28,7 +28,7 @@ from slidr.events import (
     slice_of,
     validate,
 )
-from slidr.settings import EventLimits
+from slidr.settings import PROJECT_ROOT, EventLimits
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 LIMITS = EventLimits()
@@ -284,3 +284,8 @@ def test_dead_letters_written_before_the_size_and_hash_still_parse() -> None:
     }
     dead = DeadLetter.model_validate(old)
     assert dead.original_size is None and not dead.truncated
+
+
+def test_every_dead_letter_reason_is_documented() -> None:
+    table = (PROJECT_ROOT / "docs" / "dead-letters.md").read_text()
+    assert [r for r in DeadLetterReason if f"| `{r}` |" not in table] == []
