@@ -35,7 +35,8 @@ GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1s", "$__range": 
 class PrometheusServer:
     """`prometheus` on loopback, a free port and a temporary storage folder."""
 
-    def __init__(self, workdir: Path, worker_metrics_port: int) -> None:
+    def __init__(self, workdir: Path, targets: dict[str, int]) -> None:
+        """``targets``: the metrics port of each scrape job."""
         exe = shutil.which("prometheus")
         if exe is None:  # a failure, not a skip: CI must run this check
             pytest.fail("prometheus is not installed: `make setup` installs Debian's prometheus")
@@ -49,10 +50,8 @@ class PrometheusServer:
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                     "rule_files": [str(RULES)],
                     "scrape_configs": [
-                        {
-                            "job_name": "slidr-worker",
-                            "static_configs": [{"targets": [f"127.0.0.1:{worker_metrics_port}"]}],
-                        }
+                        {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                        for job, port in targets.items()
                     ],
                 }
             )
@@ -136,7 +135,12 @@ def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]
 
 @pytest.fixture
 def prometheus(worker_settings: Settings, tmp_path: Path) -> Iterator[PrometheusServer]:
-    server = PrometheusServer(tmp_path, worker_settings.worker.metrics_port)
+    # No monitor runs: its target is a port nobody listens on.
+    targets = {
+        "slidr-worker": worker_settings.worker.metrics_port,
+        "slidr-monitor": free_ports(1)[0],
+    }
+    server = PrometheusServer(tmp_path, targets)
     try:
         server.wait_ready()
         yield server
@@ -188,9 +192,12 @@ def test_prometheus_scrapes_a_worker_and_evaluates_the_rules(
     rules = [r for g in groups for r in g["rules"]]
     assert len(rules) >= 20
     assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
-    # A healthy worker raises no alert (the IVR alert has no expectation without the monitor).
+    # A healthy worker raises no alert (the IVR alert has no expectation without the monitor);
+    # the monitor's target, down, is about to (pending for its 2 minutes).
     alerts = prometheus.get("/api/v1/alerts")["data"]["alerts"]
-    assert [a["labels"]["alertname"] for a in alerts] == []
+    assert [(a["labels"]["alertname"], a["labels"]["job"], a["state"]) for a in alerts] == [
+        ("SlidrTargetDown", "slidr-monitor", "pending")
+    ]
 
 
 def test_every_dashboard_query_runs_on_prometheus(
