@@ -95,12 +95,19 @@ def _pct(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2%}"
 
 
-def slice_table(outcome: CalibrationOutcome) -> Table:
-    table = Table(
-        Column("slice", no_wrap=True), "clicks", "purchasing", "fit", "RMSE", "FPR floor",
-        "FPR", "threshold", "IVR", "coverage",
-        title=f"operating points, calibration day {' .. '.join(outcome.windows['calibrate'])}",
-    )  # fmt: skip
+SLICE_COLUMNS = (
+    "slice", "clicks", "purchasing", "fit", "RMSE", "FPR floor", "FPR", "threshold", "IVR",
+    "coverage",
+)  # fmt: skip
+
+
+def slice_title(outcome: CalibrationOutcome) -> str:
+    return f"operating points, calibration day {' .. '.join(outcome.windows['calibrate'])}"
+
+
+def slice_rows(outcome: CalibrationOutcome) -> list[list[str]]:
+    """The cells of ``slice_table``: each slice's fit and chosen threshold."""
+    rows = []
     for sf in outcome.fits:
         point = outcome.points.get(sf.unit.name)
         name = sf.unit.name + (f" <- {', '.join(sf.unit.members)}" if sf.unit.pooled else "")
@@ -109,10 +116,19 @@ def slice_table(outcome: CalibrationOutcome) -> Table:
             if point is None
             else [_pct(point.fpr), f"{point.threshold:.4f}", _pct(point.ivr), _pct(point.coverage)]
         )
-        table.add_row(
+        rows.append([
             name, f"{sf.unit.clicks:,}", f"{sf.unit.purchasing:,}", sf.fit.method.value,
             f"{sf.fit.rmse:.4f}", _pct(sf.fit.lo), *chosen,
-        )  # fmt: skip
+        ])  # fmt: skip
+    return rows
+
+
+def slice_table(outcome: CalibrationOutcome) -> Table:
+    table = Table(
+        Column(SLICE_COLUMNS[0], no_wrap=True), *SLICE_COLUMNS[1:], title=slice_title(outcome)
+    )
+    for row in slice_rows(outcome):
+        table.add_row(*row)
     return table
 
 
@@ -123,21 +139,42 @@ def _rates_cells(r: Rates, truth: TruthRates | None) -> list[str]:
     return cells
 
 
-def comparison_table(outcome: CalibrationOutcome) -> Table:
+def policy_title(policy: Policy) -> str:
+    return _POLICY_TITLES[policy]
+
+
+def comparison_columns(outcome: CalibrationOutcome) -> list[str]:
     results = list(outcome.comparison.values())
-    has_truth = results[0].evaluation_day.truth is not None
-    table = Table(
-        Column("policy", no_wrap=True), Column("slice", no_wrap=True), "IVR", "FPR", "coverage",
-        *(["bot recall", "human FPR"] if has_truth else []),
-        title=f"held-out day {' .. '.join(outcome.windows['evaluate'])}",
-    )  # fmt: skip
-    for result in results:
+    has_truth = bool(results) and results[0].evaluation_day.truth is not None
+    return ["policy", "slice", "IVR", "FPR", "coverage"] + (
+        ["bot recall", "human FPR"] if has_truth else []
+    )
+
+
+def comparison_title(outcome: CalibrationOutcome) -> str:
+    return f"held-out day {' .. '.join(outcome.windows['evaluate'])}"
+
+
+def comparison_rows(outcome: CalibrationOutcome) -> list[list[str]]:
+    """The cells of ``comparison_table``: per policy, an "all" row, then one per slice."""
+    rows = []
+    for result in outcome.comparison.values():
         day = result.evaluation_day
-        title = _POLICY_TITLES[result.policy]
-        table.add_row(title, "all", *_rates_cells(day.overall, day.truth), style="bold")
+        rows.append([policy_title(result.policy), "all", *_rates_cells(day.overall, day.truth)])
         for name, r in day.per_slice.items():
             truth = None if day.per_slice_truth is None else day.per_slice_truth[name]
-            table.add_row("", name, *_rates_cells(r, truth))
+            rows.append(["", name, *_rates_cells(r, truth)])
+    return rows
+
+
+def comparison_table(outcome: CalibrationOutcome) -> Table:
+    columns = comparison_columns(outcome)
+    table = Table(
+        Column(columns[0], no_wrap=True), Column(columns[1], no_wrap=True), *columns[2:],
+        title=comparison_title(outcome),
+    )  # fmt: skip
+    for row in comparison_rows(outcome):
+        table.add_row(*row, style="bold" if row[1] == "all" else None)
     return table
 
 

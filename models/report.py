@@ -30,6 +30,8 @@ REPORT_FILE = "report.json"
 IVR_FPR_PLOT = "ivr_fpr.png"
 COVERAGE_FPR_PLOT = "coverage_fpr.png"
 HOURLY_IVR_PLOT = "hourly_ivr.png"
+#: Every plot ``write_report`` draws, in the order a reader should see them.
+PLOTS = (IVR_FPR_PLOT, COVERAGE_FPR_PLOT, HOURLY_IVR_PLOT)
 _PANEL_COLUMNS = 3
 _DPI = 110
 
@@ -87,27 +89,47 @@ def _row(
     return row
 
 
+def summary_columns(evaluation: Evaluation) -> list[str]:
+    columns = ["model", "threshold", "AUC purch.", "AUC label", "IVR", "FPR", "coverage"]
+    if evaluation.has_truth:
+        columns += ["bot recall", "precision", "human FPR"]
+    return columns
+
+
+def summary_title(evaluation: Evaluation, *, headline_fpr: float = HEADLINE_FPR) -> str:
+    return f"{evaluation.clicks:,} clicks at FPR <= {headline_fpr:.1%} on purchasing clicks"
+
+
+SUMMARY_CAPTION = (
+    "AUC purch.: ROC-AUC of a low score for purchasing clicks; AUC label: ROC-AUC of the weak label"
+)
+
+
+def summary_rows(evaluation: Evaluation, *, headline_fpr: float = HEADLINE_FPR) -> list[list[str]]:
+    """The cells of ``summary_table``, one row per model (and per served threshold)."""
+    _check_headline(evaluation, headline_fpr)
+    rows = []
+    for name, model in evaluation.models.items():
+        point = model.at(headline_fpr)
+        rows.append(_row(name, model, point.threshold, point.overall))
+        if model.served is not None:
+            served = model.served
+            rows.append(_row(f"{name} (served)", model, served.threshold, served.overall))
+    return rows
+
+
 def summary_table(evaluation: Evaluation, *, headline_fpr: float = HEADLINE_FPR) -> Table:
     """Model x (threshold, AUCs, IVR, FPR, coverage[, truth]) at ``headline_fpr``, overall.
 
     A model with served thresholds gets a second row, "NAME (served)", at those thresholds.
     """
-    _check_headline(evaluation, headline_fpr)
-    columns = ["model", "threshold", "AUC purch.", "AUC label", "IVR", "FPR", "coverage"]
-    if evaluation.has_truth:
-        columns += ["bot recall", "precision", "human FPR"]
     table = Table(
-        *columns,
-        title=f"{evaluation.clicks:,} clicks at FPR <= {headline_fpr:.1%} on purchasing clicks",
-        caption="AUC purch.: ROC-AUC of a low score for purchasing clicks; "
-        "AUC label: ROC-AUC of the weak label",
+        *summary_columns(evaluation),
+        title=summary_title(evaluation, headline_fpr=headline_fpr),
+        caption=SUMMARY_CAPTION,
     )
-    for name, model in evaluation.models.items():
-        point = model.at(headline_fpr)
-        table.add_row(*_row(name, model, point.threshold, point.overall))
-        if model.served is not None:
-            served = model.served
-            table.add_row(*_row(f"{name} (served)", model, served.threshold, served.overall))
+    for row in summary_rows(evaluation, headline_fpr=headline_fpr):
+        table.add_row(*row)
     return table
 
 
