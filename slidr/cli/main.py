@@ -26,6 +26,7 @@ def _register() -> None:
     from slidr.cli import (
         archive,
         calibrate,
+        contracts,
         decisions,
         importer,
         models,
@@ -54,6 +55,7 @@ def _register() -> None:
     app.command(name="monitor")(models.monitor)
     app.command(name="replay")(replay.replay)
     app.command(name="replay-agent")(replay.replay_agent)
+    app.command(name="contracts")(contracts.contracts)
 
 
 @app.callback()
