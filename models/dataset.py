@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from slidr.errors import SlidrError
-from slidr.events import DEFAULT_SLICE_FIELDS, slice_name
+from slidr.events import DEFAULT_SLICE_FIELDS, GIVT_PREFIX, slice_name
 from slidr.features import FEATURES
 from slidr.settings import LearnSettings
 from streams.featurize import FEATURES_DATASET, feature_matrix
@@ -135,6 +135,21 @@ def _served_features(root: Path, dates: Sequence[str]) -> pd.DataFrame:
     return pd.concat(parts).drop_duplicates("click_id", keep="first")
 
 
+def _givt_clicks(root: Path, dates: Sequence[str]) -> set[str]:
+    """Clicks the worker decided by a GIVT list (reason code ``givt:*``): no part of training or
+    calibration data, which are about what the model must find. Read from the archived
+    decisions (what serving did), not recomputed; archives without decisions keep every click."""
+    decisions = _dataset(root, "decisions")
+    if decisions is None:
+        return set()
+    table = _read(decisions, ["click_id", "reason_codes"], dates)
+    codes = pc.list_flatten(table["reason_codes"])
+    owners = pc.list_parent_indices(table["reason_codes"])
+    hits = pc.starts_with(codes, GIVT_PREFIX)
+    rows = pc.filter(owners, hits)
+    return set(pc.take(table["click_id"], rows).to_pylist())
+
+
 def _vectors(table: pa.Table) -> pd.DataFrame:
     matrix = feature_matrix(table["features"])
     frame = pd.DataFrame(matrix, columns=list(FEATURES))
@@ -215,6 +230,9 @@ def load_labelled(
         )
     clicks = _read(clicks_ds, _CLICK_COLUMNS, wanted).to_pandas()
     total = len(clicks)
+    givt = _givt_clicks(root, wanted)
+    if givt:
+        clicks = clicks.loc[~clicks["click_id"].isin(givt)].reset_index(drop=True)
     clicks = clicks.merge(_served_features(root, wanted), on="click_id", how="inner")
     without_features = total - len(clicks)
 

@@ -12,16 +12,16 @@ Nothing here depends on when the replay runs: ``decided_at`` is the click's even
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from slidr.events import SCHEMA_VERSION, Verdict
+from slidr.events import SCHEMA_VERSION, GivtReason, IvtCategory, Verdict
 from slidr.features import FEATURE_HASH, INDEX
 from slidr.model_record import ModelRecord
-from streams.decide import ENTITY_SIGNALS, NIGHT_HOURS_UTC, VELOCITY_SIGNALS
+from streams.decide import ENTITY_SIGNALS, GIVT_SCORE, NIGHT_HOURS_UTC, VELOCITY_SIGNALS
 
 _VELOCITY = [(INDEX[name], limit) for name, limit in VELOCITY_SIGNALS.items()]
 _ENTITY = [(INDEX[name], limit) for name, limit in ENTITY_SIGNALS.items()]
@@ -39,6 +39,9 @@ class ReplayedClicks:
     slices: list[str]
     offsets: list[tuple[int, int]]
     features: npt.NDArray[np.float32]
+    #: Each click's GIVT reason (None: the model judges it), as the worker's filter gives it;
+    #: empty when no filter was asked.
+    givt: list[GivtReason | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.click_ids)
@@ -76,12 +79,18 @@ def replayed_decisions(
     thresholds = [by_slice[name] for name in clicks.slices]
     # As decide(): the float32 score against the float threshold, compared in float64.
     invalid = scores.astype(np.float64) >= np.asarray(thresholds, dtype=np.float64)
+    givt = clicks.givt or [None] * len(clicks)
+    invalid |= np.asarray([why is not None for why in givt], dtype=bool)
     reasons = _reasons(clicks, invalid)
     payloads = []
     for k, (score, row) in enumerate(
         zip(scores.astype(np.float64).tolist(), clicks.features.tolist(), strict=True)
     ):
         partition, offset = clicks.offsets[k]
+        why = givt[k]
+        category = IvtCategory.SIVT
+        if why is not None:  # as streams.decide.givt_decision: the list decided
+            score, reasons[k], category = GIVT_SCORE, [why.value], IvtCategory.GIVT
         payloads.append(
             orjson.dumps(
                 {
@@ -98,6 +107,7 @@ def replayed_decisions(
                     "feature_hash": FEATURE_HASH,
                     "features": row,
                     "degraded": False,
+                    "ivt_category": category.value,
                     "processing_ms": 0.0,
                     "decided_at": clicks.event_times[k],
                     "replay_run_id": run_id,

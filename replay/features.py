@@ -24,13 +24,14 @@ from pydantic_core import to_jsonable_python
 from replay.decisions import ReplayedClicks
 from replay.originals import Original, OriginalDecisions
 from slidr.errors import InvalidEvent
-from slidr.events import Click, parse_click_message, slice_name
+from slidr.events import Click, GivtReason, parse_click_message, slice_name
 from slidr.features import N_FEATURES
 from slidr.model_record import ModelRecord
 from slidr.settings import EventLimits
 from streams.decide import click_slice
 from streams.feature_store import FeatureStore
 from streams.featurize import featurize
+from streams.givt import GivtFilter
 
 #: Clicks per feature-store call in recompute mode, as the worker's batches.
 FEATURE_BATCH = 1000
@@ -61,11 +62,15 @@ def _utc_text(value: Any) -> str:
 
 
 async def logged_step(
-    messages: Sequence[Message], index: OriginalDecisions, record: ModelRecord
+    messages: Sequence[Message],
+    index: OriginalDecisions,
+    record: ModelRecord,
+    givt: GivtFilter | None = None,
 ) -> Step:
     keys = [_where(msg) for msg in messages]
     found = await index.lookup(keys)
     ids, times, slices, offsets, rows, kept = [], [], [], [], [], []
+    reasons: list[GivtReason | None] = []
     unreadable = missing = 0
     for msg, key, original in zip(messages, keys, found, strict=True):
         if original is None or original.features is None:
@@ -75,6 +80,7 @@ async def logged_step(
             click = orjson.loads(msg.value() or b"")
             event_time = _utc_text(click["event_time"])
             traffic_slice = slice_name(click, record.slice_fields)
+            why = None if givt is None else givt.reason_of(click["user_agent"], click["ip"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
             unreadable += 1
             continue
@@ -87,8 +93,9 @@ async def logged_step(
         offsets.append(key)
         rows.append(original.features)
         kept.append(original)
+        reasons.append(why)
     features = np.asarray(rows, dtype=np.float32).reshape(-1, N_FEATURES)
-    clicks = ReplayedClicks(ids, times, slices, offsets, features)
+    clicks = ReplayedClicks(ids, times, slices, offsets, features, reasons)
     return Step(clicks, kept, unreadable, missing, context=0)
 
 
@@ -119,6 +126,7 @@ async def recomputed_step(
     index: OriginalDecisions | None,
     record: ModelRecord,
     limits: EventLimits,
+    givt: GivtFilter | None = None,
 ) -> Step:
     parsed: list[Click] = []
     replayed: list[int] = []
@@ -143,6 +151,7 @@ async def recomputed_step(
         slices=[click_slice(c, record.slice_fields) for c in chosen],
         offsets=keys,
         features=rows[replayed].reshape(-1, N_FEATURES),
+        givt=givt.reasons(chosen) if givt is not None else [],
     )
     originals: list[Original | None] = [None] * len(keys)
     if index is not None:

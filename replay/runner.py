@@ -31,6 +31,7 @@ from replay.request import FeatureMode
 from replay.summary import ReplayProgress, ReplaySummary, SummaryBuilder
 from slidr.settings import Settings
 from streams.feature_store import FeatureStoreUnavailable, RedisFeatureStore
+from streams.givt import GivtFilter
 from streams.scorer import Scorer, ScorerUnavailable, TritonScorer
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,8 @@ class ReplayRunner:
         self.diff = DiffCollector() if plan.request.dry_run else None
         self.next_offsets = {s.partition: s.publish_from for s in plan.spans if s.publishes}
         self.published = plan.resumed.published if plan.resumed else 0
+        #: The worker's GIVT lists: a replayed GIVT click is decided by its list again.
+        self.givt = GivtFilter.from_settings(settings.givt)
 
     async def run(self) -> ReplaySummary:
         plan, settings = self.plan, self.settings
@@ -187,11 +190,17 @@ class ReplayRunner:
         plan = self.plan
         if store is not None:
             step = await recomputed_step(
-                messages, self.next_offsets, store, originals, plan.record, self.settings.events
+                messages,
+                self.next_offsets,
+                store,
+                originals,
+                plan.record,
+                self.settings.events,
+                self.givt,
             )
         else:
             assert originals is not None
-            step = await logged_step(messages, originals, plan.record)
+            step = await logged_step(messages, originals, plan.record, self.givt)
         scores = await score_rows(
             self.scorer, step.clicks.features, plan.record.version, self.settings.replay.batch_size
         )

@@ -55,6 +55,29 @@ class Verdict(StrEnum):
     INVALID = "invalid"
 
 
+class IvtCategory(StrEnum):
+    """Which stage judged a click (MRC's split of invalid traffic).
+
+    ``givt``: general invalid traffic, decided by lists before the model (declared bots and
+    crawlers, known data-centre ranges); always invalid. ``sivt``: the model judged the click
+    (valid or invalid). Fail-open (degraded) decisions carry none: nothing judged them.
+    """
+
+    GIVT = "givt"
+    SIVT = "sivt"
+
+
+#: Every GIVT reason code starts with this.
+GIVT_PREFIX = "givt:"
+
+
+class GivtReason(StrEnum):
+    """The reason code of a GIVT decision (its only one)."""
+
+    DECLARED_BOT = "givt:declared_bot"
+    DATACENTER = "givt:datacenter"
+
+
 class DeadLetterReason(StrEnum):
     """Stable codes: dashboards and the dead-letter counter are keyed by these."""
 
@@ -176,6 +199,9 @@ class Decision(BaseModel):
     features: list[float]
     #: True when Redis or Triton was unreachable and the click was passed as valid (fail-open).
     degraded: bool = False
+    #: The stage that judged the click: ``givt`` (lists, before the model; always invalid),
+    #: ``sivt`` (the model), or null for a fail-open decision (see IvtCategory).
+    ivt_category: IvtCategory | None = None
     processing_ms: float
     decided_at: UtcTime
     #: Set on decisions published by a replay: where the click was read and by which run.

@@ -290,6 +290,19 @@ class MonitorSettings(_Section):
     metrics_port: int = 19101
 
 
+class GivtSettings(_Section):
+    """General invalid traffic (GIVT): clicks decided invalid by lists, before the model."""
+
+    #: Declared bots and crawlers by user agent (the patterns of the ``crawler-user-agents``
+    #: package: upgrade it to update the list).
+    declared_bots: bool = True
+    #: Known data-centre ranges: text files of one CIDR per line (``#`` starts a comment),
+    #: supplied by the operator; ops/givt/datacenter-example.txt shows the format. Read once at
+    #: start-up, never fetched. As JSON in the environment:
+    #: ``SLIDR_GIVT__DATACENTER_CIDR_FILES='["/etc/slidr/dc.txt"]'``.
+    datacenter_cidr_files: tuple[Path, ...] = ()
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SLIDR_", env_nested_delimiter="__", frozen=True, extra="forbid"
@@ -316,6 +329,7 @@ class Settings(BaseSettings):
     guardrails: GuardrailSettings = GuardrailSettings()
     registry: RegistrySettings = RegistrySettings()
     monitor: MonitorSettings = MonitorSettings()
+    givt: GivtSettings = GivtSettings()
 
     def overriding(self, section: str, **values: object) -> Settings:
         """A copy with fields of one section replaced; ``None`` keeps the current value.

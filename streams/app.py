@@ -20,6 +20,7 @@ from prometheus_client import start_http_server
 from slidr.settings import Settings
 from streams.faust_app import raw_topic, slidr_app
 from streams.feature_store import FeatureStoreUnavailable, RedisFeatureStore
+from streams.givt import GivtFilter
 from streams.metrics import WorkerMetrics
 from streams.pipeline import BatchOutcome, ClickPipeline, RawClick
 from streams.scorer import TritonScorer
@@ -62,6 +63,8 @@ def create_app(
     decisions = raw_topic(app, settings.topics.decisions)
     dead_letters = raw_topic(app, settings.topics.dead_letters)
     state: dict[str, ClickPipeline] = {}
+    # Read the GIVT lists now: a bad CIDR file stops the worker before it consumes anything.
+    givt = GivtFilter.from_settings(settings.givt)
 
     if w.metrics_port:
 
@@ -76,7 +79,7 @@ def create_app(
             model = ServingModel(settings, scorer)
             record = await model.load()
             metrics.model_version.set(record.version)
-            state["pipeline"] = ClickPipeline(settings, store, model, metrics)
+            state["pipeline"] = ClickPipeline(settings, store, model, metrics, givt)
         return state["pipeline"]
 
     @app.timer(interval=w.redis_memory_every_s)  # type: ignore[untyped-decorator]

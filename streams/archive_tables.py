@@ -78,6 +78,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             # from Parquet (apache/arrow#35692).
             ("features", FEATURE_TYPE),
             ("degraded", pa.bool_()),
+            # Null on decisions archived before the field existed, and on fail-open ones.
+            ("ivt_category", pa.string()),
             ("processing_ms", pa.float64()),
             ("decided_at", TIMESTAMP),
             ("replay_run_id", pa.string()),

@@ -9,7 +9,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from slidr.events import Click, Decision, Verdict, slice_name
+from slidr.events import Click, Decision, GivtReason, IvtCategory, Verdict, slice_name
 from slidr.features import FEATURE_HASH, INDEX
 from slidr.model_record import ModelRecord
 
@@ -27,6 +27,8 @@ ENTITY_SIGNALS: dict[str, float] = {
     "ip_distinct_customers": 20.0,
 }
 NIGHT_HOURS_UTC = range(0, 6)
+#: The score a GIVT decision carries: the list decided, not the model (1.0: certainly invalid).
+GIVT_SCORE = 1.0
 
 _VELOCITY = [(INDEX[name], limit) for name, limit in VELOCITY_SIGNALS.items()]
 _ENTITY = [(INDEX[name], limit) for name, limit in ENTITY_SIGNALS.items()]
@@ -69,6 +71,7 @@ def _decision(
     invalid: bool,
     reasons: list[str],
     row: npt.NDArray[np.float32] | None,
+    category: IvtCategory | None,
     degraded: bool = False,
 ) -> Decision:
     # Built from trusted values: skip re-validation on the hot path.
@@ -85,10 +88,32 @@ def _decision(
         feature_hash=FEATURE_HASH,
         features=[] if row is None else row.tolist(),
         degraded=degraded,
+        ivt_category=category,
         processing_ms=ctx.processing_ms,
         decided_at=ctx.decided_at,
         source_partition=offset[0],
         source_offset=offset[1],
+    )
+
+
+def givt_decision(
+    click: Click,
+    reason: GivtReason,
+    ctx: BatchContext,
+    offset: tuple[int | None, int | None],
+    row: npt.NDArray[np.float32] | None,
+) -> Decision:
+    """Invalid by a GIVT list, without the model: score GIVT_SCORE, one ``givt:*`` reason."""
+    return _decision(
+        click,
+        offset,
+        ctx,
+        traffic_slice=click_slice(click, ctx.model.slice_fields),
+        score=GIVT_SCORE,
+        invalid=True,
+        reasons=[reason.value],
+        row=row,
+        category=IvtCategory.GIVT,
     )
 
 
@@ -98,9 +123,18 @@ def decide(
     scores: npt.NDArray[np.float32],
     ctx: BatchContext,
     offsets: Sequence[tuple[int | None, int | None]],
+    givt: Sequence[GivtReason | None] | None = None,
 ) -> list[Decision]:
+    """One decision per click: GIVT ones (``givt[i]`` set; their score is not read) by the
+    list, the others by the model's score against their slice's threshold."""
     decisions = []
-    for click, row, score, offset in zip(clicks, features, scores, offsets, strict=True):
+    reasons = givt if givt is not None else [None] * len(clicks)
+    for click, row, score, offset, why in zip(
+        clicks, features, scores, offsets, reasons, strict=True
+    ):
+        if why is not None:
+            decisions.append(givt_decision(click, why, ctx, offset, row))
+            continue
         traffic_slice = click_slice(click, ctx.model.slice_fields)
         invalid = bool(score >= ctx.model.threshold(traffic_slice))
         decisions.append(
@@ -113,6 +147,7 @@ def decide(
                 invalid=invalid,
                 reasons=reason_codes(row, click, invalid),
                 row=row,
+                category=IvtCategory.SIVT,
             )
         )
     return decisions
@@ -124,10 +159,16 @@ def fail_open(
     why: str,
     ctx: BatchContext,
     offsets: Sequence[tuple[int | None, int | None]],
+    givt: Sequence[GivtReason | None] | None = None,
 ) -> list[Decision]:
-    """Valid decisions marked degraded: an outage never blocks billing or invalidates humans."""
+    """Valid decisions marked degraded (no ivt_category: nothing judged them): an outage never
+    blocks billing or invalidates humans. GIVT clicks (``givt[i]`` set) need neither Redis nor
+    Triton and are decided by their list as usual."""
+    reasons = givt if givt is not None else [None] * len(clicks)
     return [
-        _decision(
+        givt_decision(click, why, ctx, offset, None if features is None else features[i])
+        if why is not None
+        else _decision(
             click,
             offset,
             ctx,
@@ -136,7 +177,8 @@ def fail_open(
             invalid=False,
             reasons=[f"degraded:{why}"],
             row=None if features is None else features[i],
+            category=None,
             degraded=True,
         )
-        for i, (click, offset) in enumerate(zip(clicks, offsets, strict=True))
+        for i, (click, offset, why) in enumerate(zip(clicks, offsets, reasons, strict=True))
     ]

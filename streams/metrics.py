@@ -11,7 +11,15 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        #: Clicks the model judged (and fail-open ones); GIVT clicks are counted apart below.
         self.clicks = Counter("slidr_clicks", "Clicks decided", ["slice", "verdict"], registry=r)
+        self.givt_clicks = Counter(
+            "slidr_givt_clicks", "Clicks decided invalid by a GIVT list, before the model",
+            ["category"], registry=r,
+        )  # fmt: skip
+        self.givt_seconds = Histogram(
+            "slidr_givt_seconds", "GIVT filter per batch", registry=r, buckets=_LATENCY_BUCKETS
+        )
         self.dead_letters = Counter(
             "slidr_dead_letters", "Events sent to the dead-letter topic", ["reason"], registry=r
         )

@@ -34,6 +34,8 @@ class Observation:
         """None for a message that is not a decision (the monitor skips it)."""
         try:
             d: Any = orjson.loads(payload)
+            if d.get("ivt_category") == "givt":
+                return None  # decided by a list, not the model: no part of its figures
             return cls(
                 version=int(d["model_version"]),
                 slice=str(d["slice"]),

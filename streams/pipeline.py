@@ -21,6 +21,7 @@ from slidr.events import (
     DeadLetter,
     DeadLetterReason,
     Decision,
+    IvtCategory,
     Verdict,
     parse_click_message,
 )
@@ -28,6 +29,7 @@ from slidr.model_record import ModelRecord
 from slidr.settings import Settings
 from streams.decide import BatchContext, decide, fail_open
 from streams.feature_store import FeatureStore, FeatureStoreUnavailable
+from streams.givt import GivtFilter
 from streams.metrics import WorkerMetrics
 from streams.scorer import ScorerUnavailable
 from streams.serving_model import ServingModel
@@ -117,8 +119,11 @@ class ClickPipeline:
         store: FeatureStore,
         model: ServingModel,
         metrics: WorkerMetrics,
+        givt: GivtFilter | None = None,
     ) -> None:
         self.settings = settings
+        #: GIVT lists, asked before the model (None: every click goes to the model).
+        self.givt = givt
         self.store = store
         self.model = model
         self.metrics = metrics
@@ -188,12 +193,20 @@ class ClickPipeline:
         error is raised."""
         offsets = [(raw.partition, raw.offset) for raw in accepted]
         model = batch.model
+        # GIVT first: those clicks are decided by their list, never scored. They still count in
+        # the feature store (its counters see every click, as offline features and a replay do).
+        t_givt = time.perf_counter()
+        givt = self.givt.reasons(clicks) if self.givt is not None else [None] * len(clicks)
+        self.metrics.givt_seconds.observe(time.perf_counter() - t_givt)
+        to_score = [i for i, why in enumerate(givt) if why is None]
         features = None
         try:
             t0 = time.perf_counter()
             features = await self.store.features(clicks)
             t1 = time.perf_counter()
-            scores = await self.model.scorer.score(features, model.version)
+            scores = np.zeros(len(clicks), dtype=np.float32)
+            if to_score:
+                scores[to_score] = await self.model.scorer.score(features[to_score], model.version)
             t2 = time.perf_counter()
         except (FeatureStoreUnavailable, ScorerUnavailable) as exc:
             why = (
@@ -201,15 +214,15 @@ class ClickPipeline:
                 if isinstance(exc, FeatureStoreUnavailable)
                 else "triton_unavailable"
             )
-            self.degraded.add(why, offsets)
-            self.metrics.degraded.labels(why).inc(len(clicks))
+            self.degraded.add(why, [offsets[i] for i in to_score])
+            self.metrics.degraded.labels(why).inc(len(to_score))
             outcome.degraded_why = why
-            return fail_open(clicks, features, why, batch.context(), offsets)
+            return fail_open(clicks, features, why, batch.context(), offsets, givt)
         self.metrics.feature_seconds.observe(t1 - t0)
         self.metrics.inference_seconds.observe(t2 - t1)
         if self.degraded.why is not None:
             self.degraded.close()
-        return decide(clicks, features, scores, batch.context(), offsets)
+        return decide(clicks, features, scores, batch.context(), offsets, givt)
 
     async def _decide_alone(
         self,
@@ -244,7 +257,14 @@ class ClickPipeline:
             ) from exc
 
     def _count(self, decisions: Sequence[Decision], accepted: Sequence[RawClick]) -> None:
-        per_slice: Counter[tuple[str, str]] = Counter((d.slice, d.verdict) for d in decisions)
+        # GIVT apart: slidr_clicks and the IVR gauge are the model's (and fail-open) decisions,
+        # comparable with the serving model's expected figures.
+        givt = Counter(d.reason_codes[0] for d in decisions if d.ivt_category == IvtCategory.GIVT)
+        for reason, n in givt.items():
+            self.metrics.givt_clicks.labels(reason.removeprefix("givt:")).inc(n)
+        per_slice: Counter[tuple[str, str]] = Counter(
+            (d.slice, d.verdict) for d in decisions if d.ivt_category != IvtCategory.GIVT
+        )
         for (slice_name, verdict), n in per_slice.items():
             self.metrics.clicks.labels(slice_name, str(verdict)).inc(n)
         for slice_name in {s for s, _ in per_slice}:

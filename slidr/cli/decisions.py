@@ -6,7 +6,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import orjson
 import typer
@@ -15,6 +15,7 @@ from rich.table import Table
 
 from slidr.console import make_console
 from slidr.errors import StackError
+from slidr.events import IvtCategory
 from slidr.settings import get_settings
 from slidr.stack.service import port_open
 
@@ -78,7 +79,8 @@ def decisions(
         float, typer.Option(help="Stop reading after this long without a message, seconds.")
     ] = 3.0,
 ) -> None:
-    """Summarise the decisions topic: clicks, invalidation rate (IVR) and degraded per slice."""
+    """Summarise the decisions topic per slice: clicks, GIVT (invalid by a list, before the
+    model), the model's invalidation rate (IVR, on the clicks it judged) and degraded."""
     settings = get_settings()
     rows = _read_all(settings.topics.decisions, idle_s)
     if not rows:
@@ -89,19 +91,37 @@ def decisions(
     totals: Counter[str] = Counter()
     invalid: Counter[str] = Counter()
     degraded: Counter[str] = Counter()
+    givt: Counter[str] = Counter()
+    givt_reasons: Counter[str] = Counter()
     versions: Counter[int] = Counter()
     for r in latest.values():
         s = str(r["slice"])
         totals[s] += 1
+        if r.get("ivt_category") == IvtCategory.GIVT:
+            givt[s] += 1
+            givt_reasons[str(cast(list[str], r["reason_codes"])[0])] += 1
+            continue
         invalid[s] += r["verdict"] == "invalid"
         degraded[s] += bool(r["degraded"])
         versions[int(str(r["model_version"]))] += 1
-    table = Table("slice", "clicks", "IVR", "degraded")
+
+    def ivr(k: int, n: int) -> str:
+        return f"{k / n:.1%}" if n else "-"
+
+    table = Table("slice", "clicks", "GIVT", "model IVR", "degraded")
     for s in sorted(totals):
-        table.add_row(s, f"{totals[s]:,}", f"{invalid[s] / totals[s]:.1%}", f"{degraded[s]:,}")
-    n, k = sum(totals.values()), sum(invalid.values())
-    table.add_row("[bold]all[/]", f"{n:,}", f"{k / n:.1%}", f"{sum(degraded.values()):,}")
+        table.add_row(
+            s, f"{totals[s]:,}", f"{givt[s]:,}", ivr(invalid[s], totals[s] - givt[s]),
+            f"{degraded[s]:,}",
+        )  # fmt: skip
+    n, g, k = sum(totals.values()), sum(givt.values()), sum(invalid.values())
+    table.add_row("[bold]all[/]", f"{n:,}", f"{g:,}", ivr(k, n - g), f"{sum(degraded.values()):,}")
     console.print(table)
+    if givt_reasons:
+        console.print(
+            f"GIVT (decided by lists before the model): {g / n:.1%} of clicks; "
+            + ", ".join(f"{reason}: {c:,}" for reason, c in sorted(givt_reasons.items()))
+        )
     console.print(
         f"{len(rows):,} messages, {len(latest):,} distinct clicks; model versions: "
         + ", ".join(f"v{v}: {c:,}" for v, c in sorted(versions.items()))
