@@ -22,7 +22,7 @@ from replay.request import ReplayRequest
 from replay.summary import ReplayProgress, ReplayState, ReplaySummary, SliceCounts
 from slidr.cli.main import _register, app
 from slidr.contracts import CONTRACTS, CONTRACTS_DIR, REGENERATE, render_all, stale_files
-from slidr.events import DeadLetter, DeadLetterReason, DeviceType, Purchase
+from slidr.events import DeadLetter, DeadLetterReason, DeviceType, GivtReason, Purchase
 from slidr.features import FEATURE_HASH, N_FEATURES
 from slidr.model_record import ModelRecord
 from slidr.settings import Settings
@@ -118,6 +118,8 @@ def _real_events() -> list[tuple[str, bytes]]:
     ctx = BatchContext(RECORD, NOW, 4.2)
     offsets: list[tuple[int | None, int | None]] = [(0, 10), (1, 11), (None, None)]
     live = decide(clicks, features, scores, ctx, offsets)
+    givt = decide(clicks[:1], features[:1], scores[:1], ctx, offsets[:1], [GivtReason.DATACENTER])
+    assert givt[0].ivt_category == "givt" and live[0].ivt_category == "sivt"
     degraded = fail_open(clicks, None, "redis_unavailable", ctx, offsets)
     replayed, _ = replayed_decisions(
         ReplayedClicks(
@@ -177,7 +179,7 @@ def _real_events() -> list[tuple[str, bytes]]:
     return [
         *(("click", c.to_json()) for c in clicks),
         ("purchase", purchase.to_json()),
-        *(("decision", d.to_json()) for d in [*live, *degraded]),
+        *(("decision", d.to_json()) for d in [*live, *givt, *degraded]),
         *(("decision", payload) for payload in replayed),
         *(("dead-letter", d.to_json()) for d in letters),
         *(("replay-request", r.to_json()) for r in requests),
@@ -284,6 +286,7 @@ INVALID: list[tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
     ("decision", "a fractional model version", _with(model_version=1.5)),
     ("decision", "features that are not numbers", _with(features=["a"])),
     ("decision", "no decided_at", _without("decided_at")),
+    ("decision", "an unknown ivt_category", _with(ivt_category="bot")),
     ("dead-letter", "an unknown reason", _with(reason="exploded")),
     ("dead-letter", "no source_topic", _without("source_topic")),
     ("replay-request", "model version 0", _with(model_version=0)),
