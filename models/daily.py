@@ -4,7 +4,8 @@ archive -> labelled frame -> data guardrails -> train (network + baselines, comp
 serving version on the same held-out day) -> export as a candidate -> calibrate -> model
 guardrails on the later day -> load in Triton -> promote. A step that fails or refuses stops
 the cycle; the serving version keeps serving, and ``cycle.json`` in the run directory says
-which step stopped it and with which numbers.
+which step stopped it and with which numbers, and ``report.html`` shows the whole run on one
+page (models/cycle_page.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from calibration.report import write_report as write_calibration_report
 from guardrails.data import check_training_data
 from guardrails.model import OVERALL, check_candidate
 from guardrails.report import GuardrailReport
+from models.cycle_page import CycleParts, write_page
+from models.report import PLOTS
 from models.scoring import feature_rows, version_scorer
 from models.train import Prepared, fit_and_export, prepare
 from slidr.errors import SlidrError
@@ -58,6 +61,8 @@ class CycleResult:
     steps: list[Step] = field(default_factory=list)
     #: Figures on the later held-out day at the served thresholds: candidate and serving.
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The run's HTML page, once written.
+    page: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,8 +128,9 @@ class DailyCycle:
         )
         return report, figures
 
-    def _guard(self, result: CycleResult, step: str, report: GuardrailReport) -> None:
+    def _guard(self, parts: CycleParts, step: str, report: GuardrailReport) -> None:
         json_path, _ = report.save(self.run_dir, step.replace(" ", "-"))
+        parts.guardrails.append(report)
         if not report.passed:
             failed = "; ".join(c.summary() for c in report.failed)
             raise CycleStopped(f"{step} refused: {failed} (details: {json_path})")
@@ -134,6 +140,7 @@ class DailyCycle:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         serving = self.registry.serving().version
         result = CycleResult(day=day, serving_before=serving)
+        parts = CycleParts()
         steps: list[tuple[str, Callable[[], str]]] = []
         state: dict[str, Any] = {}
 
@@ -147,7 +154,7 @@ class DailyCycle:
             window = [d for d in days if d <= day][-(self.settings.guardrails.trailing_days + 1) :]
             frame = prepared.frame[prepared.frame["date"].isin(window)]
             report = check_training_data(frame, day, self.settings.guardrails, self.run_dir)
-            self._guard(result, "data guardrails", report)
+            self._guard(parts, "data guardrails", report)
             return f"days {window[0]} .. {window[-1]}"
 
         def train() -> str:
@@ -162,6 +169,8 @@ class DailyCycle:
             )
             assert outcome.version is not None
             state["outcome"] = outcome
+            parts.evaluation = outcome.evaluation
+            parts.plots += [outcome.report_dir / name for name in PLOTS]
             result.candidate = outcome.version
             self.registry.register(
                 outcome.version, {"run": str(self.run_dir), "day": day, "cycle": "daily"}
@@ -182,7 +191,9 @@ class DailyCycle:
                 model_version=outcome.version,
                 last_good=last,
             )
-            write_calibration_report(calibrated, self.run_dir / "calibration")
+            written = write_calibration_report(calibrated, self.run_dir / "calibration")
+            parts.calibration = calibrated
+            parts.plots += [path for path in written if path.suffix == ".png"]
             if not calibrated.calibrated:
                 raise CycleStopped(f"calibration: {calibrated.message}")
             write_record(calibrated, t.model_repository, t.model_name)
@@ -191,7 +202,7 @@ class DailyCycle:
         def model_guardrails() -> str:
             outcome = state["outcome"]
             report, result.figures = self.judge(outcome.version, serving, outcome.later)
-            self._guard(result, "model guardrails", report)
+            self._guard(parts, "model guardrails", report)
             return "within bounds"
 
         def promote() -> str:
@@ -222,14 +233,19 @@ class DailyCycle:
                     self.registry.refuse(result.candidate, f"{name}: {exc}", self.run_dir)
                 self.say(f"step {name!r} stopped the cycle: {exc}; version {serving} keeps serving")
                 if not isinstance(exc, SlidrError):
-                    self._save(result)
+                    self._save(result, parts)
                     raise
                 break
             seconds = time.perf_counter() - started
             result.steps.append(Step(name, True, seconds, detail))
             self.say(f"step {name!r}: {detail} ({seconds:.1f} s)")
-        self._save(result)
+        self._save(result, parts)
         return result
 
-    def _save(self, result: CycleResult) -> None:
+    def _save(self, result: CycleResult, parts: CycleParts) -> None:
+        try:
+            result.page = str(write_page(result, parts, self.run_dir))
+        except Exception:
+            # The page only shows what the JSON files hold; it never decides a cycle's outcome.
+            log.exception("the cycle's HTML page could not be written")
         (self.run_dir / "cycle.json").write_text(json.dumps(result.as_dict(), indent=2) + "\n")

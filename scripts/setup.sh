@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything slidr needs on a fresh Debian machine: Java, Maven, Redis, docker-compose (the
-# tests validate docker-compose.yml with it) and Prometheus (promtool checks the alert rules; a
-# test runs the server) from apt, Python 3.11 and the virtual environment at
-# .venv/ from constraints.txt. Safe to run again: it skips what is already in place.
+# tests validate docker-compose.yml with it), Prometheus (promtool checks the alert rules; a
+# test runs the server) and Chromium (a test opens the daily cycle's HTML page headless) from
+# apt, Python 3.11 and the virtual environment at .venv/ from constraints.txt. Safe to run
+# again: it skips what is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools) # redis-cli, redis-benchmark
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium) # renders the cycle's HTML page in tests
 if ((${#missing[@]})); then
   log "installing with apt: ${missing[*]}"
   sudo_cmd=()

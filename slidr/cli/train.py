@@ -102,7 +102,8 @@ def retrain(
     """Run the daily cycle: labels, data guardrails, train, calibrate, model guardrails, promote.
 
     A failed or refused step stops the cycle and the serving version keeps serving; the run
-    directory's cycle.json and guardrail reports say which check failed, with the numbers.
+    directory's cycle.json and guardrail reports say which check failed, with the numbers;
+    its report.html shows the whole run on one page (open it in a browser).
     Schedule it once a day (docs/lifecycle.md shows a cron line). Exit code 3 when refused.
     """
     from models.daily import DailyCycle
@@ -117,6 +118,8 @@ def retrain(
         line = ", ".join(f"{k} {v:.2%}" for k, v in figures.items() if isinstance(v, float))
         say(f"{name} on {day}: {line}")
     say(f"run: {out}")
+    if result.page is not None:
+        say(f"report: {result.page}")
     if not result.promoted:
         say(f"refused at {result.stopped_at}; version {result.serving_before} keeps serving")
         raise typer.Exit(3)
