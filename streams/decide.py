@@ -166,8 +166,8 @@ def fail_open(
     Triton and are decided by their list as usual."""
     reasons = givt if givt is not None else [None] * len(clicks)
     return [
-        givt_decision(click, why, ctx, offset, None if features is None else features[i])
-        if why is not None
+        givt_decision(click, listed, ctx, offset, None if features is None else features[i])
+        if listed is not None
         else _decision(
             click,
             offset,
@@ -180,5 +180,5 @@ def fail_open(
             category=None,
             degraded=True,
         )
-        for i, (click, offset, why) in enumerate(zip(clicks, offsets, reasons, strict=True))
+        for i, (click, offset, listed) in enumerate(zip(clicks, offsets, reasons, strict=True))
     ]

@@ -186,5 +186,6 @@ def test_fail_open_still_decides_givt_clicks() -> None:
     givt = [None, GivtReason.DECLARED_BOT]
     plain, bot = fail_open(clicks, None, "redis_unavailable", _ctx(), [(0, 0), (0, 1)], givt)
     assert plain.degraded and plain.ivt_category is None and plain.verdict is Verdict.VALID
+    assert plain.reason_codes == ["degraded:redis_unavailable"]
     assert not bot.degraded and bot.ivt_category is IvtCategory.GIVT
     assert bot.verdict is Verdict.INVALID
