@@ -63,4 +63,8 @@ say "daily cycle 2: day $(day -3) (served live by the version serving above: cyc
 $slidr retrain --day "$(day -3)" --archive "$archive" --report-dir "$run_dir/cycle-2" || [ $? -eq 3 ]
 $slidr models
 say "reports: $run_dir/cycle-1, $run_dir/cycle-2 (cycle.json, train/, calibration/, guardrails)"
+for cycle in 1 2; do
+  page=$run_dir/cycle-$cycle/report.html
+  if [ -f "$page" ]; then say "cycle $cycle on one page, open it in a browser: file://$page"; fi
+done
 say "the stack keeps running; stop it with: $slidr stack down"
