@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
+from models.cycle_page import PAGE_FILE
 from models.daily import DailyCycle
 from models.dataset import load_labelled
 from models.train import ensure_features
@@ -65,6 +66,14 @@ def test_a_normal_day_is_promoted_and_the_worker_serves_it(
         "promote",
     ]
     assert (tmp_path / "run" / "cycle.json").exists()
+    # The run on one page: the candidate, both guardrail verdicts, the later day's figures.
+    assert result.page == str(tmp_path / "run" / PAGE_FILE)
+    page = Path(result.page).read_text()
+    assert "promoted: version 2 serves (was 1)" in page
+    assert "training data" in page and "candidate model" in page
+    assert page.count('class="verdict passed"') >= 2
+    assert f"{result.figures['candidate v2']['ivr']:.2%}" in page
+    assert page.count("data:image/png;base64,") >= 4
     registry = Registry(settings)
     assert registry.serving().version == 2
     assert registry.entry(1).state == "stable"
@@ -113,6 +122,10 @@ def test_a_day_with_hours_of_missing_purchase_labels_is_refused(
     assert not result.promoted and result.stopped_at == "data guardrails"
     assert result.reason is not None and "hourly:purchases" in result.reason
     assert result.candidate is None  # nothing was trained
+    assert result.page is not None
+    page = Path(result.page).read_text()
+    assert "refused at data guardrails: version 1 keeps serving" in page
+    assert "hourly:purchases" in page
     assert Registry(settings).serving().version == 1
 
 
