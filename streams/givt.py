@@ -3,8 +3,9 @@
 Two lists, both matched in microseconds per click (``benchmarks/bench_givt.py``):
 
 - declared bots and crawlers, by user agent: the patterns the ``crawler-user-agents`` package
-  ships (upgrade the package to update them), compiled once into one regular expression, with
-  a bounded cache of user agents already seen (real traffic repeats a few thousand of them);
+  ships (upgrade the package to update them), each tried only when a multi-literal scan finds
+  a literal it requires, with a bounded cache of user agents already seen (real traffic
+  repeats a few thousand of them);
 - known data-centre ranges, by IP: operator-supplied CIDR files (``givt.datacenter_cidr_files``),
   merged into sorted intervals per IP version and searched with ``bisect``.
 
@@ -20,6 +21,8 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
+
+import ahocorasick
 
 from slidr.errors import SlidrError
 from slidr.events import Click, GivtReason
@@ -48,12 +51,75 @@ def crawler_patterns() -> list[str]:
     return [str(entry["pattern"]) for entry in json.loads(data)]
 
 
+_META = set("^$.|?*+()[]{}")
+_QUANTIFIERS = set("?*{")
+
+
+def required_literal(pattern: str) -> str | None:
+    """The longest run of plain characters every match of ``pattern`` must contain, or None.
+
+    A conservative scan, no regex parser: a top-level ``|`` means no single run is required;
+    groups and classes end a run; a character followed by a quantifier is not required.
+    """
+    if "(?" in pattern:  # inline flags (case-insensitive...) or look-arounds: no literal
+        return None
+    runs: list[str] = []
+    run: list[str] = []
+    depth = 0
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            literal = None if nxt.isalnum() else nxt  # \d, \w, \b... are not literals
+            i += 2
+        elif c in "[{":  # a class, or a counted repeat: skip to its end
+            end = pattern.find("]" if c == "[" else "}", i + 1)
+            literal, i = None, (len(pattern) if end < 0 else end + 1)
+        elif c in "()":
+            depth += 1 if c == "(" else -1
+            literal, i = None, i + 1
+        elif c == "|" and depth == 0:
+            return None
+        else:
+            literal, i = (None if c in _META else c), i + 1
+        if i < len(pattern) and pattern[i] in _QUANTIFIERS:
+            literal = None  # may occur zero times (or a counted number): not required as is
+        if literal is not None and depth == 0:
+            run.append(literal)
+        else:
+            runs.append("".join(run))
+            run = []
+    runs.append("".join(run))
+    best = max(runs, key=len)
+    return best if len(best) >= 3 else None
+
+
 class DeclaredBots:
-    """Is this user agent a declared bot or crawler? One compiled regex plus a verdict cache."""
+    """Is this user agent a declared bot or crawler?
+
+    One alternation of 1,500 patterns costs ~0.5 ms per unseen user agent in Python's regex
+    engine, so each pattern is tried only when an Aho-Corasick scan (``pyahocorasick``) finds a
+    literal the pattern requires; the few patterns without one form a small alternation. Plus
+    a bounded cache of verdicts (real traffic repeats a few thousand user agents).
+    """
 
     def __init__(self, patterns: Iterable[str], cache_size: int = UA_CACHE_SIZE) -> None:
         self.patterns = list(patterns)
-        self._regex = re.compile("|".join(f"(?:{p})" for p in self.patterns))
+        self._automaton = ahocorasick.Automaton()
+        by_literal: dict[str, list[re.Pattern[str]]] = {}
+        unkeyed: list[str] = []
+        for pattern in self.patterns:
+            literal = required_literal(pattern)
+            if literal is None:
+                unkeyed.append(pattern)
+            else:
+                by_literal.setdefault(literal, []).append(re.compile(pattern))
+        for literal, compiled in by_literal.items():
+            self._automaton.add_word(literal, compiled)
+        self._automaton.make_automaton()
+        self._keyed = bool(by_literal)
+        self._rest = re.compile("|".join(f"(?:{p})" for p in unkeyed)) if unkeyed else None
         self._cache: dict[str, bool] = {}
         self._cache_size = cache_size
 
@@ -68,7 +134,11 @@ class DeclaredBots:
         return found
 
     def matches_uncached(self, user_agent: str) -> bool:
-        return self._regex.search(user_agent) is not None
+        if self._keyed:
+            for _, candidates in self._automaton.iter(user_agent):
+                if any(c.search(user_agent) for c in candidates):
+                    return True
+        return self._rest is not None and self._rest.search(user_agent) is not None
 
 
 def _network(text: str, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

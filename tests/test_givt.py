@@ -20,6 +20,7 @@ from streams.givt import (
     GivtFilter,
     crawler_patterns,
     read_cidr_file,
+    required_literal,
 )
 from tests.factories import make_click
 
@@ -76,6 +77,41 @@ def test_every_instance_the_package_lists_matches(bots: DeclaredBots) -> None:
     assert len(instances) > 1000
     missed = [i for i in instances if not bots.matches_uncached(i)]
     assert missed == []
+
+
+def test_the_literal_prefilter_agrees_with_the_whole_list(bots: DeclaredBots) -> None:
+    """Each pattern is tried only when a literal it requires is present: on the list's own
+    examples, browsers and per-pattern near misses, the verdict equals one big alternation."""
+    import json
+    import re
+    from importlib import resources
+
+    entries = json.loads(
+        resources.files("crawleruseragents").joinpath("crawler-user-agents.json").read_text()
+    )
+    whole = re.compile("|".join(f"(?:{p})" for p in bots.patterns))
+    probes = [i for e in entries for i in e.get("instances", [])] + BROWSERS
+    # Near misses: each example with one character dropped, and lower-cased.
+    probes += [i[:5] + i[6:] for i in probes] + [i.lower() for i in probes]
+    disagree = [p for p in probes if bots.matches_uncached(p) != bool(whole.search(p))]
+    assert disagree == []
+
+
+@pytest.mark.parametrize(
+    ("pattern", "literal"),
+    [
+        ("Googlebot\\/", "Googlebot/"),
+        ("AdsBot-Google([^-]|$)", "AdsBot-Google"),
+        ("S[eE][mM]rushBot", "rushBot"),
+        ("(sistrix|SISTRIX) [cC]rawler", "rawler"),
+        ("abcd?e", "abc"),  # d may be absent
+        ("a{2,3}bcd", "bcd"),  # nothing inside a counted repeat is a literal
+        ("Chirp|gotosocial", None),  # either side may match
+        ("(?i)googlebot", None),  # case-insensitive: no case-sensitive literal
+    ],
+)
+def test_required_literals_are_conservative(pattern: str, literal: str | None) -> None:
+    assert required_literal(pattern) == literal
 
 
 def test_the_cache_is_bounded() -> None:
