@@ -10,6 +10,7 @@ from slidr.settings import PROJECT_ROOT, RedisSettings, Settings, TritonSettings
 from slidr.stack import LocalStack
 from slidr.stack.redis_server import RedisService
 from tests.stack_fixtures import cluster_settings, private_settings
+from tests.worker_harness import WorkerProcess, isolated
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +55,19 @@ def repo(tmp_path: Path) -> Path:
     )
     ensure_day_zero_version(TritonSettings(model_repository=tmp_path))
     return tmp_path
+
+
+@pytest.fixture
+def worker_settings(stack_settings: Settings) -> Settings:
+    """The session stack with topics, consumer group and key prefix of this test's own."""
+    return isolated(stack_settings)
+
+
+@pytest.fixture
+def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
+    """A real `slidr worker` process on ``worker_settings``, stopped after the test."""
+    process = WorkerProcess(worker_settings, tmp_path / "worker.log")
+    process.start()
+    yield process
+    if process.proc is not None:
+        process.stop()

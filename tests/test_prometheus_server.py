@@ -22,7 +22,7 @@ import pytest
 from slidr.settings import PROJECT_ROOT, Settings
 from tests.factories import mixed_traffic
 from tests.stack_fixtures import free_ports
-from tests.worker_harness import WorkerProcess, consume, isolated, produce
+from tests.worker_harness import WorkerProcess, consume, produce
 
 pytestmark = pytest.mark.integration
 
@@ -117,20 +117,6 @@ class PrometheusServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
-
-
-@pytest.fixture
-def worker_settings(stack_settings: Settings) -> Settings:
-    return isolated(stack_settings)
-
-
-@pytest.fixture
-def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(worker_settings, tmp_path / "worker.log")
-    process.start()
-    yield process
-    if process.proc is not None:
-        process.stop()
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pytest
@@ -19,27 +17,13 @@ from slidr.features import FEATURE_HASH, N_FEATURES
 from slidr.settings import Settings
 from tests.factories import make_click, mixed_traffic
 from tests.stack_fixtures import settings_env
-from tests.worker_harness import SLIDR, WorkerProcess, consume, isolated, produce
+from tests.worker_harness import SLIDR, WorkerProcess, consume, produce
 
 pytestmark = pytest.mark.integration
 
 
 def traffic(n: int, prefix: str) -> list[Click]:
     return mixed_traffic(n, prefix, datetime.now(UTC) - timedelta(hours=1))
-
-
-@pytest.fixture
-def worker_settings(stack_settings: Settings) -> Settings:
-    return isolated(stack_settings)
-
-
-@pytest.fixture
-def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(worker_settings, tmp_path / "worker.log")
-    process.start()
-    yield process
-    if process.proc is not None:
-        process.stop()
 
 
 def test_a_worker_on_a_missing_topic_refuses_to_start_and_names_the_fix(

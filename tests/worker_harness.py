@@ -98,8 +98,8 @@ def produce_messages(
         assert producer.flush(30) == 0
 
 
-def read_raw(settings: Settings, topic: str, want: int, timeout_s: float = 60.0) -> list[bytes]:
-    """The first ``want`` values of ``topic`` as bytes (fewer if the timeout passed)."""
+def _reader(settings: Settings, topic: str) -> Consumer:
+    """A consumer of ``topic`` from its start, in a group of its own, committing nothing."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka.bootstrap,
@@ -109,6 +109,12 @@ def read_raw(settings: Settings, topic: str, want: int, timeout_s: float = 60.0)
         }
     )
     consumer.subscribe([topic])
+    return consumer
+
+
+def read_raw(settings: Settings, topic: str, want: int, timeout_s: float = 60.0) -> list[bytes]:
+    """The first ``want`` values of ``topic`` as bytes (fewer if the timeout passed)."""
+    consumer = _reader(settings, topic)
     out: list[bytes] = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -128,15 +134,7 @@ def consume(
     """Read ``topic`` from the start until ``want`` distinct click_ids (or messages without
     one) arrived or the timeout passed, then keep reading for ``settle_s`` so that extra
     messages (duplicates) would be seen too."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = _reader(settings, topic)
     out: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     settled_at: float | None = None
