@@ -50,7 +50,9 @@ want=$(.venv/bin/python -c "import pyarrow.dataset as ds; print(ds.dataset('$run
 for _ in $(seq 1 600); do
   sleep 3
   kill -0 $worker 2>/dev/null || { tail -20 "$run_dir/worker.log"; exit 1; }
-  decided=$(curl -sf http://127.0.0.1:19100/metrics | awk '/^slidr_clicks_total\{/ {s+=$2} END {printf "%d", s}') || continue
+  # Model and fail-open decisions, plus GIVT ones (counted apart).
+  decided=$(curl -sf http://127.0.0.1:19100/metrics |
+    awk '/^slidr_(givt_)?clicks_total\{/ {s+=$2} END {printf "%d", s}') || continue
   say "decided $decided of $want clicks"
   [ "$decided" -ge "$want" ] && break
 done
