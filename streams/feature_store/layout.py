@@ -1,4 +1,4 @@
-"""How the feature spec maps onto Redis: entity kinds, their keys and the script's reply.
+"""How the feature spec maps onto Redis: entity kinds, their keys, records and values.
 
 Everything here is derived once from :data:`slidr.features.SPEC`; nothing talks to Redis.
 """
@@ -27,12 +27,12 @@ from slidr.features import (
 class Kind:
     """One entity of the spec with everything counted for it: one state key per entity value."""
 
-    number: int  # 1-based, as the script knows it
+    number: int  # 1-based, in row-field labels
     entity: Entity
     windows: tuple[Window, ...]
     gap: bool
     sets: tuple[Distinct, ...]
-    #: Feature column of each value the script returns for one click of this kind.
+    #: Feature column of each value computed for one click of this kind, in order.
     columns: tuple[int, ...]
 
     @property

@@ -1,4 +1,4 @@
-"""The feature store of the scoring path: one script call per Redis node per batch.
+"""The feature store of the scoring path: two script calls per Redis node per batch.
 
 Velocity and distinct counts live in Redis, one small state per active entity, so any worker
 gives a click the same features; time of click and logged-in status are computed here. Keys,
@@ -13,7 +13,6 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 from redis.exceptions import AskError, RedisError, ResponseError, TryAgainError
@@ -35,7 +34,7 @@ from streams.feature_store.batch import (
 from streams.feature_store.entity import count, decode_base, decode_log, encode_log, split_state
 from streams.feature_store.layout import LAYOUT
 from streams.feature_store.nodes import Nodes, connect
-from streams.feature_store.script import script
+from streams.feature_store.script import pack_args, script
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +45,6 @@ ENTITY_TTL_S = max(w.seconds for w in WINDOWS) + 3600
 #: once can still be the old one.
 _REDIRECTS = 4
 _REDIRECT_PAUSE_S = 0.05
-_int = msgspec.msgpack.Encoder().encode
-
-
-def _pack(items: Sequence[str | int | bytes]) -> bytes:
-    """A MessagePack array for the scripts' cmsgpack, which reads strings but not the newer
-    bin type: bytes go as (binary-safe) str."""
-    out = [b"\xdd" + len(items).to_bytes(4, "big")]
-    for v in items:
-        if isinstance(v, int):
-            out.append(_int(v))
-        else:
-            data = v.encode() if isinstance(v, str) else v
-            out.append(b"\xdb" + len(data).to_bytes(4, "big") + data)
-    return b"".join(out)
-
-
 #: What a cluster node says when a script reaches a key of a slot it does not own.
 _NOT_LOCAL = "non local key"
 
@@ -111,14 +94,13 @@ class RedisFeatureStore:
     def __init__(self, settings: RedisSettings, *, timeout_s: float = 1.0) -> None:
         if "{" in settings.key_prefix or "}" in settings.key_prefix:
             raise ValueError("the Redis key prefix must not contain { or } (hash tags)")
-        self._settings = settings
         self._prefix = settings.key_prefix
         self._row_ttl_ms = settings.row_horizon_s * 1000
         kind = "Redis Cluster" if settings.cluster_nodes else "Redis"
         self._where = f"{kind} at {settings.host}:{settings.port}"
         self._nodes: Nodes = connect(settings, timeout_s)
         self._stale = False
-        #: Script calls sent so far (one per node per batch, more after a redirect).
+        #: Script calls sent so far (two per node per batch, more after a redirect).
         self.round_trips = 0
 
     async def features(self, clicks: Sequence[Click]) -> npt.NDArray[np.float32]:
@@ -206,7 +188,7 @@ class RedisFeatureStore:
         for fields in by_group.values():
             args += [len(fields) // 2, *fields]
         self.round_trips += 1
-        payload = _pack([*args, *compactions])
+        payload = pack_args([*args, *compactions])
         await self._nodes.evalsha(node, script("commit.lua"), list(by_group), [payload])
         return done + rows
 
@@ -218,7 +200,7 @@ class RedisFeatureStore:
             args += [len(fields), *fields]
         self.round_trips += 1
         reply: list[Any] = await self._nodes.evalsha(
-            node, script("read_append.lua"), list(groups), [_pack(args)]
+            node, script("read_append.lua"), list(groups), [pack_args(args)]
         )
         return reply
 
