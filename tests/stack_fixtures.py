@@ -4,6 +4,7 @@ copy of the model repository, so tests never touch a developer's running stack."
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import socket
@@ -128,3 +129,13 @@ def private_model(settings: Settings) -> Settings:
     finally:
         client.close()
     return private
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs and is not a zombie (a stopped service must be neither)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

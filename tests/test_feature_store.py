@@ -38,6 +38,7 @@ from slidr.features import (
 from slidr.settings import RedisSettings, Settings
 from slidr.stack.redis_server import RedisService
 from streams.feature_store import (
+    ENTITY_TTL_S,
     FeatureStoreUnavailable,
     RedisFeatureStore,
     epoch_ms,
@@ -478,7 +479,7 @@ async def test_every_key_expires(
     keys = list(admin.scan_iter(match=f"{redis_settings.key_prefix}*"))
     assert any(b":e:" in k for k in keys) and any(b":rows:" in k for k in keys)
     for key in keys:
-        limit = redis_settings.row_horizon_s if b":rows:" in key else 25 * 3600
+        limit = redis_settings.row_horizon_s if b":rows:" in key else ENTITY_TTL_S
         assert 0 < admin.ttl(key) <= limit, key
 
 

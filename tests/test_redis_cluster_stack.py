@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from slidr.settings import RedisSettings, Settings
 from slidr.stack.manager import LocalStack
 from slidr.stack.redis_server import RedisService
 from slidr.stack.service import port_open
-from tests.stack_fixtures import cluster_settings
+from tests.stack_fixtures import cluster_settings, process_alive
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +87,7 @@ def test_down_stops_every_node(tmp_path: Path) -> None:
     assert len(pids) == 3 and all(pids.values())
     assert stack.down() == ["redis"]
     for pid in pids.values():
-        assert pid is not None and not _alive(pid)
+        assert pid is not None and not process_alive(pid)
     ports = RedisService(settings).ports
     assert not any(port_open("127.0.0.1", port) for port in ports)
     (status,) = stack.status()
@@ -110,7 +109,7 @@ def test_switching_layouts_stops_the_old_one(tmp_path: Path) -> None:
     try:
         (status,) = stack.up()
         assert status.healthy, status
-        assert old_pid is not None and not _alive(old_pid)
+        assert old_pid is not None and not process_alive(old_pid)
     finally:
         stack.down()
 
@@ -121,12 +120,3 @@ def test_session_fixture_is_a_private_cluster(cluster_redis_settings: RedisSetti
     with redis.Redis(host=r.host, port=r.port) as client:
         info = client.cluster("INFO")
     assert info["cluster_state"] == "ok" and info["cluster_size"] == "3", info
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"

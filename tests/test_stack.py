@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import uuid
@@ -23,7 +22,7 @@ from slidr.settings import Settings, TopicSettings
 from slidr.stack import LocalStack
 from slidr.stack.service import port_open
 from slidr.topics import admin_client, topic_specs
-from tests.stack_fixtures import private_model, private_settings
+from tests.stack_fixtures import private_model, private_settings, process_alive
 
 pytestmark = pytest.mark.integration
 
@@ -166,17 +165,8 @@ def test_down_stops_exactly_what_up_started(tmp_path: Path) -> None:
     assert sorted(stack.down()) == ["kafka", "redis", "triton"]
     for pid in pids:
         assert pid is not None
-        assert not _alive(pid), f"pid {pid} still running after down"
+        assert not process_alive(pid), f"pid {pid} still running after down"
     assert not port_open("127.0.0.1", settings.kafka.port)
     assert not port_open("127.0.0.1", settings.redis.port)
     assert not port_open("127.0.0.1", settings.triton.grpc_port)
     assert stack.down() == []  # nothing left to stop
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"

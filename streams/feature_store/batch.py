@@ -123,7 +123,6 @@ class NodeCall:
 
 @dataclass
 class Plan:
-    n: int
     calls: dict[Hashable, NodeCall]
     layout: Layout
 
@@ -193,7 +192,7 @@ def plan(
             if _add_row(calls[node], row, prefix, tag, layout, labels):
                 for work, record in ops:
                     work.records.append(record)
-    return Plan(len(clicks), calls, layout)
+    return Plan(calls, layout)
 
 
 def _add_row(
@@ -245,12 +244,15 @@ def regroup(
     return calls
 
 
-def to_features(
-    n: int, rows: Iterable[tuple[RowWork, Sequence[int]]], layout: Layout = LAYOUT
-) -> npt.NDArray[np.float32]:
-    """float32 [n, N_FEATURES]: Redis-filled columns from each row's values, others 0; gaps
-    from ms (-1: none) to capped seconds."""
-    raw = np.broadcast_to(layout.defaults, (n, len(layout.defaults))).copy()
+def fill_features(
+    out: npt.NDArray[np.float32],
+    rows: Iterable[tuple[RowWork, Sequence[int]]],
+    layout: Layout = LAYOUT,
+) -> None:
+    """Write the Redis-filled columns of ``out`` from each row's values, in place: counts as
+    they are, gaps from ms (-1: none) to capped seconds, defaults where a click has no such
+    entity."""
+    raw = np.broadcast_to(layout.defaults, (len(out), len(layout.defaults))).copy()
     at: list[int] = []
     columns: list[int] = []
     flat: list[int] = []
@@ -265,9 +267,7 @@ def to_features(
     raw[at, columns] = flat
     gaps = raw[:, layout.gap_columns]
     raw[:, layout.gap_columns] = np.where(gaps < 0, MAX_GAP_S, np.minimum(gaps / 1000.0, MAX_GAP_S))
-    out = np.zeros((n, N_FEATURES), dtype=np.float32)
     out[:, layout.redis_columns] = raw[:, layout.redis_columns]
-    return out
 
 
 def local_features(clicks: Sequence[Click]) -> npt.NDArray[np.float32]:

@@ -26,13 +26,12 @@ from streams.feature_store.batch import (
     RowWork,
     decode_row,
     encode_row,
+    fill_features,
     local_features,
     plan,
     regroup,
-    to_features,
 )
 from streams.feature_store.entity import count, decode_base, decode_log, encode_log, split_state
-from streams.feature_store.layout import LAYOUT
 from streams.feature_store.nodes import Nodes, connect
 from streams.feature_store.script import pack_args, script
 
@@ -108,15 +107,14 @@ class RedisFeatureStore:
         if not clicks:
             return out
         try:
-            counted = await self._count(clicks)
+            await self._count(clicks, out)
         except RedisError as exc:
             self._stale = True  # a node may be gone: learn the slot map again next time
             raise self._unavailable(exc) from exc
-        cols = LAYOUT.redis_columns
-        out[:, cols] = counted[:, cols]
         return out
 
-    async def _count(self, clicks: Sequence[Click]) -> npt.NDArray[np.float32]:
+    async def _count(self, clicks: Sequence[Click], out: npt.NDArray[np.float32]) -> None:
+        """Fill the Redis-counted columns of ``out``; nothing is written to it on failure."""
         if self._stale:
             await self._nodes.refresh()
             self._stale = False
@@ -138,7 +136,8 @@ class RedisFeatureStore:
                 else:
                     raise part
             if not failed:
-                return to_features(batch.n, done)
+                fill_features(out, done, batch.layout)
+                return
             # A node that no longer owns a key refused it (MOVED for its row hash, "non local
             # key" for a state, maybe after appending to others: a record appended twice
             # counts once). Its work goes where the new slot map says.
