@@ -43,7 +43,7 @@ class DiffCollector:
                 continue
             self.slices.append(clicks.slices[k])
             self.click_ids.append(clicks.click_ids[k])
-            self.event_ms.append(_ms(clicks.event_times[k]))
+            self.event_ms.append(int(clicks.event_times[k].timestamp() * 1000))
             self.before.append(original.invalid)
             self.after.append(bool(invalid[k]))
             self.degraded.append(original.degraded)

@@ -19,16 +19,14 @@ from typing import Any
 import numpy as np
 import orjson
 from confluent_kafka import Message
-from pydantic_core import to_jsonable_python
 
-from replay.decisions import ReplayedClicks
 from replay.originals import Original, OriginalDecisions
 from slidr.errors import InvalidEvent
 from slidr.events import Click, GivtReason, parse_click_message, slice_name
 from slidr.features import N_FEATURES
 from slidr.model_record import ModelRecord
 from slidr.settings import EventLimits
-from streams.decide import click_slice
+from streams.decide import DecisionColumns
 from streams.feature_store import FeatureStore
 from streams.featurize import featurize
 from streams.givt import GivtFilter
@@ -39,7 +37,7 @@ FEATURE_BATCH = 1000
 
 @dataclass(frozen=True)
 class Step:
-    clicks: ReplayedClicks
+    clicks: DecisionColumns
     #: The original decision of each click to decide, where known.
     originals: Sequence[Original | None]
     #: Messages of the range that are not valid clicks.
@@ -56,9 +54,8 @@ def _where(msg: Message) -> tuple[int, int]:
     return partition, offset
 
 
-def _utc_text(value: Any) -> str:
-    """An event time as the Decision contract writes it (UTC, "Z")."""
-    return str(to_jsonable_python(datetime.fromisoformat(str(value)).astimezone(UTC)))
+def _utc(value: Any) -> datetime:
+    return datetime.fromisoformat(str(value)).astimezone(UTC)
 
 
 async def logged_step(
@@ -78,7 +75,7 @@ async def logged_step(
             continue
         try:
             click = orjson.loads(msg.value() or b"")
-            event_time = _utc_text(click["event_time"])
+            event_time = _utc(click["event_time"])
             traffic_slice = slice_name(click, record.slice_fields)
             why = None if givt is None else givt.reason_of(click["user_agent"], click["ip"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
@@ -95,7 +92,7 @@ async def logged_step(
         kept.append(original)
         reasons.append(why)
     features = np.asarray(rows, dtype=np.float32).reshape(-1, N_FEATURES)
-    clicks = ReplayedClicks(ids, times, slices, offsets, features, reasons)
+    clicks = DecisionColumns(ids, times, slices, offsets, features, reasons)
     return Step(clicks, kept, unreadable, missing, context=0)
 
 
@@ -145,13 +142,12 @@ async def recomputed_step(
         parsed.append(click)
     rows = await featurize(parsed, store, FEATURE_BATCH)
     chosen = [parsed[i] for i in replayed]
-    clicks = ReplayedClicks(
-        click_ids=[c.click_id for c in chosen],
-        event_times=[str(to_jsonable_python(c.event_time)) for c in chosen],
-        slices=[click_slice(c, record.slice_fields) for c in chosen],
-        offsets=keys,
-        features=rows[replayed].reshape(-1, N_FEATURES),
-        givt=givt.reasons(chosen) if givt is not None else [],
+    clicks = DecisionColumns.of(
+        chosen,
+        record.slice_fields,
+        keys,
+        rows[replayed].reshape(-1, N_FEATURES),
+        givt.reasons(chosen) if givt is not None else [],
     )
     originals: list[Original | None] = [None] * len(keys)
     if index is not None:

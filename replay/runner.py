@@ -1,9 +1,10 @@
 """Run a planned replay: read the range, get features, score on the pinned version, publish.
 
 Each step: a chunk of click messages in time order -> features (logged or recomputed) ->
-Triton scores -> decisions (:mod:`replay.decisions`) -> the replayed-decisions topic, keyed by
-click_id, with ``source_topic`` and ``replay_run_id`` headers. Every few seconds the producer is
-flushed and the checkpoint written, so an interrupted run resumes where it stood.
+Triton scores -> decisions (:mod:`streams.decide`, the live worker's builder) -> the
+replayed-decisions topic, keyed by click_id, with ``source_topic`` and ``replay_run_id``
+headers. Every few seconds the producer is flushed and the checkpoint written, so an
+interrupted run resumes where it stood.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from contextlib import AsyncExitStack
 
 import numpy as np
 import numpy.typing as npt
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaException, Message
 
 from replay.checkpoint import Checkpoint, checkpoint_path, save_checkpoint
-from replay.decisions import replayed_decisions
 from replay.diff import DiffCollector
 from replay.errors import ReplayError
 from replay.features import logged_step, recomputed_step
@@ -30,8 +30,10 @@ from replay.reader import MergedReader
 from replay.request import FeatureMode
 from replay.summary import ReplayProgress, ReplaySummary, SummaryBuilder
 from slidr.settings import Settings
+from streams.decide import Stamp, decide
 from streams.feature_store import FeatureStoreUnavailable, RedisFeatureStore
 from streams.givt import GivtFilter
+from streams.produce import BatchProducer, DeliveryFailed, Headers
 from streams.scorer import Scorer, ScorerUnavailable, TritonScorer
 
 log = logging.getLogger(__name__)
@@ -56,50 +58,24 @@ class _Publisher:
 
     def __init__(self, settings: Settings, run_id: str, source_topic: str) -> None:
         self.topic = settings.topics.replayed_decisions
-        self.headers: list[tuple[str, str | bytes | None]] = [
-            ("source_topic", source_topic),
-            ("replay_run_id", run_id),
-        ]
-        self.failed: list[KafkaError] = []
-        self.producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka.bootstrap,
-                "enable.idempotence": True,
-                "linger.ms": 20,
-                "batch.size": 1_000_000,
-                # The JVM clients' partitioner: a click's replayed decision lands on the same
-                # partition number as its live one, run after run.
-                "partitioner": "murmur2_random",
-            }
-        )
-
-    def _delivered(self, error: KafkaError | None, _msg: Message) -> None:
-        if error is not None:
-            self.failed.append(error)
+        self.headers: Headers = [("source_topic", source_topic), ("replay_run_id", run_id)]
+        # The same partitioner as the worker's: a click's replayed decision lands on the same
+        # partition number as its live one, run after run.
+        self.producer = BatchProducer(settings.kafka, linger_ms=20, client_id="slidr-replay")
 
     def publish(self, keys: Sequence[str], payloads: Sequence[bytes]) -> None:
-        produce = self.producer.produce
-        for key, payload in zip(keys, payloads, strict=True):
-            while True:
-                try:
-                    produce(
-                        self.topic, payload, key, headers=self.headers, on_delivery=self._delivered
-                    )
-                    break
-                except BufferError:
-                    self.producer.poll(0.1)  # the local queue is full: let deliveries drain
-        self.producer.poll(0)
+        self.producer.produce(self.topic, keys, payloads, self.headers)
 
     def close(self) -> None:
         """Drop what is still queued (a resumed run publishes it again) and disconnect."""
-        self.producer.purge()
         self.producer.close()
 
     async def flush(self) -> None:
-        left = await asyncio.to_thread(self.producer.flush, 60)
-        if left or self.failed:
-            why = self.failed[0] if self.failed else f"{left} messages not acknowledged in 60 s"
-            raise ReplayError(f"publishing to {self.topic} failed ({why}); run again to resume")
+        try:
+            await self.producer.flush(60)
+        except DeliveryFailed as exc:
+            why = f"publishing to {self.topic} failed ({exc}); run again to resume"
+            raise ReplayError(why) from exc
 
 
 class ReplayRunner:
@@ -201,10 +177,13 @@ class ReplayRunner:
         else:
             assert originals is not None
             step = await logged_step(messages, originals, plan.record, self.givt)
+        rows = step.clicks.features
+        assert rows is not None  # both feature modes give every decided click its row
         scores = await score_rows(
-            self.scorer, step.clicks.features, plan.record.version, self.settings.replay.batch_size
+            self.scorer, rows, plan.record.version, self.settings.replay.batch_size
         )
-        payloads, invalid = replayed_decisions(step.clicks, scores, plan.record, plan.run_id)
+        decided = decide(step.clicks, scores, Stamp(plan.record, None, replay_run_id=plan.run_id))
+        payloads, invalid = decided.payloads, decided.invalid
         if publisher is not None:
             publisher.publish(step.clicks.click_ids, payloads)
             self.published += len(payloads)

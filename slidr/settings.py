@@ -119,9 +119,15 @@ class EventLimits(_Section):
 
 
 class WorkerSettings(_Section):
-    #: Micro-batch bounds: a batch closes at this many clicks or after this wait, whichever first.
+    #: A micro-batch is what the consumer has fetched when its first click arrives, at most
+    #: this many clicks: one click at low load (no wait), full batches under a backlog.
     batch_size: int = Field(default=500, ge=1, le=1024)
-    batch_wait_ms: int = Field(default=20, ge=1)
+    #: Wait up to this long for a full batch instead (0: never wait); fewer, larger batches
+    #: for a little latency.
+    batch_wait_ms: int = Field(default=0, ge=0)
+    #: A batch's decisions not all acknowledged by Kafka within this long fail the batch: the
+    #: worker exits without committing it, and its clicks are consumed again.
+    delivery_timeout_s: float = Field(default=30.0, gt=0)
     consumer_group: str = "slidr-worker"
     #: Threshold for every slice until a calibration record exists for the serving version.
     global_threshold: float = Field(default=0.5, ge=0.0, le=1.0)

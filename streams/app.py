@@ -1,9 +1,13 @@
 """The Faust worker: consume clicks in micro-batches, publish decisions and dead letters.
 
-The agent only moves batches between Kafka and :class:`~streams.pipeline.ClickPipeline`.
-Offsets are acknowledged by Faust after the agent's loop body returns, and the body returns
-only after every decision of the batch is acknowledged by the broker: at-least-once, and a
-redelivered click gets the same decision again (counters are idempotent per click_id).
+consume (adaptive batches, :mod:`streams.batches`) -> parse, features, score, decide
+(:class:`~streams.pipeline.ClickPipeline`) -> produce (:mod:`streams.produce`).
+
+A batch's offsets are acknowledged to Faust (and later committed) only after the loop body
+returns, and the body returns only after the broker acknowledged every decision and dead
+letter of the batch. A delivery failure ends the worker without acknowledging the batch, so
+its clicks are consumed again: at-least-once, and a redelivered click gets the same decision
+again (counters are idempotent per click_id).
 """
 
 from __future__ import annotations
@@ -11,18 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
 from prometheus_client import start_http_server
 
 from slidr.settings import Settings
+from streams.batches import take_available
 from streams.faust_app import raw_topic, slidr_app
 from streams.feature_store import FeatureStoreUnavailable, RedisFeatureStore
 from streams.givt import GivtFilter
 from streams.metrics import WorkerMetrics
 from streams.pipeline import BatchOutcome, ClickPipeline, RawClick
+from streams.produce import BatchProducer
 from streams.scorer import TritonScorer
 from streams.serving_model import ServingModel
 
@@ -52,7 +58,6 @@ def create_app(
         w.consumer_group,
         "worker",
         broker_commit_every=w.batch_size,
-        producer_linger_ms=1,
         # A killed worker's partitions move to the survivors after this long, not Faust's 60 s.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
@@ -60,8 +65,6 @@ def create_app(
     metrics = metrics or WorkerMetrics()
 
     clicks = raw_topic(app, settings.topics.clicks)
-    decisions = raw_topic(app, settings.topics.decisions)
-    dead_letters = raw_topic(app, settings.topics.dead_letters)
     state: dict[str, ClickPipeline] = {}
     # Read the GIVT lists now: a bad CIDR file stops the worker before it consumes anything.
     givt = GivtFilter.from_settings(settings.givt)
@@ -108,30 +111,33 @@ def create_app(
 
     async def _score(stream: Any) -> None:
         pipeline = await _pipeline()
-        async for events in stream.take_events(w.batch_size, within=w.batch_wait_ms / 1000):
-            started = asyncio.get_running_loop().time()
+        topics = settings.topics
+        producer = BatchProducer(settings.kafka, client_id=w.consumer_group)
+        loop = asyncio.get_running_loop()
+        async for events in take_available(stream, w.batch_size, w.batch_wait_ms / 1000):
+            started = loop.time()
             outcome = await pipeline.process([_raw(e) for e in events])
-            sends = [
-                await decisions.send(key=d.click_id.encode(), value=d.to_json(), force=True)
-                for d in outcome.decisions
-            ]
-            sends += [
-                await dead_letters.send(
-                    key=(d.original_key or "").encode(), value=d.to_json(), force=True
+            producer.produce(topics.decisions, outcome.click_ids, outcome.decisions)
+            if outcome.dead_letters:
+                producer.produce(
+                    topics.dead_letters,
+                    [(d.original_key or "") for d in outcome.dead_letters],
+                    [d.to_json() for d in outcome.dead_letters],
                 )
-                for d in outcome.dead_letters
-            ]
-            # Wait for the broker's acks before Faust acks (and later commits) the clicks.
-            await asyncio.gather(*sends)
-            metrics.scoring_seconds.observe(asyncio.get_running_loop().time() - started)
-            last = {e.message.tp: e.message.offset for e in events}
-            for tp, offset in last.items():
-                highwater = app.consumer.highwater(tp)
-                if highwater is not None:
-                    metrics.consumer_lag.labels(str(tp.partition)).set(highwater - offset - 1)
+            # Raises if any was not acknowledged: the batch is then never acknowledged to Faust.
+            await producer.flush(w.delivery_timeout_s)
+            metrics.scoring_seconds.observe(loop.time() - started)
+            _lag(events)
             if record := pipeline.model.record:
                 metrics.model_version.set(record.version)
             if on_batch is not None:
                 await on_batch(outcome)
+
+    def _lag(events: Sequence[Any]) -> None:
+        last = {e.message.tp: e.message.offset for e in events}
+        for tp, offset in last.items():
+            highwater = app.consumer.highwater(tp)
+            if highwater is not None:
+                metrics.consumer_lag.labels(str(tp.partition)).set(highwater - offset - 1)
 
     return app

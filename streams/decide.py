@@ -1,15 +1,22 @@
-"""Turn scores into decisions: the per-slice threshold test and the reason codes."""
+"""Turn scores into decisions: the per-slice threshold test and the reason codes.
+
+The one decision builder of slidr: the live worker and a replay both call it. It works on a
+batch's columns with numpy and writes each decision straight to JSON with orjson (in the
+Decision model's field order), instead of validating one pydantic model per click; a contract
+test checks the bytes against :class:`~slidr.events.Decision`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
-from slidr.events import Click, Decision, GivtReason, IvtCategory, Verdict, slice_name
+from slidr.events import SCHEMA_VERSION, Click, GivtReason, IvtCategory, Verdict, slice_name
 from slidr.features import FEATURE_HASH, INDEX
 from slidr.model_record import ModelRecord
 
@@ -32,6 +39,11 @@ GIVT_SCORE = 1.0
 
 _VELOCITY = [(INDEX[name], limit) for name, limit in VELOCITY_SIGNALS.items()]
 _ENTITY = [(INDEX[name], limit) for name, limit in ENTITY_SIGNALS.items()]
+_NIGHT = frozenset(NIGHT_HOURS_UTC)
+# Times as the Decision contract writes them: UTC with a "Z", as pydantic does.
+_DUMPS_OPTIONS = orjson.OPT_UTC_Z
+
+Offset = tuple[int | None, int | None]
 
 
 def click_slice(click: Click, fields: Sequence[str]) -> str:
@@ -39,146 +51,173 @@ def click_slice(click: Click, fields: Sequence[str]) -> str:
     return slice_name({name: getattr(click, name) for name in fields}, fields)
 
 
-def reason_codes(features: npt.NDArray[np.float32], click: Click, invalid: bool) -> list[str]:
-    if not invalid:
-        return []
-    codes = ["model"]
-    if any(features[i] >= limit for i, limit in _VELOCITY):
-        codes.append("velocity")
-    if any(features[i] >= limit for i, limit in _ENTITY):
-        codes.append("entity")
-    if click.event_time.hour in NIGHT_HOURS_UTC:
-        codes.append("time")
-    return codes
+@dataclass(frozen=True)
+class DecisionColumns:
+    """The clicks one batch decides, as columns."""
+
+    click_ids: list[str]
+    #: Aware UTC times.
+    event_times: list[datetime]
+    #: Each click's slice under the deciding record's slice fields.
+    slices: list[str]
+    offsets: Sequence[Offset]
+    #: One row per click; None when the features could not be read (written as []).
+    features: npt.NDArray[np.float32] | None
+    #: Each click's GIVT reason (None: the model judges it); empty when no filter was asked.
+    givt: Sequence[GivtReason | None] = field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls,
+        clicks: Sequence[Click],
+        slice_fields: Sequence[str],
+        offsets: Sequence[Offset],
+        features: npt.NDArray[np.float32] | None,
+        givt: Sequence[GivtReason | None] = (),
+    ) -> DecisionColumns:
+        return cls(
+            click_ids=[c.click_id for c in clicks],
+            event_times=[c.event_time for c in clicks],
+            slices=[click_slice(c, slice_fields) for c in clicks],
+            offsets=offsets,
+            features=features,
+            givt=givt,
+        )
+
+    def __len__(self) -> int:
+        return len(self.click_ids)
 
 
 @dataclass(frozen=True)
-class BatchContext:
-    """What every decision of one micro-batch shares."""
+class Stamp:
+    """What every decision of one batch shares."""
 
-    model: ModelRecord
-    decided_at: datetime
-    processing_ms: float
-
-
-def _decision(
-    click: Click,
-    offset: tuple[int | None, int | None],
-    ctx: BatchContext,
-    *,
-    traffic_slice: str,
-    score: float,
-    invalid: bool,
-    reasons: list[str],
-    row: npt.NDArray[np.float32] | None,
-    category: IvtCategory | None,
-    degraded: bool = False,
-) -> Decision:
-    # Built from trusted values: skip re-validation on the hot path.
-    return Decision.model_construct(
-        click_id=click.click_id,
-        event_time=click.event_time,
-        verdict=Verdict.INVALID if invalid else Verdict.VALID,
-        score=score,
-        threshold=ctx.model.threshold(traffic_slice),
-        slice=traffic_slice,
-        model_name=ctx.model.name,
-        model_version=ctx.model.version,
-        reason_codes=reasons,
-        feature_hash=FEATURE_HASH,
-        features=[] if row is None else row.tolist(),
-        degraded=degraded,
-        ivt_category=category,
-        processing_ms=ctx.processing_ms,
-        decided_at=ctx.decided_at,
-        source_partition=offset[0],
-        source_offset=offset[1],
-    )
+    record: ModelRecord
+    #: None: each decision carries its click's event time (a replay: reruns are byte-identical).
+    decided_at: datetime | None
+    processing_ms: float = 0.0
+    replay_run_id: str | None = None
 
 
-def givt_decision(
-    click: Click,
-    reason: GivtReason,
-    ctx: BatchContext,
-    offset: tuple[int | None, int | None],
-    row: npt.NDArray[np.float32] | None,
-) -> Decision:
-    """Invalid by a GIVT list, without the model: score GIVT_SCORE, one ``givt:*`` reason."""
-    return _decision(
-        click,
-        offset,
-        ctx,
-        traffic_slice=click_slice(click, ctx.model.slice_fields),
-        score=GIVT_SCORE,
-        invalid=True,
-        reasons=[reason.value],
-        row=row,
-        category=IvtCategory.GIVT,
-    )
+@dataclass(frozen=True)
+class DecidedBatch:
+    """A batch's decisions as JSON, with the columns the caller counts and routes by."""
+
+    payloads: list[bytes]
+    click_ids: list[str]
+    slices: list[str]
+    invalid: npt.NDArray[np.bool_]
+    #: Per click: the stage that judged it (None: fail-open), and the reason codes.
+    categories: list[IvtCategory | None]
+    reasons: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.payloads)
 
 
-def decide(
-    clicks: Sequence[Click],
-    features: npt.NDArray[np.float32],
-    scores: npt.NDArray[np.float32],
-    ctx: BatchContext,
-    offsets: Sequence[tuple[int | None, int | None]],
-    givt: Sequence[GivtReason | None] | None = None,
-) -> list[Decision]:
-    """One decision per click: GIVT ones (``givt[i]`` set; their score is not read) by the
-    list, the others by the model's score against their slice's threshold."""
-    decisions = []
-    reasons = givt if givt is not None else [None] * len(clicks)
-    for click, row, score, offset, why in zip(
-        clicks, features, scores, offsets, reasons, strict=True
-    ):
-        if why is not None:
-            decisions.append(givt_decision(click, why, ctx, offset, row))
+def _signal(features: npt.NDArray[np.float32], signals: list[tuple[int, float]]) -> list[bool]:
+    hit = np.zeros(len(features), dtype=bool)
+    for i, limit in signals:
+        hit |= features[:, i] >= limit
+    return hit.tolist()  # type: ignore[no-any-return]
+
+
+def _model_reasons(columns: DecisionColumns, invalid: npt.NDArray[np.bool_]) -> list[list[str]]:
+    assert columns.features is not None
+    velocity = _signal(columns.features, _VELOCITY)
+    entity = _signal(columns.features, _ENTITY)
+    out: list[list[str]] = []
+    for k, bad in enumerate(invalid.tolist()):
+        if not bad:
+            out.append([])
             continue
-        traffic_slice = click_slice(click, ctx.model.slice_fields)
-        invalid = bool(score >= ctx.model.threshold(traffic_slice))
-        decisions.append(
-            _decision(
-                click,
-                offset,
-                ctx,
-                traffic_slice=traffic_slice,
-                score=float(score),
-                invalid=invalid,
-                reasons=reason_codes(row, click, invalid),
-                row=row,
-                category=IvtCategory.SIVT,
+        codes = ["model"]
+        if velocity[k]:
+            codes.append("velocity")
+        if entity[k]:
+            codes.append("entity")
+        if columns.event_times[k].hour in _NIGHT:
+            codes.append("time")
+        out.append(codes)
+    return out
+
+
+def _thresholds(columns: DecisionColumns, record: ModelRecord) -> list[float]:
+    by_slice = {name: record.threshold(name) for name in set(columns.slices)}
+    return [by_slice[name] for name in columns.slices]
+
+
+def decide(columns: DecisionColumns, scores: npt.NDArray[np.float32], stamp: Stamp) -> DecidedBatch:
+    """One decision per click: GIVT ones (their score is not read) by the list, the others by
+    the model's score against their slice's threshold."""
+    thresholds = _thresholds(columns, stamp.record)
+    # The float32 score against the float threshold, compared in float64.
+    invalid = scores.astype(np.float64) >= np.asarray(thresholds, dtype=np.float64)
+    givt = list(columns.givt) or [None] * len(columns)
+    invalid |= np.asarray([why is not None for why in givt], dtype=bool)
+    reasons = _model_reasons(columns, invalid)
+    categories: list[IvtCategory | None] = [IvtCategory.SIVT] * len(columns)
+    score_list: list[float] = scores.astype(np.float64).tolist()
+    for k, why in enumerate(givt):
+        if why is not None:  # the list decided, not the model
+            score_list[k], reasons[k], categories[k] = GIVT_SCORE, [why.value], IvtCategory.GIVT
+    return _build(columns, stamp, thresholds, score_list, invalid, reasons, categories)
+
+
+def fail_open(columns: DecisionColumns, why: str, stamp: Stamp) -> DecidedBatch:
+    """Valid decisions marked degraded (no ivt_category: nothing judged them): an outage never
+    blocks billing or invalidates humans. GIVT clicks need neither Redis nor Triton and are
+    decided by their list as usual."""
+    thresholds = _thresholds(columns, stamp.record)
+    givt = list(columns.givt) or [None] * len(columns)
+    invalid = np.asarray([listed is not None for listed in givt], dtype=bool)
+    scores = [GIVT_SCORE if listed is not None else 0.0 for listed in givt]
+    reasons = [[listed.value] if listed is not None else [f"degraded:{why}"] for listed in givt]
+    categories = [IvtCategory.GIVT if listed is not None else None for listed in givt]
+    return _build(columns, stamp, thresholds, scores, invalid, reasons, categories)
+
+
+def _build(
+    columns: DecisionColumns,
+    stamp: Stamp,
+    thresholds: list[float],
+    scores: list[float],
+    invalid: npt.NDArray[np.bool_],
+    reasons: list[list[str]],
+    categories: list[IvtCategory | None],
+) -> DecidedBatch:
+    record = stamp.record
+    rows: list[list[float]] = (
+        columns.features.tolist() if columns.features is not None else [[]] * len(columns)
+    )
+    payloads = []
+    for k, bad in enumerate(invalid.tolist()):
+        partition, offset = columns.offsets[k]
+        category = categories[k]
+        payloads.append(
+            orjson.dumps(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "click_id": columns.click_ids[k],
+                    "event_time": columns.event_times[k],
+                    "verdict": Verdict.INVALID.value if bad else Verdict.VALID.value,
+                    "score": scores[k],
+                    "threshold": thresholds[k],
+                    "slice": columns.slices[k],
+                    "model_name": record.name,
+                    "model_version": record.version,
+                    "reason_codes": reasons[k],
+                    "feature_hash": FEATURE_HASH,
+                    "features": rows[k],
+                    "degraded": category is None,
+                    "ivt_category": None if category is None else category.value,
+                    "processing_ms": stamp.processing_ms,
+                    "decided_at": stamp.decided_at or columns.event_times[k],
+                    "replay_run_id": stamp.replay_run_id,
+                    "source_partition": partition,
+                    "source_offset": offset,
+                },
+                option=_DUMPS_OPTIONS,
             )
         )
-    return decisions
-
-
-def fail_open(
-    clicks: Sequence[Click],
-    features: npt.NDArray[np.float32] | None,
-    why: str,
-    ctx: BatchContext,
-    offsets: Sequence[tuple[int | None, int | None]],
-    givt: Sequence[GivtReason | None] | None = None,
-) -> list[Decision]:
-    """Valid decisions marked degraded (no ivt_category: nothing judged them): an outage never
-    blocks billing or invalidates humans. GIVT clicks (``givt[i]`` set) need neither Redis nor
-    Triton and are decided by their list as usual."""
-    reasons = givt if givt is not None else [None] * len(clicks)
-    return [
-        givt_decision(click, listed, ctx, offset, None if features is None else features[i])
-        if listed is not None
-        else _decision(
-            click,
-            offset,
-            ctx,
-            traffic_slice=click_slice(click, ctx.model.slice_fields),
-            score=0.0,
-            invalid=False,
-            reasons=[f"degraded:{why}"],
-            row=None if features is None else features[i],
-            category=None,
-            degraded=True,
-        )
-        for i, (click, offset, listed) in enumerate(zip(clicks, offsets, reasons, strict=True))
-    ]
+    return DecidedBatch(payloads, columns.click_ids, columns.slices, invalid, categories, reasons)

@@ -17,20 +17,20 @@ import numpy as np
 
 from slidr.errors import InvalidEvent, SlidrError
 from slidr.events import (
+    GIVT_PREFIX,
     Click,
     DeadLetter,
     DeadLetterReason,
-    Decision,
     IvtCategory,
     Verdict,
     parse_click_message,
 )
 from slidr.model_record import ModelRecord
 from slidr.settings import Settings
-from streams.decide import BatchContext, decide, fail_open
+from streams.decide import DecidedBatch, DecisionColumns, Stamp, decide, fail_open
 from streams.feature_store import FeatureStore, FeatureStoreUnavailable
 from streams.givt import GivtFilter
-from streams.metrics import WorkerMetrics
+from streams.metrics import WorkerMetrics, observe_many
 from streams.scorer import ScorerUnavailable
 from streams.serving_model import ServingModel
 
@@ -59,9 +59,15 @@ class RawClick:
 
 @dataclass
 class BatchOutcome:
-    decisions: list[Decision] = field(default_factory=list)
+    #: Each decision's JSON (the Decision contract), and its key.
+    decisions: list[bytes] = field(default_factory=list)
+    click_ids: list[str] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     degraded_why: str | None = None
+
+    def add(self, decided: DecidedBatch) -> None:
+        self.decisions += decided.payloads
+        self.click_ids += decided.click_ids
 
 
 def _reason(exc: InvalidEvent) -> DeadLetterReason:
@@ -80,8 +86,8 @@ class _Batch:
     now: datetime
     started: float
 
-    def context(self) -> BatchContext:
-        return BatchContext(self.model, self.now, (time.perf_counter() - self.started) * 1000)
+    def stamp(self) -> Stamp:
+        return Stamp(self.model, self.now, (time.perf_counter() - self.started) * 1000)
 
 
 class DegradedRanges:
@@ -170,16 +176,19 @@ class ClickPipeline:
         # Outside the per-click guard: the model is the same for every click of the batch.
         model = await self.model.current()
         batch_ctx = _Batch(model, now, started)
+        decided: list[DecidedBatch] = []
         try:
-            outcome.decisions = await self._decide(accepted, clicks, batch_ctx, outcome)
+            decided.append(await self._decide(accepted, clicks, batch_ctx, outcome))
             self.failed_in_a_row = 0
         except Exception as exc:
             log.warning(
                 "%d clicks could not be decided together (%s: %s); deciding each alone",
                 len(clicks), type(exc).__name__, exc,
             )  # fmt: skip
-            await self._decide_alone(accepted, clicks, batch_ctx, outcome)
-        self._count(outcome.decisions, accepted)
+            decided += await self._decide_alone(accepted, clicks, batch_ctx, outcome)
+        for part in decided:
+            outcome.add(part)
+        self._count(decided, accepted)
         return outcome
 
     async def _decide(
@@ -188,7 +197,7 @@ class ClickPipeline:
         clicks: Sequence[Click],
         batch: _Batch,
         outcome: BatchOutcome,
-    ) -> list[Decision]:
+    ) -> DecidedBatch:
         """Decisions of ``clicks``, fail-open when Redis or Triton is unavailable; any other
         error is raised."""
         offsets = [(raw.partition, raw.offset) for raw in accepted]
@@ -217,12 +226,14 @@ class ClickPipeline:
             self.degraded.add(why, [offsets[i] for i in to_score])
             self.metrics.degraded.labels(why).inc(len(to_score))
             outcome.degraded_why = why
-            return fail_open(clicks, features, why, batch.context(), offsets, givt)
+            columns = DecisionColumns.of(clicks, model.slice_fields, offsets, features, givt)
+            return fail_open(columns, why, batch.stamp())
         self.metrics.feature_seconds.observe(t1 - t0)
         self.metrics.inference_seconds.observe(t2 - t1)
         if self.degraded.why is not None:
             self.degraded.close()
-        return decide(clicks, features, scores, batch.context(), offsets, givt)
+        columns = DecisionColumns.of(clicks, model.slice_fields, offsets, features, givt)
+        return decide(columns, scores, batch.stamp())
 
     async def _decide_alone(
         self,
@@ -230,14 +241,15 @@ class ClickPipeline:
         clicks: Sequence[Click],
         batch: _Batch,
         outcome: BatchOutcome,
-    ) -> None:
+    ) -> list[DecidedBatch]:
         """Each click that fails alone becomes a dead letter; the others are decided.
 
         Deciding a click again is safe: the feature store counts each click_id once.
         """
+        decided = []
         for raw, click in zip(accepted, clicks, strict=True):
             try:
-                outcome.decisions += await self._decide([raw], [click], batch, outcome)
+                decided.append(await self._decide([raw], [click], batch, outcome))
             except Exception as exc:
                 log.error("click %s could not be decided", click.click_id, exc_info=True)
                 self._failed(exc)
@@ -247,6 +259,7 @@ class ClickPipeline:
                 )
             else:
                 self.failed_in_a_row = 0
+        return decided
 
     def _failed(self, exc: Exception) -> None:
         self.failed_in_a_row += 1
@@ -256,25 +269,29 @@ class ClickPipeline:
                 f"raised {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _count(self, decisions: Sequence[Decision], accepted: Sequence[RawClick]) -> None:
+    def _count(self, decided: Sequence[DecidedBatch], accepted: Sequence[RawClick]) -> None:
+        """The batch's metrics, one update per label (never one per click)."""
         # GIVT apart: slidr_clicks and the IVR gauge are the model's (and fail-open) decisions,
         # comparable with the serving model's expected figures.
-        givt = Counter(d.reason_codes[0] for d in decisions if d.ivt_category == IvtCategory.GIVT)
+        givt: Counter[str] = Counter()
+        per_slice: Counter[tuple[str, bool]] = Counter()
+        for part in decided:
+            for slice_name, bad, category, reasons in zip(
+                part.slices, part.invalid.tolist(), part.categories, part.reasons, strict=True
+            ):
+                if category == IvtCategory.GIVT:
+                    givt[reasons[0]] += 1
+                else:
+                    per_slice[(slice_name, bad)] += 1
         for reason, n in givt.items():
-            self.metrics.givt_clicks.labels(reason.removeprefix("givt:")).inc(n)
-        per_slice: Counter[tuple[str, str]] = Counter(
-            (d.slice, d.verdict) for d in decisions if d.ivt_category != IvtCategory.GIVT
-        )
-        for (slice_name, verdict), n in per_slice.items():
+            self.metrics.givt_clicks.labels(reason.removeprefix(GIVT_PREFIX)).inc(n)
+        for (slice_name, bad), n in per_slice.items():
+            verdict = Verdict.INVALID if bad else Verdict.VALID
             self.metrics.clicks.labels(slice_name, str(verdict)).inc(n)
         for slice_name in {s for s, _ in per_slice}:
-            total = (
-                per_slice[(slice_name, Verdict.VALID)] + per_slice[(slice_name, Verdict.INVALID)]
-            )
-            self.metrics.invalidation_rate.labels(slice_name).set(
-                per_slice[(slice_name, Verdict.INVALID)] / total
-            )
+            invalid = per_slice[(slice_name, True)]
+            total = per_slice[(slice_name, False)] + invalid
+            self.metrics.invalidation_rate.labels(slice_name).set(invalid / total)
         now_ms = time.time() * 1000
         stamps = np.asarray([r.timestamp_ms for r in accepted if r.timestamp_ms], dtype=float)
-        for latency in (now_ms - stamps) / 1000:
-            self.metrics.click_to_decision_seconds.observe(max(latency, 0.0))
+        observe_many(self.metrics.click_to_decision_seconds, np.maximum(now_ms - stamps, 0) / 1000)

@@ -12,7 +12,8 @@ import pytest
 from slidr.events import DeviceType
 from slidr.features import INDEX, N_FEATURES
 from slidr.model_record import ModelMismatch, load_record, serving_version, write_serving_pointer
-from streams.decide import BatchContext, decide, fail_open
+from streams.decide import DecisionColumns, Stamp, decide, fail_open
+from tests.decisions import validated
 from tests.factories import make_click
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
@@ -30,7 +31,8 @@ def test_each_slice_gets_its_own_threshold(repo: Path) -> None:
     ]
     features = np.zeros((3, N_FEATURES), dtype=np.float32)
     scores = np.array([0.4, 0.4, 0.4], dtype=np.float32)
-    decisions = decide(clicks, features, scores, BatchContext(record, NOW, 1.0), [(0, 1)] * 3)
+    columns = DecisionColumns.of(clicks, record.slice_fields, [(0, 1)] * 3, features)
+    decisions = validated(decide(columns, scores, Stamp(record, NOW, 1.0)))
     assert [d.threshold for d in decisions] == [0.3, 0.9, 0.5]
     assert [d.verdict for d in decisions] == ["invalid", "valid", "valid"]
     assert decisions[0].slice == "desktop/out" and decisions[1].slice == "app/in"
@@ -43,14 +45,15 @@ def test_reason_codes_name_the_signals(repo: Path) -> None:
     features[0, INDEX["session_clicks_1m"]] = 50
     features[0, INDEX["ip_distinct_user_agents"]] = 30
     score = np.array([0.99], dtype=np.float32)
-    [decision] = decide([night], features, score, BatchContext(record, NOW, 1.0), [(None, None)])
+    columns = DecisionColumns.of([night], record.slice_fields, [(None, None)], features)
+    [decision] = validated(decide(columns, score, Stamp(record, NOW, 1.0)))
     assert decision.reason_codes == ["model", "velocity", "entity", "time"]
 
 
 def test_fail_open_is_valid_and_degraded(repo: Path) -> None:
     record = load_record(repo, "slidr", 1, default_threshold=0.5)
-    ctx = BatchContext(record, NOW, 1.0)
-    [decision] = fail_open([make_click(0)], None, "redis_unavailable", ctx, [(2, 40)])
+    columns = DecisionColumns.of([make_click(0)], record.slice_fields, [(2, 40)], None)
+    [decision] = validated(fail_open(columns, "redis_unavailable", Stamp(record, NOW, 1.0)))
     assert decision.verdict == "valid" and decision.degraded
     assert decision.reason_codes == ["degraded:redis_unavailable"]
     assert (decision.source_partition, decision.source_offset) == (2, 40)

@@ -6,13 +6,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
-from slidr.events import Decision, GivtReason, IvtCategory, Verdict
+from slidr.events import Click, GivtReason, IvtCategory, Verdict
 from slidr.features import N_FEATURES
 from slidr.model_record import ModelRecord
 from slidr.settings import PROJECT_ROOT, GivtSettings
-from streams.decide import BatchContext, decide, fail_open
+from streams.decide import DecisionColumns, Stamp, decide, fail_open
 from streams.givt import (
     DataCentreRanges,
     DeclaredBots,
@@ -22,6 +23,7 @@ from streams.givt import (
     read_cidr_file,
     required_literal,
 )
+from tests.decisions import validated
 from tests.factories import make_click
 
 CRAWLERS = [
@@ -191,11 +193,14 @@ def test_filter_off_by_settings() -> None:
     assert givt.reasons([make_click(1, user_agent=CRAWLERS[0])]) == [None]
 
 
-def _ctx() -> BatchContext:
-    record = ModelRecord(
-        name="slidr", version=3, feature_hash="x", kind="mlp", default_threshold=0.5
-    )
-    return BatchContext(record, datetime.now(UTC), 1.0)
+RECORD = ModelRecord(name="slidr", version=3, feature_hash="x", kind="mlp", default_threshold=0.5)
+
+
+def _columns(
+    clicks: list[Click], features: npt.NDArray[np.float32] | None, givt: list[GivtReason | None]
+) -> DecisionColumns:
+    offsets: list[tuple[int | None, int | None]] = [(0, i) for i in range(len(clicks))]
+    return DecisionColumns.of(clicks, RECORD.slice_fields, offsets, features, givt)
 
 
 def test_decisions_carry_their_category() -> None:
@@ -203,10 +208,8 @@ def test_decisions_carry_their_category() -> None:
     givt = [None, GivtReason.DECLARED_BOT, GivtReason.DATACENTER]
     features = np.zeros((3, N_FEATURES), dtype=np.float32)
     scores = np.asarray([0.1, 0.0, 0.0], dtype=np.float32)
-    decisions = decide(clicks, features, scores, _ctx(), [(0, i) for i in range(3)], givt)
-    for d in decisions:
-        Decision.model_validate(d.model_dump())
-    model, bot, dc = decisions
+    decided = decide(_columns(clicks, features, givt), scores, Stamp(RECORD, datetime.now(UTC)))
+    model, bot, dc = validated(decided)
     assert (model.verdict, model.ivt_category, model.reason_codes) == (
         Verdict.VALID, IvtCategory.SIVT, [],
     )  # fmt: skip
@@ -220,7 +223,10 @@ def test_decisions_carry_their_category() -> None:
 def test_fail_open_still_decides_givt_clicks() -> None:
     clicks = [make_click(0), make_click(1, user_agent=CRAWLERS[2])]
     givt = [None, GivtReason.DECLARED_BOT]
-    plain, bot = fail_open(clicks, None, "redis_unavailable", _ctx(), [(0, 0), (0, 1)], givt)
+    decided = fail_open(
+        _columns(clicks, None, givt), "redis_unavailable", Stamp(RECORD, datetime.now(UTC))
+    )
+    plain, bot = validated(decided)
     assert plain.degraded and plain.ivt_category is None and plain.verdict is Verdict.VALID
     assert plain.reason_codes == ["degraded:redis_unavailable"]
     assert not bot.degraded and bot.ivt_category is IvtCategory.GIVT

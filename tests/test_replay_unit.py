@@ -17,7 +17,6 @@ from confluent_kafka import KafkaError
 
 from models.day_zero import ensure_day_zero_version
 from replay.checkpoint import Checkpoint, checkpoint_path, resumable, save_checkpoint
-from replay.decisions import ReplayedClicks, replayed_decisions
 from replay.errors import ReplayRefused
 from replay.plan import counters_namespace, pinned_record
 from replay.ranges import PartitionRange, check_offsets, check_size
@@ -28,7 +27,8 @@ from slidr.features import FEATURE_HASH, N_FEATURES
 from slidr.model_record import ModelRecord
 from slidr.registry import Registry
 from slidr.settings import PROJECT_ROOT, RedisSettings, ReplaySettings, Settings, TritonSettings
-from streams.decide import BatchContext, click_slice, decide
+from streams.decide import DecisionColumns, Stamp, decide
+from tests.decisions import validated
 from tests.factories import make_click
 
 # --- requests ---
@@ -280,18 +280,15 @@ def test_replayed_decisions_are_the_live_decisions_marked_as_a_replay() -> None:
         thresholds={"desktop/in": 0.3, "app": 0.7, "all": 0.6},
         slice_fields=("device_type", "logged_in"),
     )
-    offsets = [(i % 2, 100 + i) for i in range(80)]
-    live = decide(clicks, features, scores, BatchContext(record, datetime.now(UTC), 5.0), offsets)
-    columns = ReplayedClicks(
-        click_ids=[c.click_id for c in clicks],
-        event_times=[c.model_dump(mode="json")["event_time"] for c in clicks],
-        slices=[click_slice(c, record.slice_fields) for c in clicks],
-        offsets=offsets,
-        features=features,
-    )
-    payloads, invalid = replayed_decisions(columns, scores, record, "run-7")
-    assert 0 < invalid.sum() < 80
-    for decision, payload in zip(live, payloads, strict=True):
+    offsets: list[tuple[int | None, int | None]] = [(i % 2, 100 + i) for i in range(80)]
+    columns = DecisionColumns.of(clicks, record.slice_fields, offsets, features)
+    live = decide(columns, scores, Stamp(record, datetime.now(UTC), 5.0))
+    replayed = decide(columns, scores, Stamp(record, None, replay_run_id="run-7"))
+    assert 0 < replayed.invalid.sum() < 80
+    thresholds = np.asarray([record.threshold(s) for s in columns.slices])
+    # float32 0.3 is above 0.3 itself: compared in float64, it is invalid at threshold 0.3.
+    assert (replayed.invalid == (scores.astype(np.float64) >= thresholds)).all()
+    for decision, payload in zip(validated(live), replayed.payloads, strict=True):
         expected = decision.model_copy(
             update={
                 "replay_run_id": "run-7",
@@ -300,4 +297,4 @@ def test_replayed_decisions_are_the_live_decisions_marked_as_a_replay() -> None:
             }
         )
         assert orjson.loads(payload) == expected.model_dump(mode="json")
-        assert payload == expected.to_json()  # same bytes, same field order
+        assert payload == expected.to_json()  # same bytes, same field order as the contract
