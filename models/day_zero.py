@@ -7,15 +7,64 @@ import json
 import shutil
 from pathlib import Path
 
-from models.heuristic import heuristic_spec
-from slidr.features import FEATURE_HASH, FEATURES
+import numpy as np
+import numpy.typing as npt
+
+from models.heuristic import HEURISTIC_FILE, ONNX_FILE, heuristic_onnx, heuristic_spec, limit_scores
+from slidr.errors import PrerequisiteMissing, SlidrError
+from slidr.features import FEATURE_HASH, FEATURES, N_FEATURES
 from slidr.settings import TritonSettings
 
 DAY_ZERO_VERSION = 1
+#: Largest difference allowed between the ONNX graph's scores and the numpy heuristic's.
+TOLERANCE = 1e-6
+
+
+class HeuristicExportError(SlidrError):
+    """The heuristic's ONNX graph does not reproduce ``heuristic.json``'s scores."""
 
 
 def version_dirs(model_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def probe_rows(spec: dict[str, object], seed: int = 0) -> npt.NDArray[np.float32]:
+    """Rows around every limit (below, at, twice, past), zeros, negatives and random counters."""
+    limits = spec["limits"]
+    assert isinstance(limits, dict)
+    rows = [np.zeros(N_FEATURES, dtype=np.float32), np.full(N_FEATURES, -1.0, dtype=np.float32)]
+    for index, limit in limits.items():
+        for factor in (0.5, 1.0, 1.5, 2.0, 3.0):
+            row = np.zeros(N_FEATURES, dtype=np.float32)
+            row[int(index)] = factor * float(limit)
+            rows.append(row)
+    noise = np.random.default_rng(seed).gamma(1.0, 20.0, size=(256, N_FEATURES))
+    return np.vstack([np.stack(rows), noise]).astype(np.float32)
+
+
+def write_heuristic(directory: Path, spec: dict[str, object]) -> None:
+    """``heuristic.json`` (read by the Python backend) and its ONNX twin (read by Triton's
+    ONNX Runtime backend) into ``directory``, checked to score alike first."""
+    try:
+        import onnx  # noqa: F401  (heuristic_onnx's, imported here to name the extra)
+        import onnxruntime
+    except ImportError as exc:
+        raise PrerequisiteMissing(
+            f"writing the day-zero model.onnx needs {exc.name}: "
+            "pip install -c constraints.txt -e '.[learn]'"
+        ) from exc
+
+    model = heuristic_onnx(spec)
+    x = probe_rows(spec)
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    (got,) = session.run(["score"], {"features": x})
+    gap = float(np.max(np.abs(np.asarray(got).reshape(-1) - limit_scores(spec, x))))
+    if gap > TOLERANCE:
+        raise HeuristicExportError(f"the heuristic's ONNX graph differs from it by {gap:.2e}")
+    (directory / HEURISTIC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+    (directory / ONNX_FILE).write_bytes(model.SerializeToString())
 
 
 def ensure_day_zero_version(triton: TritonSettings) -> int | None:
@@ -28,7 +77,7 @@ def ensure_day_zero_version(triton: TritonSettings) -> int | None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     shutil.copy(model_dir / "model.py", staging / "model.py")
-    (staging / "heuristic.json").write_text(json.dumps(heuristic_spec(), indent=2) + "\n")
+    write_heuristic(staging, heuristic_spec())
     metadata = {
         "kind": "velocity_heuristic",
         "feature_hash": FEATURE_HASH,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import text_format  # type: ignore[import-untyped]
 from ruamel.yaml import YAML
+from tritonclient.grpc import model_config_pb2
 
+from models.heuristic import ONNX_FILE
 from slidr.settings import (
     PROJECT_ROOT,
     KafkaSettings,
@@ -17,6 +21,8 @@ from slidr.settings import (
     TopicSettings,
     TritonSettings,
 )
+from slidr.stack.triton_server import TritonService, pytriton_root
+from tests.stack_fixtures import free_ports, private_settings
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 #: The services built from this repository: they read SLIDR_* settings.
@@ -107,3 +113,58 @@ def test_triton_listens_and_loads_what_the_settings_say(services: dict[str, Any]
     assert flag(command, "--load-model") == t.model_name
     probe = f"{t.host}:{t.http_port}/v2/models/{t.model_name}/ready"
     assert probe in " ".join(services["triton"]["healthcheck"]["test"])
+
+
+def triton_config(services: dict[str, Any]) -> tuple[str, Path]:
+    """The --model-config-name of the triton service and the host file it names."""
+    command = services["triton"]["command"]
+    name = flag(command, "--model-config-name")
+    inside = flag(command, "--model-repository")
+    mounts = dict(reversed(v.split(":")[:2]) for v in services["triton"]["volumes"])
+    model = Path(mounts[inside]) / TritonSettings().model_name
+    return name, model / "configs" / f"{name}.pbtxt"
+
+
+def test_triton_serves_the_versions_with_the_onnx_runtime_backend(
+    services: dict[str, Any],
+) -> None:
+    _, path = triton_config(services)
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    assert (config.backend, config.default_model_filename) == ("onnxruntime", ONNX_FILE)
+    assert config.name == TritonSettings().model_name
+    # the same version directories as the local stack's (models/day_zero.py, `slidr train`)
+    assert path.parent.parent == PROJECT_ROOT / "triton_repo" / TritonSettings().model_name
+
+
+@pytest.mark.integration
+def test_triton_2_51_reads_the_config_the_compose_flag_names(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    """The wheel's tritonserver (the image's version) given the compose file's flag tries the
+    ONNX Runtime backend, which only the image has: so it read configs/<name>.pbtxt."""
+    name, path = triton_config(services)
+    settings = private_settings(tmp_path)  # a repository holding the day-zero version
+    model = settings.triton.model_repository / settings.triton.model_name
+    (model / "configs").mkdir()
+    shutil.copy(path, model / "configs" / path.name)
+    service = TritonService(settings)
+    http, grpc, metrics = free_ports(3)
+    argv = [
+        str(pytriton_root() / "bin" / "tritonserver"),
+        f"--model-repository={settings.triton.model_repository}",
+        f"--backend-directory={service._backend_dir()}",
+        f"--model-config-name={name}",
+        "--model-control-mode=explicit",
+        f"--load-model={settings.triton.model_name}",
+        f"--http-port={http}",
+        f"--grpc-port={grpc}",
+        f"--metrics-port={metrics}",
+        "--allow-gpu-metrics=false",
+        "--pinned-memory-pool-byte-size=0",
+        "--cuda-memory-pool-byte-size=0:0",
+    ]
+    done = subprocess.run(
+        argv, env=service._env(), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode != 0
+    assert "backend library for backend 'onnxruntime'" in done.stdout + done.stderr

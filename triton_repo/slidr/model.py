@@ -1,7 +1,9 @@
 """Triton Python-backend model for SLIDR; copied into every version directory.
 
-A version directory holds either ``model.pt`` (a TorchScript network whose standardisation is
-built in) or ``heuristic.json`` (the day-zero velocity heuristic), plus ``metadata.json``.
+Every version directory holds ``model.onnx``, the artefact Triton's ONNX Runtime backend serves
+on a GPU (docker-compose.yml, configs/onnx.pbtxt). This backend, the local CPU server's, scores
+- a trained network's ``model.onnx`` with ONNX Runtime (no torch: one artefact everywhere);
+- a day-zero heuristic from ``heuristic.json``, whose ONNX twin ``model.onnx`` is beside it.
 This file is self-contained on purpose: the official Triton image has no slidr installed.
 """
 
@@ -14,6 +16,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import triton_python_backend_utils as pb_utils
+
+ONNX_FILE = "model.onnx"
+HEURISTIC_FILE = "heuristic.json"
+TORCHSCRIPT_FILE = "model.pt"
 
 
 class VelocityHeuristic:
@@ -33,19 +39,41 @@ class VelocityHeuristic:
         return score.reshape(-1, 1)
 
 
-class TorchNetwork:
+class OnnxNetwork:
     def __init__(self, path: Path) -> None:
-        import torch  # only trained versions need torch
+        import onnxruntime  # only trained versions need it
 
-        torch.set_num_threads(1)
-        self._torch = torch
-        self.module = torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
+        options = onnxruntime.SessionOptions()
+        # One thread: the machine's two cores are shared by Kafka, Redis, the workers and one
+        # stub process per loaded version; Triton's dynamic batcher gives the batching, and a
+        # thread pool per version would only add contention (and spinning) for an MLP this size.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
 
     def __call__(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        with self._torch.inference_mode():
-            out = self.module(self._torch.from_numpy(x))
-        score: npt.NDArray[np.float32] = out.numpy().astype(np.float32)
+        (out,) = self.session.run(["score"], {"features": x})
+        score: npt.NDArray[np.float32] = np.asarray(out, dtype=np.float32)
         return score.reshape(-1, 1)
+
+
+def load_version(version_dir: Path) -> Any:
+    """The scorer of a version directory; a heuristic's JSON is its source, its ONNX a twin."""
+    if (version_dir / HEURISTIC_FILE).exists():
+        return VelocityHeuristic(json.loads((version_dir / HEURISTIC_FILE).read_text()))
+    if (version_dir / ONNX_FILE).exists():
+        return OnnxNetwork(version_dir / ONNX_FILE)
+    if (version_dir / TORCHSCRIPT_FILE).exists():
+        raise pb_utils.TritonModelException(
+            f"{version_dir} holds only {TORCHSCRIPT_FILE} (TorchScript), and trained versions "
+            f"are served from {ONNX_FILE}: run `python -m models.export {version_dir}` in the "
+            "slidr project to add it, then load the model again"
+        )
+    raise pb_utils.TritonModelException(
+        f"{version_dir} holds neither {ONNX_FILE} nor {HEURISTIC_FILE}"
+    )
 
 
 class TritonPythonModel:
@@ -55,31 +83,28 @@ class TritonPythonModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         meta_path = version_dir / "metadata.json"
         self.metadata = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        if (version_dir / "model.pt").exists():
-            self.model: Any = TorchNetwork(version_dir / "model.pt")
-        elif (version_dir / "heuristic.json").exists():
-            self.model = VelocityHeuristic(json.loads((version_dir / "heuristic.json").read_text()))
-        else:
-            raise pb_utils.TritonModelException(
-                f"{version_dir} holds neither model.pt nor heuristic.json"
-            )
+        self.model = load_version(version_dir)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        # Exactly one response per request; a bad request gets an error, not a crash.
-        responses = []
-        for request in requests:
+        # Exactly one response per request; a bad request gets an error, not a crash. The good
+        # ones of a dynamic batch are scored in one call, as the batcher meant them to be.
+        responses: list[Any] = [None] * len(requests)
+        good: dict[int, npt.NDArray[np.float32]] = {}
+        for i, request in enumerate(requests):
             x = pb_utils.get_input_tensor_by_name(request, "features").as_numpy()
             if x.ndim != 2 or x.shape[1] != self.n_features or not np.isfinite(x).all():
-                responses.append(
-                    pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(
-                            f"features must be a finite [batch, {self.n_features}] array"
-                        )
+                responses[i] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(
+                        f"features must be a finite [batch, {self.n_features}] array"
                     )
                 )
-                continue
-            score = self.model(np.ascontiguousarray(x, dtype=np.float32))
-            responses.append(
-                pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("score", score)])
-            )
+            else:
+                good[i] = x
+        if good:
+            x = np.ascontiguousarray(np.concatenate(list(good.values())), dtype=np.float32)
+            scores = np.split(self.model(x), np.cumsum([len(v) for v in good.values()])[:-1])
+            for i, score in zip(good, scores, strict=True):
+                responses[i] = pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor("score", score)]
+                )
         return responses
