@@ -428,18 +428,24 @@ def _get(book: _Book, version: int) -> Entry:
 class TritonVersions:
     """Loads exactly a set of versions in Triton (explicit model-control mode).
 
-    The load request overrides the model's whole config, so it is built from the committed
-    ``config.pbtxt`` with its version policy replaced by ``specific``: Triton then loads the
-    listed versions and unloads the others, without touching any that stay.
+    The load request overrides the model's whole config, so it is built from the config the
+    server runs (the Python backend locally, onnxruntime under docker-compose's
+    ``--model-config-name=onnx``), or from the committed ``config.pbtxt`` when nothing is
+    loaded yet, with its version policy replaced by ``specific``: Triton then loads the listed
+    versions and unloads the others, without touching any that stay.
     """
 
     def __init__(self, settings: TritonSettings, timeout_s: float = 60.0) -> None:
         self.settings = settings
         self.timeout_s = timeout_s
 
-    def _config(self, versions: Collection[int]) -> str:
-        path = model_dir(self.settings.model_repository, self.settings.model_name) / "config.pbtxt"
-        config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    def _config(self, client: Any, versions: Collection[int]) -> str:
+        try:
+            config = client.get_model_config(self.settings.model_name).config
+        except InferenceServerException:  # not loaded: the committed config
+            path = model_dir(self.settings.model_repository, self.settings.model_name)
+            text = (path / "config.pbtxt").read_text()
+            config = text_format.Parse(text, model_config_pb2.ModelConfig())
         config.version_policy.specific.versions[:] = sorted(versions)
         return str(json_format.MessageToJson(config, preserving_proto_field_name=True))
 
@@ -449,7 +455,8 @@ class TritonVersions:
         name = self.settings.model_name
         client = triton_grpc.InferenceServerClient(self.settings.grpc_url)
         try:
-            client.load_model(name, config=self._config(versions), client_timeout=self.timeout_s)
+            config = self._config(client, versions)
+            client.load_model(name, config=config, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise RegistryError(
                 f"Triton at {self.settings.grpc_url} did not load {name!r} versions "
