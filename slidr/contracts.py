@@ -1,12 +1,14 @@
 """The event models as JSON Schema files, for producers and consumers in other languages.
 
-The pydantic models are the one definition (``slidr/events.py``, ``replay/request.py``,
-``replay/summary.py``); the files under ``contracts/`` are generated from them by
-``slidr contracts`` and committed, and a test fails when they differ. Each schema is the
+The models are the one definition: msgspec structs for the upstream events (``Click``,
+``Purchase``: decoded on the hot path), pydantic models for the rest (``slidr/events.py``,
+``replay/request.py``, ``replay/summary.py``). The files under ``contracts/`` are generated from
+them by ``slidr contracts`` and committed, and a test fails when they differ. Each schema is the
 model's *validation* schema: what slidr accepts, and what a consumer can rely on across the
 topic's retention (a field with a default may be absent from messages written before it
-existed). A few rules pydantic keeps in code are written here in JSON Schema
-(:data:`EXTRA_RULES`, and IP addresses); the rest are prose in ``docs/contracts.md``.
+existed). A rule a model keeps in code is written here in JSON Schema (:data:`EXTRA_RULES`; the
+IP formats are on the field's ``Meta`` in ``slidr/events.py``); the rest are prose in
+``docs/contracts.md``.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from pydantic import BaseModel
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
-from pydantic_core import core_schema
 
 from replay.request import ReplayRequest
 from replay.summary import ReplayProgress
-from slidr.events import Click, DeadLetter, Decision, Purchase, _ip
+from slidr.events import Click, DeadLetter, Decision, Purchase
 from slidr.settings import PROJECT_ROOT, Settings
 
 #: Where the committed schema files live.
@@ -33,13 +34,15 @@ REGENERATE = ".venv/bin/slidr contracts"
 SUFFIX = ".schema.json"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
+Model = type[BaseModel] | type[msgspec.Struct]
+
 
 @dataclass(frozen=True)
 class Contract:
     """One message type: its file stem, its model, and the topics that carry it."""
 
     name: str
-    model: type[BaseModel]
+    model: Model
     topics: Callable[[Settings], tuple[str, ...]]
 
     @property
@@ -56,9 +59,9 @@ CONTRACTS: tuple[Contract, ...] = (
     Contract("replay-progress", ReplayProgress, lambda s: (s.replay.progress_topic,)),
 )
 
-#: Cross-field rules of model validators, stated in JSON Schema (a test checks that pydantic
+#: Cross-field rules the models keep in code, stated in JSON Schema (a test checks that the model
 #: and a JSON Schema validator agree on events that break them).
-EXTRA_RULES: Mapping[type[BaseModel], list[dict[str, Any]]] = {
+EXTRA_RULES: Mapping[Model, list[dict[str, Any]]] = {
     Click: [
         {
             "$comment": "logged_in is true exactly when customer_id is set",
@@ -70,23 +73,20 @@ EXTRA_RULES: Mapping[type[BaseModel], list[dict[str, Any]]] = {
 }
 
 
-class _SlidrSchema(GenerateJsonSchema):
-    """Pydantic's generator, plus the formats of slidr's own string validators."""
-
-    def function_after_schema(
-        self, schema: core_schema.AfterValidatorFunctionSchema
-    ) -> JsonSchemaValue:
-        out = super().function_after_schema(schema)
-        if schema["function"].get("function") is _ip:
-            # ipaddress.ip_address: either family, as the validator accepts.
-            out = {**out, "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
-        return out
+def _body(model: Model) -> dict[str, Any]:
+    if issubclass(model, BaseModel):
+        return model.model_json_schema(mode="validation")
+    # msgspec puts every struct and enum in $defs and refers to the model; its own definition
+    # goes at the top, as pydantic writes it.
+    out = msgspec.json.schema(model)
+    defs: dict[str, Any] = out["$defs"]
+    body: dict[str, Any] = defs.pop(model.__name__)
+    return {"$defs": defs, **body} if defs else body
 
 
-def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+def schema_of(model: Model) -> dict[str, Any]:
     """The JSON Schema (2020-12) of one model, with its extra rules."""
-    body = model.model_json_schema(mode="validation", schema_generator=_SlidrSchema)
-    schema: dict[str, Any] = {"$schema": DIALECT, **body}
+    schema: dict[str, Any] = {"$schema": DIALECT, **_body(model)}
     if model in EXTRA_RULES:
         schema["allOf"] = EXTRA_RULES[model]
     return schema

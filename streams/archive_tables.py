@@ -2,7 +2,7 @@
 
 Column names are the event models' fields, in model order, with the simulator's types, so an
 archived clicks file and a simulated one have the same schema and a row validates with
-``Click.model_validate(row)``.
+``msgspec.convert(row, Click)``.
 """
 
 from __future__ import annotations

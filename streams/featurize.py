@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -42,13 +43,13 @@ FEATURE_TYPE = pa.list_(pa.float32(), N_FEATURES)
 FEATURES_SCHEMA = pa.schema(
     [("click_id", pa.string()), ("event_time", TIMESTAMP), ("features", FEATURE_TYPE)]
 )
-_CLICK_FIELDS = tuple(Click.model_fields)
+_CLICK_FIELDS = Click.__struct_fields__
 
 
 def clicks_of(table: pa.Table) -> list[Click]:
-    """Rows of a clicks table as Click objects, unvalidated: the table was validated on write."""
+    """Rows of a clicks table as Click objects (msgspec checks them again, at 2 µs a row)."""
     rows = table.select([f for f in _CLICK_FIELDS if f in table.column_names]).to_pylist()
-    return [Click.model_construct(**row) for row in rows]
+    return msgspec.convert(rows, list[Click])
 
 
 def feature_column(matrix: npt.NDArray[np.float32]) -> pa.FixedSizeListArray:

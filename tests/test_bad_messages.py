@@ -27,6 +27,7 @@ from streams.feature_store import FeatureStoreUnavailable
 from streams.metrics import WorkerMetrics
 from streams.pipeline import FAILED_IN_A_ROW_LIMIT, ClickPipeline, DecidingFails, RawClick
 from streams.serving_model import ServingModel
+from tests.decisions import validated
 from tests.factories import make_click
 
 
@@ -95,7 +96,7 @@ async def test_each_bad_message_is_a_dead_letter_and_the_clicks_around_it_are_de
 
     outcome = await pipeline(repo, FakeStore()).process(batch)
 
-    assert [d.click_id for d in outcome.decisions] == [c.click_id for c in good]
+    assert [d.click_id for d in validated(outcome.decisions)] == [c.click_id for c in good]
     assert reasons(outcome.dead_letters) == {
         101: "tombstone",
         102: "invalid_value",
@@ -117,7 +118,7 @@ async def test_a_click_whose_decision_raises_is_a_dead_letter_the_others_are_dec
 
     outcome = await pipeline(repo, store).process([raw(c, i) for i, c in enumerate(clicks)])
 
-    assert [d.click_id for d in outcome.decisions] == ["c-0", "c-1", "c-3", "c-4"]
+    assert [d.click_id for d in validated(outcome.decisions)] == ["c-0", "c-1", "c-3", "c-4"]
     [dead] = outcome.dead_letters
     assert dead.reason == DeadLetterReason.DECISION_FAILED and dead.source_offset == 2
     assert dead.detail == "ValueError: cannot count this click"
@@ -145,7 +146,7 @@ async def test_an_unavailable_store_still_fails_open_for_the_whole_batch(repo: P
     clicks = [make_click(i) for i in range(3)]
     p = pipeline(repo, FakeStore(poison={"*"}, error=FeatureStoreUnavailable("down")))
     outcome = await p.process([raw(c, i) for i, c in enumerate(clicks)])
-    assert [d.degraded for d in outcome.decisions] == [True] * 3
+    assert [d.degraded for d in validated(outcome.decisions)] == [True] * 3
     assert outcome.dead_letters == [] and outcome.degraded_why == "redis_unavailable"
 
 

@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 import pytest
@@ -17,21 +18,20 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 from typer.testing import CliRunner
 
-from replay.decisions import ReplayedClicks, replayed_decisions
 from replay.request import ReplayRequest
 from replay.summary import ReplayProgress, ReplayState, ReplaySummary, SliceCounts
 from slidr.cli.main import _register, app
-from slidr.contracts import CONTRACTS, CONTRACTS_DIR, REGENERATE, render_all, stale_files
+from slidr.contracts import CONTRACTS, CONTRACTS_DIR, REGENERATE, Model, render_all, stale_files
 from slidr.events import DeadLetter, DeadLetterReason, DeviceType, GivtReason, Purchase
 from slidr.features import FEATURE_HASH, N_FEATURES
 from slidr.model_record import ModelRecord
 from slidr.settings import Settings
 from slidr.topics import topic_specs
-from streams.decide import BatchContext, click_slice, decide, fail_open
+from streams.decide import DecisionColumns, Stamp, decide, fail_open
 from tests.factories import make_click
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
-MODELS: dict[str, type[BaseModel]] = {c.name: c.model for c in CONTRACTS}
+MODELS: dict[str, Model] = {c.name: c.model for c in CONTRACTS}
 RECORD = ModelRecord(
     name="slidr",
     version=3,
@@ -111,27 +111,26 @@ def test_the_validator_checks_formats() -> None:
 def _real_events() -> list[tuple[str, bytes]]:
     plain = make_click(0, at=NOW)
     logged_in = make_click(1, at=NOW.replace(hour=3), customer="u-1", device=DeviceType.APP)
-    ipv6 = make_click(2, at=NOW, ip="2001:db8::1").model_copy(update={"placement": "shoes"})
+    ipv6 = msgspec.structs.replace(make_click(2, at=NOW, ip="2001:db8::1"), placement="shoes")
     clicks = [plain, logged_in, ipv6]
     features = np.full((3, N_FEATURES), 50, dtype=np.float32)
     scores = np.array([0.9, 0.1, 0.5], dtype=np.float32)
-    ctx = BatchContext(RECORD, NOW, 4.2)
+    stamp = Stamp(RECORD, NOW, 4.2)
     offsets: list[tuple[int | None, int | None]] = [(0, 10), (1, 11), (None, None)]
-    live = decide(clicks, features, scores, ctx, offsets)
-    givt = decide(clicks[:1], features[:1], scores[:1], ctx, offsets[:1], [GivtReason.DATACENTER])
-    assert givt[0].ivt_category == "givt" and live[0].ivt_category == "sivt"
-    degraded = fail_open(clicks, None, "redis_unavailable", ctx, offsets)
-    replayed, _ = replayed_decisions(
-        ReplayedClicks(
-            click_ids=[c.click_id for c in clicks],
-            event_times=[c.model_dump(mode="json")["event_time"] for c in clicks],
-            slices=[click_slice(c, RECORD.slice_fields) for c in clicks],
-            offsets=[(0, 10), (1, 11), (2, 12)],
-            features=features,
-        ),
+    fields = RECORD.slice_fields
+    live = decide(DecisionColumns.of(clicks, fields, offsets, features), scores, stamp)
+    listed = DecisionColumns.of(
+        clicks[:1], fields, offsets[:1], features[:1], [GivtReason.DATACENTER]
+    )
+    givt = decide(listed, scores[:1], stamp)
+    assert givt.categories[0] == "givt" and live.categories[0] == "sivt"
+    degraded = fail_open(
+        DecisionColumns.of(clicks, fields, offsets, None), "redis_unavailable", stamp
+    )
+    replayed = decide(
+        DecisionColumns.of(clicks, fields, [(0, 10), (1, 11), (2, 12)], features),
         scores,
-        RECORD,
-        "slidr-v3-logged-0123456789ab",
+        Stamp(RECORD, None, replay_run_id="slidr-v3-logged-0123456789ab"),
     )
     letter = partial(
         DeadLetter.of, source_topic="slidr.clicks", source_partition=2, source_offset=7,
@@ -179,8 +178,7 @@ def _real_events() -> list[tuple[str, bytes]]:
     return [
         *(("click", c.to_json()) for c in clicks),
         ("purchase", purchase.to_json()),
-        *(("decision", d.to_json()) for d in [*live, *givt, *degraded]),
-        *(("decision", payload) for payload in replayed),
+        *(("decision", p) for b in (live, givt, degraded, replayed) for p in b.payloads),
         *(("dead-letter", d.to_json()) for d in letters),
         *(("replay-request", r.to_json()) for r in requests),
         *(("replay-progress", p.to_json()) for p in progress),
@@ -198,20 +196,27 @@ def test_events_the_code_produces_validate() -> None:
 # --- invalid events fail in the validator and in the model alike ---
 
 
+def model_validate(model: Model, event: dict[str, Any]) -> object:
+    """The event as the model reads it: an event struct by its JSON decoder, as the worker."""
+    if issubclass(model, BaseModel):
+        return model.model_validate(event)
+    return msgspec.json.decode(orjson.dumps(event), type=model)
+
+
 def _click() -> dict[str, Any]:
     out: dict[str, Any] = orjson.loads(make_click(0, at=NOW).to_json())
     return out
 
 
 def _decision() -> dict[str, Any]:
-    [d] = decide(
+    columns = DecisionColumns.of(
         [make_click(0, at=NOW)],
-        np.zeros((1, N_FEATURES), dtype=np.float32),
-        np.array([0.9], dtype=np.float32),
-        BatchContext(RECORD, NOW, 1.0),
+        RECORD.slice_fields,
         [(0, 1)],
+        np.zeros((1, N_FEATURES), dtype=np.float32),
     )
-    out: dict[str, Any] = orjson.loads(d.to_json())
+    [payload] = decide(columns, np.array([0.9], dtype=np.float32), Stamp(RECORD, NOW, 1.0)).payloads
+    out: dict[str, Any] = orjson.loads(payload)
     return out
 
 
@@ -279,8 +284,11 @@ INVALID: list[tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
     ("click", "an empty click_id", _with(click_id="")),
     ("click", "a user agent over 1,024 characters", _with(user_agent="a" * 1025)),
     ("click", "logged_in null", _with(logged_in=None)),
+    ("click", "logged_in a number", _with(logged_in=1)),
+    ("click", "a time as a Unix timestamp", _with(event_time=1763726340)),
     ("purchase", "amount 0", _with(amount=0)),
     ("purchase", "a 4-letter currency", _with(currency="EURO")),
+    ("purchase", "an amount as a string", _with(amount="19.99")),
     ("purchase", "no purchase_id", _without("purchase_id")),
     ("decision", "an unknown verdict", _with(verdict="maybe")),
     ("decision", "a fractional model version", _with(model_version=1.5)),
@@ -304,8 +312,10 @@ def test_invalid_events_fail_the_schema_and_the_model(
 ) -> None:
     base = BASES[name]()
     assert errors(name, base) == [], "the base event must be valid"
-    MODELS[name].model_validate(base)
+    model = MODELS[name]
+    model_validate(model, base)
     event = mutate(base)
     assert errors(name, event), f"the schema accepts {event}"
-    with pytest.raises(ValidationError):
-        MODELS[name].model_validate(event)
+    refusal = ValidationError if issubclass(model, BaseModel) else msgspec.ValidationError
+    with pytest.raises(refusal):
+        model_validate(model, event)

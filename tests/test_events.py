@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import UTC, datetime, timedelta
+import ipaddress
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from pydantic import BaseModel, field_validator
 
+from slidr import events
 from slidr.errors import InvalidEvent
 from slidr.events import (
     ALL_SLICES,
@@ -20,6 +25,8 @@ from slidr.events import (
     DeadLetter,
     DeadLetterReason,
     Decision,
+    DeviceType,
+    Platform,
     Purchase,
     decode_object,
     parse_click,
@@ -95,6 +102,173 @@ def test_bad_clicks_get_a_stable_reason(payload: bytes, expected: str) -> None:
     assert reason(payload) == expected
 
 
+def without(event: dict[str, Any], name: str) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k != name}
+
+
+def first(*pairs: tuple[str, Any]) -> bytes:
+    """The click with these fields written first, in this order (JSON keeps the order)."""
+    return orjson.dumps({**dict(pairs), **click()} | dict(pairs))
+
+
+GOOD = orjson.dumps(click())
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        # Several errors: the first in the contract's field order names the reason, wherever
+        # each sits in the document, and unknown fields come after the contract's own.
+        (orjson.dumps(without(click(ip="x"), "click_id")), "missing_field"),
+        (orjson.dumps(click(ip="x", device_type="tv")), "invalid_value"),
+        (first(("device_type", "tv"), ("ip", "x")), "invalid_value"),
+        (orjson.dumps({"is_bot": True, **without(click(), "ip")}), "missing_field"),
+        (first(("is_bot", True), ("device_type", "tv")), "unknown_enum"),
+        (
+            orjson.dumps({**without(click(event_time="x"), "schema_version"), "schema_version": 2}),
+            "unsupported_version",
+        ),
+        (
+            orjson.dumps(click(event_time="0001-01-01T00:00:00+01:00", device_type="tv")),
+            "invalid_value",
+        ),
+        (orjson.dumps(click(customer_id=None, ip="x")), "invalid_value"),
+        (b"{}", "missing_field"),
+        # The whole document must be JSON, even after a field the decoder refuses first.
+        (b'{"device_type": "fridge", "click_id": ', "malformed_json"),
+        (b'{"is_bot": true, "x": ' + b"[" * 2000 + b"]" * 2000 + b"}", "malformed_json"),
+        (b"[" * 4000 + b"]" * 4000, "malformed_json"),
+        (GOOD.replace(b'"c-1"', b'"c-\xff"'), "malformed_json"),
+        (GOOD.replace(b'"c-1"', b'"c-\\ud800"'), "malformed_json"),
+        (b"\xef\xbb\xbf" + GOOD, "malformed_json"),
+        (GOOD[:-1] + b',"placement":NaN}', "malformed_json"),
+        (GOOD.replace(b'"schema_version":1', b'"schema_version":1e400'), "malformed_json"),
+        (
+            GOOD.replace(b'"schema_version":1', b'"schema_version":' + b"9" * 30),
+            "unsupported_version",
+        ),
+        (GOOD + GOOD, "malformed_json"),
+        (b"null", "not_an_object"),
+        # JSON objects keep a key's last value.
+        (GOOD[:-1] + b',"device_type":"fridge"}', "unknown_enum"),
+        # A date, or a time without offset, is a time missing its offset.
+        (orjson.dumps(click(event_time="2026-11-21")), "invalid_value"),
+        (orjson.dumps(click(event_time="2026-11-21T11:59")), "invalid_value"),
+        (orjson.dumps(click(event_time="2026-11-21T11:59:60Z")), "wrong_type"),
+        # No coercion: what the JSON Schema refuses, the parser refuses.
+        (orjson.dumps(click(logged_in=1)), "wrong_type"),
+        (orjson.dumps(click(logged_in="true")), "wrong_type"),
+        (orjson.dumps(click(event_time=1763726340)), "wrong_type"),
+        (orjson.dumps(click(schema_version=True)), "unsupported_version"),
+        (orjson.dumps(click(schema_version=1.0)), "unsupported_version"),
+        (orjson.dumps(click(device_type=5)), "unknown_enum"),
+        (orjson.dumps(click(click_id=5)), "wrong_type"),
+    ],
+)
+def test_a_reason_depends_on_the_error_not_on_the_decoder(payload: bytes, expected: str) -> None:
+    assert reason(payload) == expected
+
+
+def test_a_key_sent_twice_counts_by_its_last_value() -> None:
+    bad_then_good = b'{"device_type": "fridge", "click_id": "c-0", ' + GOOD[1:]
+    assert parse_click(bad_then_good, LIMITS, now=NOW).click_id == "c-1"
+    assert parse_click(GOOD[:-1] + b',"click_id":"c-2"}', LIMITS, now=NOW).click_id == "c-2"
+
+
+def test_each_refused_field_is_named() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse_click(orjson.dumps(without(click(ip="x", is_bot=1), "ad_id")), LIMITS, now=NOW)
+    named = [part.split()[0] for part in info.value.detail.split("; ")]
+    assert named == ["ip:", "ad_id:", "is_bot:"]
+
+
+def test_a_purchase_refuses_an_amount_in_a_string() -> None:
+    purchase = {
+        "purchase_id": "p-1",
+        "click_id": None,
+        "session_id": "s-1",
+        "customer_id": None,
+        "amount": "12.5",
+        "currency": "USD",
+        "event_time": "2026-11-21T11:55:00Z",
+    }
+    with pytest.raises(InvalidEvent) as info:
+        parse_purchase(orjson.dumps(purchase), LIMITS, NOW)
+    assert info.value.reason == "wrong_type" and "amount" in info.value.detail
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "198.51.100.7",
+        "0.0.0.0",
+        "255.255.255.255",
+        "256.1.1.1",
+        "01.1.1.1",
+        "1.1.1",
+        "1.1.1.1\n",
+        " 1.1.1.1",
+        "\u0663.1.1.1",
+        "2001:DB8::1",
+        "::ffff:1.2.3.4",
+        "fe80::1%eth0",
+        "",
+        "x",
+    ],
+)
+def test_the_ip_short_cut_agrees_with_ipaddress(text: str) -> None:
+    assert ip_or_none(events._ip, text) == ip_or_none(ipaddress.ip_address, text)
+
+
+def ip_or_none(normalise: Callable[[str], object], text: str) -> str | None:
+    try:
+        return str(normalise(text))
+    except ValueError:
+        return None
+
+
+def test_the_ipv6_short_cut_agrees_with_ipaddress() -> None:
+    # The short cut relies on inet_ntop writing what ipaddress writes: random addresses with
+    # runs of zero groups (ties, ends, all zero, IPv4-mapped), each written several ways.
+    rng = random.Random(7)
+    for _ in range(2000):
+        groups = [rng.choice([0, 0, 1, 0xFFFF, rng.randrange(0x10000)]) for _ in range(8)]
+        address = ipaddress.IPv6Address(sum(g << 16 * (7 - i) for i, g in enumerate(groups)))
+        full = address.exploded
+        for text in (
+            str(address),
+            full,
+            full.upper(),
+            ":".join(g.lstrip("0") or "0" for g in full.split(":")),
+        ):
+            assert ip_or_none(events._ip, text) == str(address), text
+
+
+def test_a_click_built_in_code_is_normalised_and_checked_as_a_parsed_one() -> None:
+    plus_one = timezone(timedelta(hours=1))
+    built = Click(
+        **{**orjson.loads(GOOD), "event_time": datetime(2026, 11, 21, 12, 59, tzinfo=plus_one)}
+        | {"ip": "2001:DB8::1", "device_type": DeviceType.DESKTOP, "platform": Platform.WINDOWS}
+    )
+    assert built.ip == "2001:db8::1" and built.event_time.tzinfo is UTC
+    assert built.event_time == datetime(2026, 11, 21, 11, 59, tzinfo=UTC)
+    with pytest.raises(ValueError, match="logged_in"):
+        msgspec.structs.replace(built, customer_id=None)
+    with pytest.raises(ValueError, match="UTC offset"):
+        msgspec.structs.replace(built, event_time=datetime(2026, 11, 21))
+
+
+def test_a_bug_in_a_field_rule_is_a_refusal_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(value: str) -> str:
+        raise RuntimeError("a bug in a rule")
+
+    monkeypatch.setattr(events, "_ip", boom)
+    with pytest.raises(InvalidEvent) as info:
+        parse_click(GOOD, LIMITS, now=NOW)
+    assert info.value.reason == DeadLetterReason.PARSE_FAILED
+    assert info.value.detail == "RuntimeError: a bug in a rule"
+
+
 def test_error_detail_names_the_field() -> None:
     with pytest.raises(InvalidEvent) as info:
         parse_click(orjson.dumps(click(device_type="fridge")), LIMITS, now=NOW)
@@ -119,7 +293,7 @@ def test_purchase_validates_amount() -> None:
 def test_slices_cover_device_and_login() -> None:
     assert slice_of("app", True) == "app/in"
     assert len(ALL_SLICES) == 6 and len(set(ALL_SLICES)) == 6
-    assert Click.model_fields.keys().isdisjoint({"is_bot", "bot_kind"})
+    assert set(Click.__struct_fields__).isdisjoint({"is_bot", "bot_kind"})
 
 
 # A time at either end of the calendar that no UTC datetime holds: astimezone() overflows.

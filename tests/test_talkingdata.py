@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 import pandas as pd
@@ -159,9 +160,9 @@ def test_clicks_are_valid_events_with_the_documented_mapping(
     table = ds.dataset(root / "clicks", format="parquet").to_table()
     assert table.schema == SCHEMAS["clicks"]  # what `slidr archive` and the simulator write
     assert ds.dataset(root / "purchases", format="parquet").schema == SCHEMAS["purchases"]
-    clicks = [Click.model_validate(row) for row in table.to_pylist()]
+    clicks = msgspec.convert(table.to_pylist(), list[Click])
     purchases = ds.dataset(root / "purchases", format="parquet").to_table().to_pylist()
-    assert all(Purchase.model_validate(row).amount == 1.0 for row in purchases)
+    assert all(p.amount == 1.0 for p in msgspec.convert(purchases, list[Purchase]))
     kinds = {(c.user_agent.split("/")[0], c.device_type.value, c.platform.value) for c in clicks}
     assert {k for k in kinds if k[0] in ("td-device-1", "td-device-2", "td-device-3032")} == {
         ("td-device-1", "app", "android"),

@@ -1,7 +1,7 @@
 """Integer-coded frames -> the pyarrow tables users see, with the events' field names and strings.
 
 Column names equal the fields of :class:`slidr.events.Click` and :class:`~slidr.events.Purchase`,
-so a row validates with ``Click.model_validate(row)``. Ground truth is a separate table.
+so a row validates with ``msgspec.convert(row, Click)``. Ground truth is a separate table.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from slidr.simulate.population import World
 
 _OCTETS = pa.array([str(i) for i in range(256)], pa.string())
 _TWO_DIGITS = pa.array([f"{i:02d}" for i in range(60)], pa.string())
-# Exactly what pydantic writes after the seconds: nothing for whole seconds, else microseconds.
+# Exactly what Click.to_json() writes after the seconds: nothing for whole seconds, else µs.
 _FRACTIONS = pa.array(["Z"] + [f".{i:03d}000Z" for i in range(1, 1000)], pa.string())
 _DEVICES = pa.array(catalog.DEVICES, pa.string())
 _PLATFORMS = pa.array(catalog.PLATFORMS, pa.string())
