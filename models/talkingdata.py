@@ -37,7 +37,7 @@ from slidr.events import DeviceType, Platform, slice_of
 from slidr.features import FEATURE_HASH
 from slidr.settings import RedisSettings
 from slidr.simulate.tables import ip_strings
-from streams.archive_tables import CLICKS, PURCHASES, SCHEMAS
+from streams.archive.tables import CLICKS, PURCHASES, SCHEMAS
 from streams.feature_store import FeatureStoreUnavailable, RedisFeatureStore
 from streams.featurize import TIMESTAMP, featurize_dataset_sync, write_hour
 

@@ -23,9 +23,9 @@ from slidr.features import FEATURE_HASH, N_FEATURES
 from slidr.settings import ArchiveSettings, Settings
 from slidr.simulate.config import SimConfig
 from slidr.simulate.generator import Generator
-from streams.archive import Archiver
-from streams.archive_read import read_dataset
-from streams.archive_store import (
+from streams.archive.consumer import Archiver
+from streams.archive.read import read_dataset
+from streams.archive.store import (
     ArchiveError,
     Segment,
     commit,
@@ -34,7 +34,7 @@ from streams.archive_store import (
     exclusive,
     write_segment,
 )
-from streams.archive_tables import MODELS, SCHEMAS, hour_tables, to_table
+from streams.archive.tables import MODELS, SCHEMAS, hour_tables, to_table
 from streams.featurize import feature_matrix
 from tests.factories import make_click
 from tests.stack_fixtures import settings_env

@@ -22,7 +22,7 @@ from slidr.events import DEAD_LETTER_MAX_BYTES, Click, DeadLetter, DeadLetterRea
 from slidr.features import FEATURE_HASH, N_FEATURES
 from slidr.model_record import ModelRecord
 from slidr.settings import ArchiveSettings, Settings, TritonSettings
-from streams.archive import Archiver, _Pending
+from streams.archive.consumer import Archiver, _Pending
 from streams.feature_store import FeatureStoreUnavailable
 from streams.metrics import WorkerMetrics
 from streams.pipeline import FAILED_IN_A_ROW_LIMIT, ClickPipeline, DecidingFails, RawClick

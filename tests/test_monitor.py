@@ -18,9 +18,9 @@ from slidr.events import Decision, DeviceType, Verdict
 from slidr.features import FEATURE_HASH
 from slidr.registry import Figures, Registry, State, TritonVersions
 from slidr.settings import MonitorSettings, RegistrySettings, Settings, TritonSettings
-from streams.monitor import Monitor
-from streams.monitor_rules import deviations, psi
-from streams.monitor_window import MODEL_ERROR, Observation, SlidingWindow, WindowFigures
+from streams.monitor.consumer import Monitor
+from streams.monitor.rules import deviations, psi
+from streams.monitor.window import MODEL_ERROR, Observation, SlidingWindow, WindowFigures
 from tests.factories import make_click
 from tests.stack_fixtures import free_ports, private_model, settings_env
 from tests.test_registry import FakeTriton, add_version

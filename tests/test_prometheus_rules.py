@@ -14,7 +14,7 @@ from ruamel.yaml import YAML
 
 from slidr.settings import PROJECT_ROOT, MonitorSettings, TritonSettings, WorkerSettings
 from streams.metrics import WorkerMetrics
-from streams.monitor import MonitorMetrics
+from streams.monitor.consumer import MonitorMetrics
 
 OPS = PROJECT_ROOT / "ops" / "prometheus"
 GRAFANA = PROJECT_ROOT / "ops" / "grafana"

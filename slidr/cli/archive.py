@@ -68,7 +68,7 @@ def archive(
 
     Unparseable messages are logged with topic, partition and offset, and not archived.
     """
-    from streams.archive import Archiver  # pyarrow and the Kafka client only when it runs
+    from streams.archive.consumer import Archiver  # pyarrow and the Kafka client only when it runs
 
     settings = get_settings()
     archiver = Archiver(settings, root or settings.archive.root, _datasets(topics))

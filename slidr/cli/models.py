@@ -145,7 +145,7 @@ def monitor(
     """
     from prometheus_client import start_http_server
 
-    from streams.monitor import Monitor
+    from streams.monitor.consumer import Monitor
 
     settings = get_settings().overriding(
         "monitor",

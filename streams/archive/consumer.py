@@ -1,6 +1,6 @@
 """Kafka clicks, purchases and decisions -> the Parquet archive, exactly once per event.
 
-Offsets live in the archive (see :mod:`streams.archive_store`), not in a consumer group: every
+Offsets live in the archive (see :mod:`streams.archive.store`), not in a consumer group: every
 partition of each topic is assigned explicitly and resumed from its commit marker, so a restart
 after a crash neither loses nor repeats an event. The consumer group only receives the same
 offsets so that lag dashboards see the archiver; nothing reads them back.
@@ -27,7 +27,7 @@ from slidr.events import (
 )
 from slidr.settings import Settings
 from slidr.stack.service import port_open
-from streams.archive_store import (
+from streams.archive.store import (
     ArchiveError,
     Segment,
     commit,
@@ -36,7 +36,7 @@ from streams.archive_store import (
     exclusive,
     write_segment,
 )
-from streams.archive_tables import (
+from streams.archive.tables import (
     CLICKS,
     DATASETS,
     DECISIONS,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from streams.archive_store import ArchiveError
-from streams.archive_tables import SCHEMAS
+from streams.archive.store import ArchiveError
+from streams.archive.tables import SCHEMAS
 
 
 def read_dataset(root: Path, name: str, dates: Sequence[str] | None = None) -> pa.Table:

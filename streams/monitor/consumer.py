@@ -1,8 +1,8 @@
 """The online monitor: watches the decisions topic and rolls a deviating model back.
 
 A consumer group of its own reads every decision; each model version gets a sliding window
-(:mod:`streams.monitor_window`). Every ``evaluate_every_s`` the serving version's window is
-judged (:mod:`streams.monitor_rules`) against the figures expected of that version, or, when
+(:mod:`streams.monitor.window`). Every ``evaluate_every_s`` the serving version's window is
+judged (:mod:`streams.monitor.rules`) against the figures expected of that version, or, when
 none were recorded, against the figures observed for the previous (stable) version. On a sharp
 deviation it logs an ERROR alert, counts it in Prometheus and rolls back to the stable version
 through the registry; workers follow the pointer within ``worker.reload_every_s``.
@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from slidr.errors import SlidrError
 from slidr.registry import Figures, Registry
 from slidr.settings import Settings
-from streams import monitor_rules
-from streams.monitor_rules import Deviation
-from streams.monitor_window import Observation, SlidingWindow, WindowFigures
+from streams.monitor import rules
+from streams.monitor.rules import Deviation
+from streams.monitor.window import Observation, SlidingWindow, WindowFigures
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +116,12 @@ class Monitor:
         figures = window.figures(now)
         baseline = self.baseline(serving)
         self._export(figures, baseline)
-        found = monitor_rules.deviations(figures, baseline, self.limits)
+        found = rules.deviations(figures, baseline, self.limits)
         if not found:
             if figures.total.scored >= self.limits.min_decisions:
                 self.metrics.alert.set(0)
                 if now - self._recorded.get(serving, 0.0) >= self.limits.window_s:
-                    self.registry.record_observed(
-                        serving, monitor_rules.observed(figures, self.limits)
-                    )
+                    self.registry.record_observed(serving, rules.observed(figures, self.limits))
                     self._recorded[serving] = now
             return []
         if now - self._alerted.get(serving, -float("inf")) >= self.limits.window_s:

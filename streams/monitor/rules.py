@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from slidr.registry import Figures
 from slidr.settings import MonitorSettings
-from streams.monitor_window import Tally, WindowFigures
+from streams.monitor.window import Tally, WindowFigures
 
 #: Floor of a probability in the variance and in the PSI, so that an expected 0 stays finite.
 _EPS = 1e-3
