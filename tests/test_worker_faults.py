@@ -18,7 +18,7 @@ from slidr.settings import RedisSettings, Settings, TritonSettings
 from slidr.stack.redis_server import RedisService
 from slidr.stack.triton_server import TritonService
 from tests.factories import make_click
-from tests.stack_fixtures import free_ports
+from tests.stack_fixtures import free_ports, process_alive
 from tests.worker_harness import DecisionReader, WorkerProcess, isolated, produce
 
 pytestmark = pytest.mark.integration
@@ -112,22 +112,17 @@ def test_triton_outage_fails_open_and_recovers(stack_settings: Settings, tmp_pat
 
 
 @pytest.fixture
-def two_workers(stack_settings: Settings, tmp_path: Path) -> Iterator[list[WorkerProcess]]:
-    first = isolated(stack_settings)
-    second = first.model_copy(
-        update={"worker": first.worker.model_copy(update={"metrics_port": free_ports(1)[0]})}
-    )
-    workers = [WorkerProcess(s, tmp_path / f"w{i}.log") for i, s in enumerate([first, second])]
-    for w in workers:
-        w.start()
-    yield workers
-    for w in workers:
-        w.stop()
+def two_processes(stack_settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
+    """One ``slidr worker --processes 2``: Prometheus on metrics_port and metrics_port + 1."""
+    worker = WorkerProcess(isolated(stack_settings), tmp_path / "pair.log", "--processes", "2")
+    worker.start()
+    yield worker
+    if worker.proc is not None:
+        worker.stop()
 
 
-def _decided(worker: WorkerProcess) -> float:
-    url = f"http://127.0.0.1:{worker.settings.worker.metrics_port}/metrics"
-    body = urllib.request.urlopen(url, timeout=5).read().decode()
+def _decided(port: int) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in body.splitlines()
@@ -148,15 +143,20 @@ def send_in_waves(settings: Settings, clicks: list[Click]) -> dict[str, Any]:
         reader.close()
 
 
-def test_two_workers_split_partitions_and_agree_with_one(
-    stack_settings: Settings, two_workers: list[WorkerProcess], tmp_path: Path
+def test_two_processes_split_partitions_and_agree_with_one(
+    stack_settings: Settings, two_processes: WorkerProcess, tmp_path: Path
 ) -> None:
-    settings = two_workers[0].settings
+    settings = two_processes.settings
     time.sleep(5)  # both join the group before traffic, so both get partitions
     clicks = wave("pair", 150)
     pair = send_in_waves(settings, clicks)
     assert pair.keys() == {c.click_id for c in clicks}
-    assert all(_decided(w) > 0 for w in two_workers), "one worker got no partition"
+    port = settings.worker.metrics_port
+    assert _decided(port) > 0 and _decided(port + 1) > 0, "one process got no partition"
+    children = _children(two_processes)
+    assert len(children) == 2
+    assert two_processes.stop() == 0, two_processes.log()  # one SIGTERM stops both, cleanly
+    assert not any(process_alive(pid) for pid in children)
 
     # The same clicks through a single worker on a fresh key prefix: identical features.
     solo_settings = isolated(stack_settings)
@@ -171,3 +171,9 @@ def test_two_workers_split_partitions_and_agree_with_one(
     }
     session_1h = INDEX["session_clicks_1h"]
     assert max(d["features"][session_1h] for d in single.values()) > 1  # counters accumulated
+
+
+def _children(worker: WorkerProcess) -> list[int]:
+    assert worker.proc is not None
+    path = Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children")
+    return [int(pid) for pid in path.read_text().split()]

@@ -49,15 +49,17 @@ def isolated(settings: Settings, **worker: object) -> Settings:
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, *args: str) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, **settings_env(self.settings)}
+        command = [SLIDR, "worker", *self.args]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([SLIDR, "worker"], env=env, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=log)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
