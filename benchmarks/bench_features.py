@@ -38,19 +38,33 @@ clicks (``row_cache_bytes_per_click_day``). Velocity keys' TTLs are wall-clock t
 Cluster vs single: the features of the same clicks must be identical on both
 (``features_identical`` under "cluster"). A store without cluster support fails there with a
 message (exit status 1); the single-node figures are still printed.
+
+Worker CPU. ``worker_cpu_us_per_click`` is this process's CPU (``time.process_time``) during
+the feed, per click: everything the worker spends in ``features`` (planning, encoding, the Redis
+client, counting, filling the matrix), since Redis runs in other processes. ``--worker-cpu``
+measures the store's own part alone, without the Redis client or any I/O: on a private
+redis-server it feeds the day while recording every script reply of the first
+``WORKER_BATCHES`` batches (cold: an empty Redis, every entity new) and of the last ones (warm:
+entities seen all day, their logs and bases filled), then answers the same calls with the
+recorded replies, again and again for at least ``--min-cpu-s`` of CPU, and reports CPU µs per
+click (the features must equal the recorded run's). ``--profile`` adds cProfile's top functions
+of one warm replay.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
 import json
 import os
 import platform
+import pstats
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -75,6 +89,8 @@ from slidr.simulate.config import SimConfig, window_ending_now
 from slidr.simulate.generator import Generator
 from slidr.stack.redis_server import RedisService
 from streams.feature_store import RedisFeatureStore
+from streams.feature_store.nodes import Nodes, connect
+from streams.feature_store.script import Script
 from streams.featurize import clicks_of
 from tests.stack_fixtures import free_port_range, free_ports
 
@@ -84,6 +100,8 @@ LIVE_ROW_HORIZON_S = RedisSettings().row_horizon_s
 #: Only to scale the row horizon before the feed; the measured rate is reported.
 EXPECTED_CLICKS_PER_S = 3_000
 IDLE_S = 2.0
+#: Batches recorded at each end of the day for --worker-cpu.
+WORKER_BATCHES = 40
 console = Console(stderr=True)
 
 
@@ -120,6 +138,8 @@ class Feed:
     sizes: npt.NDArray[np.int64]
     #: Requests the store says it sent, or None when it does not count them.
     round_trips: int | None
+    #: This process's CPU seconds during the feed.
+    cpu_s: float
 
 
 async def feed(settings: RedisSettings, clicks: Sequence[Click], batch_size: int) -> Feed:
@@ -129,18 +149,20 @@ async def feed(settings: RedisSettings, clicks: Sequence[Click], batch_size: int
     async with RedisFeatureStore(settings, timeout_s=30.0) as store:
         sent_before = getattr(store, "round_trips", None)
         began = time.perf_counter()
+        cpu = time.process_time()
         for b, start in enumerate(starts):
             out[start : start + batch_size] = await store.features(
                 clicks[start : start + batch_size]
             )
             done_at[b] = time.perf_counter()
         wall = time.perf_counter() - began
+        cpu = time.process_time() - cpu
         sent_after = getattr(store, "round_trips", None)
     sent = None
     if isinstance(sent_before, int) and isinstance(sent_after, int):
         sent = sent_after - sent_before
     sizes = np.minimum(batch_size, len(clicks) - np.asarray(starts, dtype=np.int64))
-    return Feed(out, wall, done_at, sizes, sent)
+    return Feed(out, wall, done_at, sizes, sent, cpu)
 
 
 @dataclass(frozen=True)
@@ -197,6 +219,7 @@ def measure(
         "redis_version": version,
         "clicks": n,
         "clicks_per_s": n / fed.wall_s,
+        "worker_cpu_us_per_click": fed.cpu_s * 1e6 / n,
         "redis_cpu_us_per_click": cpu_us,
         "redis_idle_cpu_us_per_click": idle_cpu_per_s * fed.wall_s * 1e6 / n,
         "incr_us": incr_us,
@@ -234,6 +257,175 @@ def run_target(
         service.proc.stop()
 
 
+class Recorder:
+    """The store's Redis, keeping every script reply while ``on``."""
+
+    def __init__(self, inner: Nodes) -> None:
+        self.inner = inner
+        self.on = False
+        self.replies: list[Any] = []
+
+    async def ready(self) -> None:
+        await self.inner.ready()
+
+    def node_of(self, key: str) -> Hashable:
+        return self.inner.node_of(key)
+
+    def row_tag(self, node: Hashable) -> str:
+        return self.inner.row_tag(node)
+
+    async def evalsha(
+        self, node: Hashable, script: Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        reply = await self.inner.evalsha(node, script, keys, args)
+        if self.on:
+            self.replies.append(reply)
+        return reply
+
+    async def each(self, *command: Any) -> dict[str, Any]:
+        return await self.inner.each(*command)
+
+    async def refresh(self) -> None:
+        await self.inner.refresh()
+
+    async def drop(self, prefix: str) -> int:
+        return await self.inner.drop(prefix)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class Replay:
+    """One Redis node that answers the store's script calls with recorded replies, in order,
+    at no cost: what remains is the worker's own work."""
+
+    def __init__(self, replies: list[Any]) -> None:
+        self._replies = iter(replies)
+
+    async def ready(self) -> None:
+        return None
+
+    def node_of(self, key: str) -> Hashable:
+        return None
+
+    def row_tag(self, node: Hashable) -> str:
+        return "rows"
+
+    async def evalsha(
+        self, node: Hashable, script: Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        return next(self._replies)
+
+    async def each(self, *command: Any) -> dict[str, Any]:
+        raise NotImplementedError("a replay answers script calls only")
+
+    async def refresh(self) -> None:
+        return None
+
+    async def drop(self, prefix: str) -> int:
+        return 0
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Batches fed through a real Redis, with its replies and the features they gave."""
+
+    batches: list[list[Click]]
+    replies: list[Any]
+    features: list[npt.NDArray[np.float32]]
+
+    @property
+    def clicks(self) -> int:
+        return sum(map(len, self.batches))
+
+
+async def record(
+    settings: RedisSettings, clicks: Sequence[Click], batch_size: int
+) -> tuple[Segment, Segment, float]:
+    """The first and the last WORKER_BATCHES full batches of the feed, recorded, and the
+    worker CPU µs per click of the batches between them (Redis client included)."""
+    batches = [list(clicks[i : i + batch_size]) for i in range(0, len(clicks), batch_size)]
+    if len(batches[-1]) < batch_size:
+        batches.pop()
+    ends = min(WORKER_BATCHES, len(batches) // 3)
+    recorder = Recorder(connect(settings, 30.0))
+    segments = []
+    async with RedisFeatureStore(settings, nodes=recorder) as store:
+        for i, part in enumerate((batches[:ends], batches[ends:-ends], batches[-ends:])):
+            recorder.on, recorder.replies = i != 1, []
+            began = time.process_time()
+            features = [await store.features(b) for b in part]
+            cpu = time.process_time() - began
+            if recorder.on:
+                segments.append(Segment(part, recorder.replies, features))
+            else:
+                middle = cpu * 1e6 / max(1, sum(map(len, part)))
+    return segments[0], segments[1], middle
+
+
+async def replay(settings: RedisSettings, segment: Segment, min_cpu_s: float) -> float:
+    """Worker CPU µs per click of ``segment``'s batches answered by its recorded replies."""
+    cpu, rounds = 0.0, 0
+    while cpu < min_cpu_s or not rounds:
+        store = RedisFeatureStore(settings, nodes=Replay(segment.replies))
+        began = time.process_time()
+        features = [await store.features(b) for b in segment.batches]
+        cpu += time.process_time() - began
+        rounds += 1
+        if not all(map(np.array_equal, features, segment.features)):
+            raise RuntimeError("replayed features differ from the recorded run's")
+    return cpu * 1e6 / (rounds * segment.clicks)
+
+
+def profile(settings: RedisSettings, segment: Segment, top: int = 25) -> str:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    asyncio.run(replay(settings, segment, 0.0))
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
+    return text.getvalue()
+
+
+def worker_cpu(root: Path, traffic: Traffic, args: argparse.Namespace) -> dict[str, Any]:
+    """--worker-cpu: the store's own CPU per click, cold and warm (see the docstring)."""
+    redis = RedisSettings(port=free_ports(1)[0], key_prefix="slidr-bench:")
+    service = RedisService(Settings(state_dir=root, redis=redis))
+    service.check_prerequisites()
+    try:
+        service.start()
+        cold, warm, middle = asyncio.run(record(redis, traffic.clicks, args.batch_size))
+    finally:
+        service.proc.stop()
+    result: dict[str, Any] = {
+        "batches_per_segment": len(cold.batches),
+        "batch_size": args.batch_size,
+        "cold_us_per_click": asyncio.run(replay(redis, cold, args.min_cpu_s)),
+        "warm_us_per_click": asyncio.run(replay(redis, warm, args.min_cpu_s)),
+        "feed_with_redis_client_us_per_click": middle,
+    }
+    if args.profile:
+        print(profile(redis, warm), file=sys.stderr)
+    return result
+
+
+def worker_table(result: dict[str, Any]) -> Table:
+    out = Table("state", "batches", "worker CPU µs/click", title="feature store, worker side")
+    n = str(result["batches_per_segment"])
+    out.add_row("cold: first batches, empty Redis", n, f"{result['cold_us_per_click']:.1f}")
+    out.add_row("warm: last batches of the day", n, f"{result['warm_us_per_click']:.1f}")
+    out.add_row(
+        "the day between, Redis client included",
+        "-",
+        f"{result['feed_with_redis_client_us_per_click']:.1f}",
+    )
+    out.caption = f"batches of {result['batch_size']}; replayed replies, no I/O (cold, warm)"
+    return out
+
+
 def machine() -> dict[str, Any]:
     model = next(
         (
@@ -262,6 +454,7 @@ def rounded(value: Any) -> Any:
 def table(results: dict[str, dict[str, Any]]) -> Table:
     columns = {
         "clicks/s": ("clicks_per_s", "{:,.0f}"),
+        "worker CPU µs/click": ("worker_cpu_us_per_click", "{:.1f}"),
         "Redis µs/click": ("redis_cpu_us_per_click", "{:.2f}"),
         "INCR µs": ("incr_us", "{:.3f}"),
         "INCR-eq/click": ("incr_equivalents_per_click", "{:.1f}"),
@@ -296,6 +489,11 @@ def main() -> None:
     parser.add_argument("--row-horizon-s", type=int, help="default: scaled (see the docstring)")
     parser.add_argument("--incr-requests", type=int, default=1_000_000)
     parser.add_argument("--json", action="store_true", help="print only one JSON object")
+    parser.add_argument(
+        "--worker-cpu", action="store_true", help="the store's worker CPU alone (docstring)"
+    )
+    parser.add_argument("--min-cpu-s", type=float, default=3.0, help="--worker-cpu: per state")
+    parser.add_argument("--profile", action="store_true", help="--worker-cpu: and cProfile")
     args = parser.parse_args()
     targets = {"single": 0, "cluster": 3}
     chosen = [t.strip() for t in args.targets.split(",")]
@@ -308,6 +506,15 @@ def main() -> None:
         f"simulated {len(traffic.clicks):,} clicks over {timedelta(seconds=traffic.span_s)} "
         f"in {time.perf_counter() - began:.1f} s"
     )
+    if args.worker_cpu:
+        with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
+            worker = worker_cpu(Path(tmp), traffic, args)
+        report = {"worker": worker, "machine": machine(), "params": vars(args)}
+        if args.json:
+            print(json.dumps(rounded(report)))
+        else:
+            Console(width=160).print(worker_table(worker))
+        return
     expected_wall_s = len(traffic.clicks) / EXPECTED_CLICKS_PER_S
     horizon_s = args.row_horizon_s or max(
         1, round(LIVE_ROW_HORIZON_S * expected_wall_s / traffic.span_s)

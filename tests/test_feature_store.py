@@ -21,7 +21,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from slidr.events import Click
+from slidr.events import Click, DeviceType, Platform
 from slidr.features import (
     DAY,
     FEATURES,
@@ -46,15 +46,10 @@ from streams.feature_store import (
     short_hash,
 )
 from streams.feature_store.batch import entity_value
-from streams.feature_store.entity import (
-    COMPACT_RECORDS,
-    compact,
-    decode_base,
-    empty_base,
-    encode_base,
-)
+from streams.feature_store.entity import COMPACT_RECORDS, Part, count
 from streams.feature_store.layout import LAYOUT, build_layout
 from tests.stack_fixtures import cluster_settings, free_ports
+from tests.test_feature_counting import decode_base
 
 integration = pytest.mark.integration
 
@@ -80,8 +75,8 @@ def make_click(
         logged_in=customer is not None,
         ip=ip,
         user_agent=user_agent,
-        device_type="desktop",
-        platform="linux",
+        device_type=DeviceType.DESKTOP,
+        platform=Platform.LINUX,
         marketplace="us",
         ad_id="ad1",
         campaign_id="cmp1",
@@ -243,8 +238,9 @@ def test_a_base_survives_encoding_and_drops_what_no_window_reads() -> None:
     ip = next(k for k in LAYOUT.kinds if k.entity.name == "ip")
     t = epoch_ms(T0)
     records = [(t - 2 * 86_400_000, 1, 5, 0, 7), (t - 30_000, 2, 5, 9, 7), (t, 3, 6, 0, 8)]
-    base = compact(ip, empty_base(ip), records)
-    back = decode_base(ip, encode_base(ip, base))
+    # Clicks two days apart: a compaction is due at once.
+    folded = count([Part(ip, [None], np.zeros(3, dtype=np.int64), np.array(records, ip.dtype))])
+    back = decode_base(ip, folded.bases[0][0])
     assert back.newest == t and back.ring == [t, t - 30_000, t - 2 * 86_400_000]
     assert back.tiles[0] == {t // 5000: 1, (t - 30_000) // 5000: 1}  # the 2-day-old click is gone
     assert back.sets[0] == {5: (t - 30_000) // DAY.tile_ms, 6: t // DAY.tile_ms}

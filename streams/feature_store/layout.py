@@ -9,7 +9,9 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -21,6 +23,16 @@ from slidr.features import (
     Velocity,
     Window,
 )
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Tile ms and tiles of a kind's velocity windows and of its distinct counts' windows."""
+
+    tile_ms: npt.NDArray[np.int64]
+    tiles: npt.NDArray[np.int64]
+    set_tile_ms: npt.NDArray[np.int64]
+    set_tiles: npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -45,9 +57,35 @@ class Kind:
         return struct.Struct(">qI" + "I" * len(self.sets))
 
     @cached_property
+    def dtype(self) -> np.dtype[np.void]:
+        """The same record for numpy: a log decodes, and a batch's records encode, at once."""
+        return np.dtype(
+            [("t", ">i8"), ("h", ">u4"), *((f"e{s}", ">u4") for s in range(len(self.sets)))]
+        )
+
+    @cached_property
+    def bases(self) -> msgspec.msgpack.Decoder[list[Any]]:
+        """Decodes the bases of many entities in one call, as one MessagePack array of them
+        (docs/redis-keys.md); a base with the wrong number of windows or sets is refused. The
+        tiles and distinct elements, most of a base, stay raw MessagePack: numpy reads them."""
+        levels: Any = tuple.__class_getitem__((msgspec.Raw,) * len(self.windows))
+        sets: Any = tuple.__class_getitem__((msgspec.Raw,) * len(self.sets))
+        return msgspec.msgpack.Decoder(list[tuple[int, list[int], levels, sets]])
+
+    @cached_property
     def levels(self) -> tuple[tuple[int, int], ...]:
-        """(tile ms, tiles) of each velocity window, for the hot loop."""
+        """(tile ms, tiles) of each velocity window."""
         return tuple((w.tile_ms, w.tiles) for w in self.windows)
+
+    @cached_property
+    def shape(self) -> Shape:
+        windows, sets = self.windows, [d.window for d in self.sets]
+        return Shape(
+            np.array([w.tile_ms for w in windows], dtype=np.int64),
+            np.array([w.tiles for w in windows], dtype=np.int64),
+            np.array([w.tile_ms for w in sets], dtype=np.int64),
+            np.array([w.tiles for w in sets], dtype=np.int64),
+        )
 
     @cached_property
     def digest(self) -> str:

@@ -4,6 +4,7 @@ argument each of them takes."""
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -24,21 +25,54 @@ def script(name: str) -> Script:
     return Script(source, hashlib.sha1(source.encode()).hexdigest())
 
 
-_int = msgspec.msgpack.Encoder().encode
+_encode = msgspec.msgpack.Encoder().encode
+_str32 = struct.Struct(">BI").pack
 
 
-def pack_args(items: Sequence[str | int | bytes]) -> bytes:
+class Args:
     """The scripts' argument: one MessagePack array, read by Redis's cmsgpack, which knows
-    strings but not the newer bin type, so bytes go as (binary-safe) str.
+    strings but not the newer bin type, so bytes go as (binary-safe) str. Built in runs:
+    ints and strings by msgspec, many at a time.
 
-    >>> pack_args([1, "a"]) == b"\\xdd\\x00\\x00\\x00\\x02\\x01\\xdb\\x00\\x00\\x00\\x01a"
+    >>> args = Args()
+    >>> args.add(1, "a")
+    >>> args.blobs([b"\\0"])
+    >>> args.packed() == b"\\xdd\\0\\0\\0\\x03\\x01\\xa1a\\xdb\\0\\0\\0\\x01\\0"
     True
     """
-    out = [b"\xdd" + len(items).to_bytes(4, "big")]
-    for v in items:
-        if isinstance(v, int):
-            out.append(_int(v))
-        else:
-            data = v.encode() if isinstance(v, str) else v
-            out.append(b"\xdb" + len(data).to_bytes(4, "big") + data)
-    return b"".join(out)
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._items = 0
+
+    def add(self, *values: int | str) -> None:
+        self.extend(values)
+
+    def extend(self, values: Sequence[int | str]) -> None:
+        if values:
+            encoded = _encode(values)
+            # msgspec wrote an array: drop its header (fixarray, array 16 or array 32).
+            head = encoded[0]
+            self._parts.append(encoded[1 if head < 0xDC else 3 if head == 0xDC else 5 :])
+            self._items += len(values)
+
+    def blobs(self, values: Sequence[bytes]) -> None:
+        parts = self._parts
+        for v in values:
+            parts.append(_str32(0xDB, len(v)))
+            parts.append(v)
+        self._items += len(values)
+
+    def pairs(self, names: Sequence[str], values: Sequence[bytes]) -> None:
+        """Strings and blobs, alternating (hash fields and their values)."""
+        parts = self._parts
+        for name, v in zip(names, values, strict=True):
+            data = name.encode()
+            parts.append(_str32(0xDB, len(data)))
+            parts.append(data)
+            parts.append(_str32(0xDB, len(v)))
+            parts.append(v)
+        self._items += 2 * len(values)
+
+    def packed(self) -> bytes:
+        return b"\xdd" + self._items.to_bytes(4, "big") + b"".join(self._parts)
