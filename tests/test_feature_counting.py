@@ -30,15 +30,10 @@ from slidr.features import (
     FeatureSpec,
     Velocity,
 )
-from streams.feature_store.entity import (
-    COMPACT_AGE_MS,
-    COMPACT_RECORDS,
-    RING,
-    Part,
-    count,
-    split_state,
-)
+from streams.feature_store.compact import COMPACT_AGE_MS, COMPACT_RECORDS, RING
+from streams.feature_store.entity import Part, count
 from streams.feature_store.layout import LAYOUT, Kind, build_layout
+from streams.feature_store.stored import split_state
 
 KINDS = {k.entity.name: k for k in LAYOUT.kinds}
 Record = tuple[int, ...]

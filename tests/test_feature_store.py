@@ -46,7 +46,8 @@ from streams.feature_store import (
     short_hash,
 )
 from streams.feature_store.batch import entity_value
-from streams.feature_store.entity import COMPACT_RECORDS, Part, count
+from streams.feature_store.compact import COMPACT_RECORDS
+from streams.feature_store.entity import Part, count
 from streams.feature_store.layout import LAYOUT, build_layout
 from tests.stack_fixtures import cluster_settings, free_ports
 from tests.test_feature_counting import decode_base

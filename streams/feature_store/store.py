@@ -21,6 +21,7 @@ from slidr.errors import SlidrError
 from slidr.events import Click
 from slidr.features import WINDOWS
 from slidr.settings import RedisSettings
+from streams.feature_store.arrays import Ints
 from streams.feature_store.batch import (
     NodeCall,
     Plan,
@@ -31,9 +32,10 @@ from streams.feature_store.batch import (
     plan,
     regroup,
 )
-from streams.feature_store.entity import Ints, Part, count, split_state
+from streams.feature_store.entity import Part, count
 from streams.feature_store.nodes import Nodes, connect
 from streams.feature_store.script import Args, script
+from streams.feature_store.stored import split_state
 
 log = logging.getLogger(__name__)
 #: Per compaction: the state key, what was read of it up to its log, the length folded in,
