@@ -81,6 +81,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redis_probe import RedisNodes
 
+from models.featurize import clicks_of
 from slidr.errors import SlidrError
 from slidr.events import Click
 from slidr.features import N_FEATURES
@@ -91,7 +92,6 @@ from slidr.stack.redis_server import RedisService
 from streams.feature_store import RedisFeatureStore
 from streams.feature_store.nodes import Nodes, connect
 from streams.feature_store.script import Script
-from streams.featurize import clicks_of
 from tests.stack_fixtures import free_port_range, free_ports
 
 DAY_S = 86_400

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from models import baselines
 from models.dataset import complete_days, load_labelled
+from models.featurize import featurize_dataset_sync
 from models.network import Split, train_network
 from models.train import plan_days, weighted_split
 from slidr.console import make_console
@@ -27,7 +28,6 @@ from slidr.settings import get_settings
 from slidr.simulate.config import SimConfig
 from slidr.simulate.runner import run
 from slidr.simulate.sinks import ParquetSink
-from streams.featurize import featurize_dataset_sync
 
 
 def _draw(split: Split, rows: int, seed: int) -> Split:

@@ -25,7 +25,7 @@ from slidr.errors import SlidrError
 from slidr.events import DEFAULT_SLICE_FIELDS, GIVT_PREFIX, slice_name
 from slidr.features import FEATURES
 from slidr.settings import LearnSettings
-from streams.featurize import FEATURES_DATASET, feature_matrix
+from streams.archive.tables import FEATURES_DATASET, feature_matrix
 
 CUSTOMERS_FILE = "customers.parquet"
 Bools = npt.NDArray[np.bool_]

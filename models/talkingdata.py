@@ -8,7 +8,7 @@ Two passes in bounded memory, because rows may be out of order anywhere in the f
 2. hour by hour, in time order: sort, map to :class:`~slidr.events.Click` and
    :class:`~slidr.events.Purchase` columns, write ``clicks/`` and ``purchases/``.
 
-Then features through the worker's own Redis code (:mod:`streams.featurize`) and ``import.json``,
+Then features through the worker's own Redis code (:mod:`models.featurize`) and ``import.json``,
 written last: an archive without it is incomplete. The mapping and its reasons are in
 ``docs/talkingdata.md``.
 """
@@ -31,15 +31,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from models.featurize import featurize_dataset_sync, write_hour
 from models.talkingdata_csv import TIMESTAMP_S, TalkingDataError, TrainFileReader
 from slidr.errors import StackError
 from slidr.events import DeviceType, Platform, slice_of
 from slidr.features import FEATURE_HASH
 from slidr.settings import RedisSettings
 from slidr.simulate.tables import ip_strings
-from streams.archive.tables import CLICKS, PURCHASES, SCHEMAS
+from streams.archive.tables import CLICKS, PURCHASES, SCHEMAS, TIMESTAMP
 from streams.feature_store import FeatureStoreUnavailable, RedisFeatureStore
-from streams.featurize import TIMESTAMP, featurize_dataset_sync, write_hour
 
 MANIFEST_FILE = "import.json"
 MARKETPLACE = "TD"

@@ -25,13 +25,14 @@ from models.baselines import Scorer
 from models.dataset import DatasetError, LabelReport, complete_days, load_labelled
 from models.evaluate import DEFAULT_FPR_POINTS, Evaluation, evaluate
 from models.export import export_version
+from models.featurize import featurize_dataset_sync
 from models.network import Split, TrainedNetwork, predict, train_network
 from models.report import HEADLINE_FPR, write_report
 from models.scoring import feature_rows
 from models.weights import WeightReport, sample_weights
 from slidr.metrics import curve
 from slidr.settings import Settings
-from streams.featurize import FEATURES_DATASET, featurize_dataset_sync
+from streams.archive.tables import FEATURES_DATASET
 
 log = logging.getLogger(__name__)
 

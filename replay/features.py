@@ -27,8 +27,7 @@ from slidr.features import N_FEATURES
 from slidr.model_record import ModelRecord
 from slidr.settings import EventLimits
 from streams.decide import DecisionColumns
-from streams.feature_store import FeatureStore
-from streams.featurize import featurize
+from streams.feature_store import FeatureStore, featurize
 from streams.givt import GivtFilter
 
 #: Clicks per feature-store call in recompute mode, as the worker's batches.

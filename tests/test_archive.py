@@ -34,8 +34,7 @@ from streams.archive.store import (
     exclusive,
     write_segment,
 )
-from streams.archive.tables import MODELS, SCHEMAS, hour_tables, to_table
-from streams.featurize import feature_matrix
+from streams.archive.tables import MODELS, SCHEMAS, feature_matrix, hour_tables, to_table
 from tests.factories import make_click
 from tests.stack_fixtures import settings_env
 from tests.worker_harness import SLIDR, isolated, produce

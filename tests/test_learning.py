@@ -25,7 +25,7 @@ from slidr.settings import LearnSettings, Settings
 from slidr.simulate.config import SimConfig
 from slidr.simulate.runner import run
 from slidr.simulate.sinks import ParquetSink
-from streams.featurize import FEATURES_SCHEMA, feature_column
+from streams.archive.tables import FEATURES_SCHEMA, feature_column
 from streams.scorer import TritonScorer
 from tests.stack_fixtures import private_model
 

@@ -40,8 +40,7 @@ from slidr.registry import Registry
 from slidr.settings import Settings
 from slidr.stack.redis_server import RedisService
 from slidr.topics import ensure_topics
-from streams.feature_store import RedisFeatureStore
-from streams.featurize import featurize
+from streams.feature_store import RedisFeatureStore, featurize
 from tests.factories import make_click, mixed_traffic
 from tests.stack_fixtures import free_ports, private_model, settings_env
 from tests.worker_harness import SLIDR, DecisionReader, WorkerProcess, consume, isolated, produce

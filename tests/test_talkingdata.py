@@ -23,8 +23,7 @@ from slidr.errors import StackError
 from slidr.events import Click, Purchase
 from slidr.features import INDEX
 from slidr.settings import RedisSettings, Settings
-from streams.archive.tables import SCHEMAS
-from streams.featurize import feature_matrix
+from streams.archive.tables import SCHEMAS, feature_matrix
 from tests.stack_fixtures import free_ports, settings_env
 from tests.worker_harness import SLIDR
 

@@ -13,11 +13,34 @@ from datetime import datetime
 from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from slidr.events import Click, Decision, Purchase
 from slidr.features import N_FEATURES
-from streams.featurize import FEATURE_TYPE, TIMESTAMP, feature_column
+
+TIMESTAMP = pa.timestamp("ms", tz="UTC")
+FEATURE_TYPE = pa.list_(pa.float32(), N_FEATURES)
+#: Feature vectors computed offline (training, imports): beside the archive, same columns as
+#: the decisions dataset's vectors, so training reads either.
+FEATURES_DATASET = "features"
+FEATURES_SCHEMA = pa.schema(
+    [("click_id", pa.string()), ("event_time", TIMESTAMP), ("features", FEATURE_TYPE)]
+)
+
+
+def feature_column(matrix: npt.NDArray[np.float32]) -> pa.FixedSizeListArray:
+    flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, N_FEATURES)
+
+
+def feature_matrix(column: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.float32]:
+    """A ``features`` column back as float32 [n, N_FEATURES]."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(values, dtype=np.float32).reshape(-1, N_FEATURES)
+
 
 CLICKS = "clicks"
 PURCHASES = "purchases"

@@ -2,6 +2,7 @@
 node per batch, on a single node or a Redis Cluster (docs/redis-keys.md)."""
 
 from streams.feature_store.batch import epoch_ms, local_features, processing_order, short_hash
+from streams.feature_store.ordered import featurize
 from streams.feature_store.store import (
     ENTITY_TTL_S,
     FeatureStore,
@@ -17,6 +18,7 @@ __all__ = [
     "NodeMemory",
     "RedisFeatureStore",
     "epoch_ms",
+    "featurize",
     "local_features",
     "processing_order",
     "short_hash",

@@ -1,4 +1,4 @@
-"""Features for clicks that did not go through the worker, by the worker's own code.
+"""Features for clicks that did not go through the worker, by the worker's own code (offline).
 
 Historical or imported clicks (simulated Parquet, a TalkingData file) are fed in event-time
 order through :class:`~streams.feature_store.RedisFeatureStore` under a private key prefix, so
@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
-import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -27,22 +25,20 @@ import pyarrow.parquet as pq
 
 from slidr.errors import SlidrError
 from slidr.events import Click
-from slidr.features import N_FEATURES
 from slidr.settings import RedisSettings
+from streams.archive.tables import (
+    FEATURES_DATASET,
+    FEATURES_SCHEMA,
+    TIMESTAMP,
+    feature_column,
+)
 from streams.feature_store import (
     FeatureStore,
     FeatureStoreUnavailable,
     RedisFeatureStore,
-    processing_order,
+    featurize,
 )
 
-FEATURES_DATASET = "features"
-TIMESTAMP = pa.timestamp("ms", tz="UTC")
-FEATURE_TYPE = pa.list_(pa.float32(), N_FEATURES)
-#: The columns of a features dataset (and the shared columns of the decisions archive).
-FEATURES_SCHEMA = pa.schema(
-    [("click_id", pa.string()), ("event_time", TIMESTAMP), ("features", FEATURE_TYPE)]
-)
 _CLICK_FIELDS = Click.__struct_fields__
 
 
@@ -50,32 +46,6 @@ def clicks_of(table: pa.Table) -> list[Click]:
     """Rows of a clicks table as Click objects (msgspec checks them again, at 2 µs a row)."""
     rows = table.select([f for f in _CLICK_FIELDS if f in table.column_names]).to_pylist()
     return msgspec.convert(rows, list[Click])
-
-
-def feature_column(matrix: npt.NDArray[np.float32]) -> pa.FixedSizeListArray:
-    flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(flat, N_FEATURES)
-
-
-def feature_matrix(column: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.float32]:
-    """A ``features`` column back as float32 [n, N_FEATURES]."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(values, dtype=np.float32).reshape(-1, N_FEATURES)
-
-
-async def featurize(
-    clicks: Sequence[Click], store: FeatureStore, batch_size: int = 1000
-) -> npt.NDArray[np.float32]:
-    """Vectors for clicks in any order: fed in the store's processing order, batch by batch as
-    the worker would, and returned in the order given."""
-    order = sorted(range(len(clicks)), key=lambda i: processing_order(clicks[i]))
-    out = np.empty((len(clicks), N_FEATURES), dtype=np.float32)
-    for start in range(0, len(clicks), batch_size):
-        part = order[start : start + batch_size]
-        out[part] = await store.features([clicks[i] for i in part])
-    return out
 
 
 def hour_partitions(root: Path) -> list[tuple[str, str]]:
