@@ -119,12 +119,11 @@ class EventLimits(_Section):
 
 
 class WorkerSettings(_Section):
-    #: A micro-batch is what the consumer has fetched when its first click arrives, at most
-    #: this many clicks: one click at low load (no wait), full batches under a backlog.
+    #: A micro-batch leaves as soon as nothing more is buffered or due (its partitions read to
+    #: their end): one click at low load, at most this many under a backlog.
     batch_size: int = Field(default=500, ge=1, le=1024)
-    #: Wait up to this long for a full batch instead (0: never wait); fewer, larger batches
-    #: for a little latency.
-    batch_wait_ms: int = Field(default=0, ge=0)
+    #: The longest a batch waits to fill while its partitions have a backlog (0: never wait).
+    batch_wait_ms: int = Field(default=20, ge=0)
     #: A batch's decisions not all acknowledged by Kafka within this long fail the batch: the
     #: worker exits without committing it, and its clicks are consumed again.
     delivery_timeout_s: float = Field(default=30.0, gt=0)

@@ -1,10 +1,12 @@
 """Adaptive micro-batches from a Faust stream.
 
 Faust's ``take_events(n, within)`` waits up to ``within`` for a batch to fill, so at low load
-every click waits that long for nothing. :func:`take_available` instead takes what the consumer
-has already fetched, up to ``max_size`` events, the moment the first event arrives: a batch of
-one at low load (low latency), full batches under a backlog (high throughput). ``wait_s`` > 0
-restores a bounded wait for fuller batches when fewer, larger requests matter more than latency.
+every click waits that long for nothing. :func:`take_available` hands a batch out as soon as
+nothing more is coming: when the consumer's buffer is empty and the batch's partitions are read
+up to their end (no backlog in Kafka). So a batch of one at low load (low latency), full
+batches of ``max_size`` under a backlog (high throughput), and in between a batch waits at most
+``wait_s`` to fill, which also hands out what is buffered when Faust pauses the stream (a
+rebalance waits for those events' acknowledgements).
 
 It follows ``take_events`` closely (a stream processor fills the buffer, the stream is drained
 passively, events are acknowledged only after the caller's loop body returns); only the moment
@@ -18,17 +20,22 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 
-async def take_available(stream: Any, max_size: int, wait_s: float = 0.0) -> AsyncIterator[Any]:
-    """Yield lists of Faust events: what is buffered when the first one arrives, at most
-    ``max_size``, after waiting up to ``wait_s`` for a full batch. Each batch is acknowledged
-    when the caller asks for the next one, never when its loop body raised."""
+async def take_available(stream: Any, max_size: int, wait_s: float) -> AsyncIterator[Any]:
+    """Yield lists of Faust events: at most ``max_size``, handed out once nothing more is
+    buffered or due, or ``wait_s`` after the first one. Each batch is acknowledged when the
+    caller asks for the next one, never when its loop body raised."""
     events: list[Any] = []
-    ready = asyncio.Event()  # the buffer holds everything fetched so far, or is full
-    full = asyncio.Event()
+    started = asyncio.Event()  # the batch has its first event
+    ready = asyncio.Event()  # nothing more to wait for: full, or caught up
     consumed = asyncio.Event()
     handing_out: asyncio.Future[None] | None = None
-    # The channel's queue holds what the consumer fetched and the stream has not read yet.
+    # What the consumer fetched and the stream has not read yet.
     fetched = stream.channel.queue
+    highwater = stream.app.consumer.highwater
+
+    def caught_up(event: Any) -> bool:
+        end = highwater(event.message.tp)
+        return end is None or event.message.offset >= end - 1
 
     async def add(value: Any) -> Any:
         nonlocal handing_out
@@ -41,13 +48,13 @@ async def take_available(stream: Any, max_size: int, wait_s: float = 0.0) -> Asy
         if event is None:
             raise RuntimeError("a stream value without its event")
         events.append(event)
+        started.set()
         if len(events) >= max_size:
             ready.set()
-            full.set()
             consumed.clear()
             # Never more than max_size in a batch: wait for this one to be handed out.
             await stream.wait(consumed)
-        elif fetched.empty():
+        elif fetched.empty() and caught_up(event):
             ready.set()
         return value
 
@@ -57,9 +64,8 @@ async def take_available(stream: Any, max_size: int, wait_s: float = 0.0) -> Asy
     stream._enable_passive(aiter(stream.channel))
     try:
         while not stream.should_stop:
-            await stream.wait_for_stopped(ready)
-            if wait_s > 0 and not full.is_set():
-                await stream.wait_for_stopped(full, timeout=wait_s)
+            await stream.wait_for_stopped(started)
+            await stream.wait_for_stopped(ready, timeout=wait_s)
             if not events:
                 continue
             handing_out = asyncio.get_running_loop().create_future()
@@ -73,8 +79,8 @@ async def take_available(stream: Any, max_size: int, wait_s: float = 0.0) -> Asy
             finally:
                 events.clear()
                 handing_out.set_result(None)
+                started.clear()
                 ready.clear()
-                full.clear()
                 consumed.set()
     finally:
         stream.enable_acks = enable_acks

@@ -62,8 +62,8 @@ def worker(
     ),
     batch_wait_ms: int = typer.Option(
         None,
-        help="Wait up to this long for a full batch, ms (default 0: a batch is what is already "
-        "fetched, so a click never waits for others).",
+        help="Longest wait for a full batch while the partitions have a backlog, ms (default "
+        "20). With no backlog a batch leaves at once: a click never waits for others.",
         envvar="SLIDR_WORKER__BATCH_WAIT_MS",
         show_default=False,
     ),
