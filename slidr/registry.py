@@ -48,6 +48,8 @@ REGISTRY_FILE = "registry.json"
 LOCK_FILE = ".registry.lock"
 #: Bins of a score histogram in expected figures.
 SCORE_BINS = 10
+#: The status of a gRPC call that ran past its ``client_timeout``.
+_DEADLINE_EXCEEDED = "StatusCode.DEADLINE_EXCEEDED"
 
 
 class RegistryError(SlidrError):
@@ -433,16 +435,34 @@ class TritonVersions:
     ``--model-config-name=onnx``), or from the committed ``config.pbtxt`` when nothing is
     loaded yet, with its version policy replaced by ``specific``: Triton then loads the listed
     versions and unloads the others, without touching any that stay.
+
+    Every call has a deadline (``control_timeout_s``, ``load_timeout_s`` for the load itself):
+    the registry calls these while holding its lock, which the monitor takes every second.
     """
 
-    def __init__(self, settings: TritonSettings, timeout_s: float = 60.0) -> None:
+    def __init__(self, settings: TritonSettings, timeout_s: float | None = None) -> None:
         self.settings = settings
-        self.timeout_s = timeout_s
+        self.timeout_s = settings.load_timeout_s if timeout_s is None else timeout_s
+        self.control_timeout_s = settings.control_timeout_s
+
+    def _deadline(self, what: str, seconds: float, setting: str) -> str:
+        return (
+            f"Triton at {self.settings.grpc_url} did not answer {what} within {seconds} s "
+            f"(SLIDR_TRITON__{setting.upper()})"
+        )
 
     def _config(self, client: Any, versions: Collection[int]) -> str:
         try:
-            config = client.get_model_config(self.settings.model_name).config
-        except InferenceServerException:  # not loaded: the committed config
+            config = client.get_model_config(
+                self.settings.model_name, client_timeout=self.control_timeout_s
+            ).config
+        except InferenceServerException as exc:
+            if exc.status() == _DEADLINE_EXCEEDED:
+                raise RegistryError(
+                    self._deadline("a config request", self.control_timeout_s, "control_timeout_s")
+                    + "; nothing was changed"
+                ) from exc
+            # not loaded: the committed config
             path = model_dir(self.settings.model_repository, self.settings.model_name)
             text = (path / "config.pbtxt").read_text()
             config = text_format.Parse(text, model_config_pb2.ModelConfig())
@@ -458,6 +478,13 @@ class TritonVersions:
             config = self._config(client, versions)
             client.load_model(name, config=config, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
+            if exc.status() == _DEADLINE_EXCEEDED:
+                what = f"the load of {name!r} versions {sorted(versions)}"
+                raise RegistryError(
+                    self._deadline(what, self.timeout_s, "load_timeout_s")
+                    + "; the registry and the pointer were not changed, Triton may still "
+                    "finish the load (`slidr models` shows what it has)"
+                ) from exc
             raise RegistryError(
                 f"Triton at {self.settings.grpc_url} did not load {name!r} versions "
                 f"{sorted(versions)}: {exc.message()}; nothing was changed"
@@ -468,11 +495,16 @@ class TritonVersions:
     def loaded(self) -> set[int]:
         client = triton_grpc.InferenceServerClient(self.settings.grpc_url)
         try:
-            index: Any = client.get_model_repository_index(as_json=True)
+            index: Any = client.get_model_repository_index(
+                as_json=True, client_timeout=self.control_timeout_s
+            )
         except InferenceServerException as exc:
-            raise RegistryError(
-                f"Triton at {self.settings.grpc_url} did not answer: {exc.message()}"
-            ) from exc
+            if exc.status() == _DEADLINE_EXCEEDED:
+                what = "a repository index request"
+                message = self._deadline(what, self.control_timeout_s, "control_timeout_s")
+            else:
+                message = f"Triton at {self.settings.grpc_url} did not answer: {exc.message()}"
+            raise RegistryError(message) from exc
         finally:
             client.close()
         return {

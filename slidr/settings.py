@@ -102,6 +102,13 @@ class TritonSettings(_Section):
     metrics_port: int = 18002
     model_name: str = "slidr"
     model_repository: Path = PROJECT_ROOT / "triton_repo"
+    #: Deadline of each readiness, metadata, config and repository-index call (the worker's
+    #: checks, the registry): a server that accepts connections but never answers must not
+    #: hang a worker's reload or hold the registry lock the monitor takes every second.
+    control_timeout_s: float = Field(default=5.0, gt=0)
+    #: Deadline of a load request (the registry's promote, rollback and sync): loading a
+    #: version takes seconds, and the registry lock is held meanwhile.
+    load_timeout_s: float = Field(default=60.0, gt=0)
 
     @property
     def grpc_url(self) -> str:
@@ -134,6 +141,11 @@ class WorkerSettings(_Section):
     model_version: int | None = None
     #: How often the worker looks for a new serving version or calibration record.
     reload_every_s: float = 2.0
+    #: A switch that failed (version not loaded in Triton, bad record), or a served version
+    #: Triton no longer has, is retried after this long, doubling up to the max; meanwhile
+    #: the worker keeps scoring with its last good version.
+    reload_backoff_s: float = Field(default=1.0, gt=0)
+    reload_backoff_max_s: float = Field(default=60.0, gt=0)
     redis_timeout_s: float = 0.5
     triton_timeout_s: float = 1.0
     #: How often the worker exports Redis memory and key counts.
@@ -287,6 +299,10 @@ class MonitorSettings(_Section):
     max_z: float = Field(default=6.0, gt=0.0)
     #: Largest share of decisions the serving version leaves degraded by Triton errors.
     max_degraded_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    #: Any other version workers still decide with is held to ``max_degraded_share`` too (a
+    #: worker left on a version Triton unloaded fails open on every batch), on at least this
+    #: many decisions in the window: such a worker may hold only a few partitions.
+    min_version_decisions: int = Field(default=50, ge=1)
     #: Largest population stability index of the score histogram vs the expected one.
     max_score_psi: float = Field(default=0.5, gt=0.0)
     #: False: a deviation only alerts (logs and metrics), the serving version stays.

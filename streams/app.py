@@ -79,9 +79,8 @@ def create_app(
         if "pipeline" not in state:
             store = RedisFeatureStore(settings.redis, timeout_s=w.redis_timeout_s)
             scorer = TritonScorer(settings.triton, timeout_s=w.triton_timeout_s)
-            model = ServingModel(settings, scorer)
-            record = await model.load()
-            metrics.model_version.set(record.version)
+            model = ServingModel(settings, scorer, metrics)
+            await model.load()
             state["pipeline"] = ClickPipeline(settings, store, model, metrics, givt)
         return state["pipeline"]
 
@@ -128,8 +127,6 @@ def create_app(
             await producer.flush(w.delivery_timeout_s)
             metrics.scoring_seconds.observe(loop.time() - started)
             _lag(events)
-            if record := pipeline.model.record:
-                metrics.model_version.set(record.version)
             if on_batch is not None:
                 await on_batch(outcome)
 

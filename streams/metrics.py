@@ -52,7 +52,19 @@ class WorkerMetrics:
             "slidr_consumer_lag", "Messages behind the end of the clicks topic", ["partition"],
             registry=r,
         )  # fmt: skip
-        self.model_version = Gauge("slidr_model_version", "Serving model version", registry=r)
+        # The version this worker scores with (0 while Triton no longer has it: every batch
+        # fails open) beside the one the serving pointer names: an alert fires when they differ.
+        self.model_version = Gauge(
+            "slidr_model_version", "Model version this worker scores with", registry=r
+        )
+        self.pointer_version = Gauge(
+            "slidr_model_pointer_version", "Model version the serving pointer (or pin) names",
+            registry=r,
+        )  # fmt: skip
+        self.reload_failures = Counter(
+            "slidr_model_reload_failures", "Failed switches to the pointer's model version",
+            registry=r,
+        )  # fmt: skip
         # Redis holds every counter: watch its memory before maxmemory refuses writes.
         self.redis_used_bytes = Gauge(
             "slidr_redis_used_bytes", "Redis used_memory per node", ["node"], registry=r

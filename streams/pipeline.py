@@ -31,7 +31,7 @@ from streams.decide import DecidedBatch, DecisionColumns, Stamp, decide, fail_op
 from streams.feature_store import FeatureStore, FeatureStoreUnavailable
 from streams.givt import GivtFilter
 from streams.metrics import WorkerMetrics, observe_many
-from streams.scorer import ScorerUnavailable
+from streams.scorer import ModelUnavailable, ScorerUnavailable
 from streams.serving_model import ServingModel
 
 log = logging.getLogger(__name__)
@@ -218,6 +218,8 @@ class ClickPipeline:
                 scores[to_score] = await self.model.scorer.score(features[to_score], model.version)
             t2 = time.perf_counter()
         except (FeatureStoreUnavailable, ScorerUnavailable) as exc:
+            if isinstance(exc, ModelUnavailable):  # unloaded under us: follow the pointer
+                self.model.lost(model.version, str(exc))
             why = (
                 "redis_unavailable"
                 if isinstance(exc, FeatureStoreUnavailable)

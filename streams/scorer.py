@@ -1,4 +1,9 @@
-"""Scores feature matrices on the Triton inference server over async gRPC."""
+"""Scores feature matrices on the Triton inference server over async gRPC.
+
+Every call has a deadline: ``timeout_s`` for an inference, ``TritonSettings.control_timeout_s``
+for the readiness, metadata and config checks, so a server that accepts connections but never
+answers cannot hang a worker.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +25,20 @@ log = logging.getLogger(__name__)
 
 INPUT = "features"
 OUTPUT = "score"
+#: How Triton words a request for a model or version it does not have loaded ("Request for
+#: unknown model: 'slidr' version 2 is not at ready state"); a timeout or a refused connection
+#: says nothing about the version.
+_UNKNOWN_MODEL = "unknown model"
+_DEADLINE_EXCEEDED = "StatusCode.DEADLINE_EXCEEDED"
 
 
 class ScorerUnavailable(SlidrError):
     """Triton did not answer in time; the worker fails open."""
+
+
+class ModelUnavailable(ScorerUnavailable):
+    """Triton answers but does not have the version asked for (it was unloaded): the worker
+    fails open and follows the serving pointer again."""
 
 
 class Scorer(Protocol):
@@ -40,20 +55,38 @@ class TritonScorer:
     def __init__(self, settings: TritonSettings, timeout_s: float = 1.0) -> None:
         self.model = settings.model_name
         self.timeout_s = timeout_s
+        self.control_timeout_s = settings.control_timeout_s
+        self.url = settings.grpc_url
         self.client = triton_aio.InferenceServerClient(settings.grpc_url)
 
     async def check(self, version: int, batch_size: int) -> None:
         """Refuse to start against a server or model that does not fit this worker."""
         where = f"model {self.model!r} version {version}"
+        deadline = self.control_timeout_s
         try:
-            if not await self.client.is_model_ready(self.model, str(version)):
+            ready = await self.client.is_model_ready(
+                self.model, str(version), client_timeout=deadline
+            )
+            if not ready:
                 raise ModelMismatch(
-                    f"{where} is not loaded in Triton; load it or pin a loaded version"
+                    f"{where} is not loaded in Triton at {self.url}; load it or pin a loaded "
+                    "version"
                 )
-            meta: Any = await self.client.get_model_metadata(self.model, str(version), as_json=True)
-            config: Any = await self.client.get_model_config(self.model, str(version), as_json=True)
+            meta: Any = await self.client.get_model_metadata(
+                self.model, str(version), as_json=True, client_timeout=deadline
+            )
+            config: Any = await self.client.get_model_config(
+                self.model, str(version), as_json=True, client_timeout=deadline
+            )
         except InferenceServerException as exc:
-            raise ScorerUnavailable(f"Triton did not answer: {exc}") from exc
+            if exc.status() == _DEADLINE_EXCEEDED:
+                raise ScorerUnavailable(
+                    f"Triton at {self.url} did not answer within {deadline} s while checking "
+                    f"{where} (SLIDR_TRITON__CONTROL_TIMEOUT_S)"
+                ) from exc
+            raise ScorerUnavailable(
+                f"Triton at {self.url} did not answer while checking {where}: {exc.message()}"
+            ) from exc
         inputs = {i["name"]: i for i in meta["inputs"]}
         outputs = {o["name"]: o for o in meta["outputs"]}
         if INPUT not in inputs or OUTPUT not in outputs:
@@ -89,7 +122,14 @@ class TritonScorer:
                 ),
                 timeout=self.timeout_s,
             )
-        except (InferenceServerException, TimeoutError, OSError) as exc:
+        except InferenceServerException as exc:
+            if _UNKNOWN_MODEL in (exc.message() or ""):
+                raise ModelUnavailable(
+                    f"Triton at {self.url} does not serve model {self.model!r} version "
+                    f"{version}: {exc.message()}"
+                ) from exc
+            raise ScorerUnavailable(f"Triton inference failed: {exc}") from exc
+        except (TimeoutError, OSError) as exc:
             raise ScorerUnavailable(f"Triton inference failed: {exc}") from exc
         scores = result.as_numpy(OUTPUT)
         if scores is None or scores.shape[0] != features.shape[0]:

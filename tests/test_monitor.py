@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -259,6 +260,56 @@ def test_expected_figures_of_the_version_come_first(
     feed(monitor, obs(100, invalid=0.95, version=2))
     assert monitor.evaluate() == []
     assert registry.serving().version == 2
+
+
+def version_sample(monitor: Monitor, name: str, version: int) -> float | None:
+    return monitor.metrics.registry.get_sample_value(name, {"version": str(version)})
+
+
+def test_a_version_workers_were_left_on_is_flagged_when_triton_fails_it(
+    lifecycle: tuple[Settings, Registry, FakeTriton], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings, registry, triton = lifecycle
+    registry.promote(2)
+    clock = Clock()
+    monitor = Monitor(settings, registry, clock=clock)
+    # Version 2 serves; one worker stayed on version 1, which Triton no longer has. Fewer
+    # decisions than min_decisions: that worker holds few partitions.
+    feed(monitor, obs(200, version=2, at=999.0))
+    feed(monitor, obs(10, version=1, at=999.0) + obs(50, version=1, at=999.0, degraded=True,
+                                                     model_error=True))  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="streams.monitor.consumer"):
+        assert monitor.evaluate() == []  # the serving version is fine
+        monitor.evaluate()  # flagged once a window, not once an evaluation
+    assert version_sample(monitor, "slidr_monitor_version_alert", 1) == 1
+    assert version_sample(monitor, "slidr_monitor_version_model_error_share", 1) == 50 / 60
+    assert version_sample(monitor, "slidr_monitor_version_degraded_share", 1) == 50 / 60
+    assert version_sample(monitor, "slidr_monitor_version_decisions", 1) == 60
+    assert version_sample(monitor, "slidr_monitor_version_alert", 2) == 0
+    assert version_sample(monitor, "slidr_monitor_version_decisions", 2) == 200
+    [alert] = [r.getMessage() for r in caplog.records]
+    assert "ALERT: model m version 1 does not serve (version 2 does)" in alert
+    assert "model-error share of all is 0.833" in alert
+    # Flagged, never rolled back: it does not serve, its workers must follow the pointer.
+    assert registry.serving().version == 2 and triton.loads[-1] == {1, 2}
+    assert metric(monitor, "slidr_monitor_rollbacks_total") == 0
+
+    # Once its workers followed, the version leaves the window and its series go away.
+    clock.now += LIMITS.window_s
+    monitor.evaluate()
+    assert 1 not in monitor.windows
+    assert version_sample(monitor, "slidr_monitor_version_alert", 1) is None
+
+
+def test_redis_outages_do_not_flag_a_version(
+    lifecycle: tuple[Settings, Registry, FakeTriton],
+) -> None:
+    settings, registry, _ = lifecycle
+    monitor = Monitor(settings, registry, clock=Clock())
+    feed(monitor, obs(100, version=2, at=999.0, degraded=True))  # no model error
+    assert monitor.watch_versions(1, 1000.0) == {}
+    assert version_sample(monitor, "slidr_monitor_version_degraded_share", 2) == 1.0
+    assert version_sample(monitor, "slidr_monitor_version_alert", 2) == 0
 
 
 # --- the real stack: a bad model forced into serving is rolled back ---

@@ -131,3 +131,13 @@ def test_grafana_is_provisioned_with_the_compose_prometheus() -> None:
     assert mounts["./ops/grafana/dashboards"] == provider["options"]["path"]
     uids = {t["datasource"]["uid"] for p in dashboard()["panels"] for t in [p, *p["targets"]]}
     assert uids == {source["uid"]}
+
+
+def test_a_failing_reload_keeps_its_alert_expression_true_between_retries() -> None:
+    """Retries come at most ``reload_backoff_max_s`` apart: a shorter increase() range would
+    drop to 0 between two of them and restart the alert's ``for`` every time."""
+    rules = load("ops/prometheus/rules.yml")["groups"][0]["rules"]
+    expr = next(r["expr"] for r in rules if r.get("alert") == "SlidrModelReloadFailing")
+    window = re.search(r"slidr_model_reload_failures_total\{[^}]*\}\[(\d+)m\]", expr)
+    assert window is not None, expr
+    assert int(window[1]) * 60 > 2 * WorkerSettings().reload_backoff_max_s

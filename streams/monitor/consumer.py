@@ -6,6 +6,10 @@ judged (:mod:`streams.monitor.rules`) against the figures expected of that versi
 none were recorded, against the figures observed for the previous (stable) version. On a sharp
 deviation it logs an ERROR alert, counts it in Prometheus and rolls back to the stable version
 through the registry; workers follow the pointer within ``worker.reload_every_s``.
+
+Every other version that still gets decisions (a worker that did not follow the pointer) is
+watched too: its fail-open shares are exported per version, and an ERROR alert flags one that
+Triton fails to score; it is not rolled back (it does not serve), its workers must follow.
 """
 
 from __future__ import annotations
@@ -60,6 +64,23 @@ class MonitorMetrics:
             "slidr_monitor_alert", "1 while the serving version deviates", registry=r
         )
         self.rollbacks = Counter("slidr_monitor_rollbacks", "Automatic rollbacks", registry=r)
+        # Every version with decisions in the window, the serving one included.
+        self.version_decisions = Gauge(
+            "slidr_monitor_version_decisions", "Decisions of the version over the window",
+            ["version"], registry=r,
+        )  # fmt: skip
+        self.version_degraded_share = Gauge(
+            "slidr_monitor_version_degraded_share", "Share of the version's decisions made "
+            "fail-open over the window (Redis or Triton)", ["version"], registry=r,
+        )  # fmt: skip
+        self.version_model_error_share = Gauge(
+            "slidr_monitor_version_model_error_share", "Share of the version's decisions Triton "
+            "failed to score over the window", ["version"], registry=r,
+        )  # fmt: skip
+        self.version_alert = Gauge(
+            "slidr_monitor_version_alert", "1 while Triton fails to score most of the version's "
+            "decisions", ["version"], registry=r,
+        )  # fmt: skip
         self.rollback_seconds = Gauge(
             "slidr_monitor_rollback_seconds",
             "Last automatic rollback: seconds from the bad version's first decision to the "
@@ -84,6 +105,8 @@ class Monitor:
         #: When each version last alerted: a version still serving re-alerts once a window.
         self._alerted: dict[int, float] = {}
         self._recorded: dict[int, float] = {}
+        #: When each version other than the serving one was last flagged (once a window).
+        self._flagged: dict[int, float] = {}
         self._unload_at: float | None = None
 
     def observe(self, o: Observation) -> None:
@@ -110,6 +133,7 @@ class Monitor:
         self._unload_if_due(now)
         serving = self.registry.serving().version
         self.metrics.serving_version.set(serving)
+        self.watch_versions(serving, now)
         window = self.windows.get(serving)
         if window is None:
             return []
@@ -128,6 +152,45 @@ class Monitor:
             self._alerted[serving] = now
             self._alert(serving, found, window, now)
         return found
+
+    def watch_versions(self, serving: int, now: float) -> dict[int, Deviation]:
+        """Fail-open shares of every version with decisions in the window; flags (never rolls
+        back) a version other than ``serving`` that Triton fails to score. Returns the versions
+        over the limit; forgets versions without decisions for a whole window."""
+        m = self.metrics
+        over: dict[int, Deviation] = {}
+        for version, window in sorted(self.windows.items()):
+            total = window.figures(now).total
+            label = str(version)
+            if total.decisions == 0 and version != serving:
+                del self.windows[version]
+                for gauge in (m.version_decisions, m.version_degraded_share,
+                              m.version_model_error_share, m.version_alert):  # fmt: skip
+                    gauge.remove(label)  # a no-op for a label never exported
+                continue
+            minimum = self.limits.min_version_decisions
+            if version == serving:
+                minimum = max(minimum, self.limits.min_decisions)
+            found = rules.model_errors(total, self.limits, minimum)
+            m.version_decisions.labels(label).set(total.decisions)
+            m.version_degraded_share.labels(label).set(total.degraded_share)
+            m.version_model_error_share.labels(label).set(total.model_error_share)
+            m.version_alert.labels(label).set(found is not None)
+            if found is None:
+                continue
+            over[version] = found
+            if version == serving:
+                continue  # judged with every rule, and rolled back, by evaluate()
+            if now - self._flagged.get(version, -float("inf")) >= self.limits.window_s:
+                self._flagged[version] = now
+                log.error(
+                    "ALERT: model %s version %d does not serve (version %d does) but still "
+                    "decides clicks, and %s: the workers on it fail open; they should follow "
+                    "the serving pointer (compare slidr_model_version with "
+                    "slidr_model_pointer_version, read their logs)",
+                    self.registry.name, version, serving, found,
+                )  # fmt: skip
+        return over
 
     def _alert(
         self, version: int, found: list[Deviation], window: SlidingWindow, now: float

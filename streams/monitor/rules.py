@@ -62,20 +62,24 @@ def _ivr(
     return Deviation("IVR", scope, tally.ivr, expected, tally.scored)
 
 
+def model_errors(total: Tally, limits: MonitorSettings, minimum: int) -> Deviation | None:
+    """More than ``max_degraded_share`` of at least ``minimum`` decisions failed open because
+    Triton did not score them (Redis outages do not count: no model is to blame)."""
+    share = total.model_error_share
+    if total.decisions < minimum or share <= limits.max_degraded_share:
+        return None
+    return Deviation(
+        "model-error share", "all", share, limits.max_degraded_share, total.decisions, "limit"
+    )
+
+
 def deviations(
     window: WindowFigures, baseline: Figures | None, limits: MonitorSettings
 ) -> list[Deviation]:
     """Every sharp deviation of ``window`` from ``baseline`` (None: only the error share)."""
     total = window.total
-    found: list[Deviation] = []
-    if total.decisions >= limits.min_decisions and (
-        total.model_error_share > limits.max_degraded_share
-    ):
-        share = total.model_error_share
-        found.append(
-            Deviation("model-error share", "all", share, limits.max_degraded_share,
-                      total.decisions, "limit")
-        )  # fmt: skip
+    errors = model_errors(total, limits, limits.min_decisions)
+    found: list[Deviation] = [errors] if errors is not None else []
     if baseline is None:
         return found
     candidates = [_ivr("all", total, baseline.ivr, limits.min_decisions, limits)]

@@ -83,6 +83,11 @@ class Tally:
         return self.invalid / self.scored if self.scored else float("nan")
 
     @property
+    def degraded_share(self) -> float:
+        """Share of decisions made fail-open, whatever the dependency that failed."""
+        return (self.decisions - self.scored) / self.decisions if self.decisions else 0.0
+
+    @property
     def model_error_share(self) -> float:
         return self.model_errors / self.decisions if self.decisions else 0.0
 
