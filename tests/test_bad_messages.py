@@ -76,34 +76,51 @@ def with_time(click: Click, event_time: str) -> bytes:
     return orjson.dumps({**orjson.loads(click.to_json()), "event_time": event_time})
 
 
+def with_field(click: Click, **values: object) -> bytes:
+    return orjson.dumps({**orjson.loads(click.to_json()), **values})
+
+
 def bad_messages(good: Click) -> list[RawClick]:
-    """Each message of issue 17's "Found 1", offsets 101.."""
+    """Each message of issue 17's "Found 1", offsets 101..105, and what its strict contract
+    refuses, 106.. (see BAD_REASONS)."""
+    key = good.click_id.encode()
     return [
         RawClick(None, b"c-tomb", partition=0, offset=101),
         RawClick(with_time(good, "0001-01-01T00:00:00+01:00"), b"c-y1", partition=0, offset=102),
         RawClick(with_time(good, "9999-12-31T23:59:59-01:00"), b"c-y9", partition=0, offset=103),
         RawClick(b"x" * 900_000, b"c-big", partition=0, offset=104),
         RawClick(good.to_json(), b"\xff\xfe", partition=0, offset=105),
+        RawClick(good.to_json(), b"c-other", partition=0, offset=106),
+        RawClick(good.to_json()[:-1] + b',"ad_id":"x"}', key, partition=0, offset=107),
+        RawClick(with_field(good, session_id="s\x00"), key, partition=0, offset=108),
+        RawClick(with_field(good, ip="fe80::1%eth0"), key, partition=0, offset=109),
     ]
+
+
+BAD_REASONS = {
+    101: "tombstone",
+    102: "invalid_value",
+    103: "invalid_value",
+    104: "oversized",
+    105: "bad_key",
+    106: "key_mismatch",
+    107: "duplicate_key",
+    108: "invalid_value",
+    109: "invalid_value",
+}
 
 
 async def test_each_bad_message_is_a_dead_letter_and_the_clicks_around_it_are_decided(
     repo: Path,
 ) -> None:
-    good = [make_click(i) for i in range(6)]
+    good = [make_click(i) for i in range(len(BAD_REASONS) + 1)]
     bad = bad_messages(good[0])
     batch = [raw(good[0], 0), *[m for i, b in enumerate(bad) for m in (b, raw(good[i + 1], i + 1))]]
 
     outcome = await pipeline(repo, FakeStore()).process(batch)
 
     assert [d.click_id for d in validated(outcome.decisions)] == [c.click_id for c in good]
-    assert reasons(outcome.dead_letters) == {
-        101: "tombstone",
-        102: "invalid_value",
-        103: "invalid_value",
-        104: "oversized",
-        105: "bad_key",
-    }
+    assert reasons(outcome.dead_letters) == BAD_REASONS
     assert all(len(d.to_json()) <= DEAD_LETTER_MAX_BYTES for d in outcome.dead_letters)
     big = next(d for d in outcome.dead_letters if d.source_offset == 104)
     assert big.original_size == 900_000 and big.truncated
@@ -193,7 +210,7 @@ def test_the_archiver_skips_each_bad_click_and_archives_the_others(tmp_path: Pat
         archiver._take(msg)  # type: ignore[arg-type]
     archived = archiver._pending[("slidr.clicks", 0)].events
     assert [e.click_id for e in archived] == ["c-0", "c-1", "c-2", "c-99"]
-    assert archiver.stats["clicks"].skipped == 5
+    assert archiver.stats["clicks"].skipped == len(BAD_REASONS)
 
 
 async def test_a_replay_counts_each_bad_click_as_unreadable_and_decides_the_others() -> None:
@@ -208,7 +225,7 @@ async def test_a_replay_counts_each_bad_click_as_unreadable_and_decides_the_othe
         Settings().events,
     )
     assert step.clicks.click_ids == ["c-0", "c-1", "c-2", "c-99"]
-    assert step.unreadable == 5
+    assert step.unreadable == len(BAD_REASONS)
 
 
 def test_a_replay_request_with_a_time_no_calendar_holds_is_refused() -> None:

@@ -22,7 +22,7 @@ from replay.request import ReplayRequest
 from replay.summary import ReplayProgress, ReplayState, ReplaySummary, SliceCounts
 from slidr.cli.main import _register, app
 from slidr.contracts import CONTRACTS, CONTRACTS_DIR, REGENERATE, Model, render_all, stale_files
-from slidr.events import DeadLetter, DeadLetterReason, DeviceType, GivtReason, Purchase
+from slidr.events import Click, DeadLetter, DeadLetterReason, DeviceType, GivtReason, Purchase
 from slidr.features import FEATURE_HASH, N_FEATURES
 from slidr.model_record import ModelRecord
 from slidr.settings import Settings
@@ -286,6 +286,15 @@ INVALID: list[tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
     ("click", "logged_in null", _with(logged_in=None)),
     ("click", "logged_in a number", _with(logged_in=1)),
     ("click", "a time as a Unix timestamp", _with(event_time=1763726340)),
+    ("click", "a NUL in click_id", _with(click_id="c-\x00")),
+    ("click", "a tab in session_id", _with(session_id="s\t1")),
+    ("click", "a DEL in ad_id", _with(ad_id="a\x7f")),
+    ("click", "a C1 control in campaign_id", _with(campaign_id="k\x85")),
+    ("click", "a whitespace-only advertiser_id", _with(advertiser_id="   ")),
+    ("click", "a customer_id of U+FEFF", _with(logged_in=True, customer_id="\ufeff")),
+    ("click", "an IPv6 zone id", _with(ip="fe80::1%eth0")),
+    ("purchase", "a newline in purchase_id", _with(purchase_id="p-1\n")),
+    ("purchase", "a no-break space for click_id", _with(click_id="\u00a0")),
     ("purchase", "amount 0", _with(amount=0)),
     ("purchase", "a 4-letter currency", _with(currency="EURO")),
     ("purchase", "an amount as a string", _with(amount="19.99")),
@@ -319,3 +328,42 @@ def test_invalid_events_fail_the_schema_and_the_model(
     refusal = ValidationError if issubclass(model, BaseModel) else msgspec.ValidationError
     with pytest.raises(refusal):
         model_validate(model, event)
+
+
+IDS = [
+    ("c-1", True),
+    ("a b", True),
+    (" c-1 ", True),
+    ("clé-1", True),
+    ("\u00a0x", True),
+    ("\u200b", True),  # a zero-width space is a format character, not whitespace
+    ("\x00", False),
+    ("x\n", False),  # where Python's "$" would match: the rule has no anchors
+    ("\x1f", False),
+    ("\x7f", False),
+    ("\x85", False),
+    ("\x9f", False),
+    (" ", False),
+    ("\xa0", False),
+    ("\u2028", False),
+    ("\u3000", False),
+    ("\ufeff", False),
+]
+
+
+@pytest.mark.parametrize(("text", "accepted"), IDS, ids=[ascii(t) for t, _ in IDS])
+def test_the_schema_and_the_model_agree_on_ids(text: str, accepted: bool) -> None:
+    # The rule on ids is a pair of regexes in the schema and code in the model.
+    event = _click() | {"click_id": text, "session_id": text, "advertiser_id": text}
+    try:
+        model_validate(MODELS["click"], event)
+        model_accepts = True
+    except msgspec.ValidationError:
+        model_accepts = False
+    assert (not errors("click", event), model_accepts) == (accepted, accepted)
+
+
+def test_an_ipv4_mapped_address_is_valid_and_read_as_its_ipv4() -> None:
+    event = _click() | {"ip": "::ffff:192.0.2.1"}
+    assert errors("click", event) == []
+    assert msgspec.json.decode(orjson.dumps(event), type=Click).ip == "192.0.2.1"
