@@ -438,6 +438,8 @@ class TritonVersions:
 
     Every call has a deadline (``control_timeout_s``, ``load_timeout_s`` for the load itself):
     the registry calls these while holding its lock, which the monitor takes every second.
+    The repository calls (load, index) carry ``triton.repository_key`` when it is set: Triton
+    refuses them otherwise (docs/security.md).
     """
 
     def __init__(self, settings: TritonSettings, timeout_s: float | None = None) -> None:
@@ -476,7 +478,12 @@ class TritonVersions:
         client = triton_grpc.InferenceServerClient(self.settings.grpc_url)
         try:
             config = self._config(client, versions)
-            client.load_model(name, config=config, client_timeout=self.timeout_s)
+            client.load_model(
+                name,
+                config=config,
+                headers=self.settings.repository_headers,
+                client_timeout=self.timeout_s,
+            )
         except InferenceServerException as exc:
             if exc.status() == _DEADLINE_EXCEEDED:
                 what = f"the load of {name!r} versions {sorted(versions)}"
@@ -496,7 +503,9 @@ class TritonVersions:
         client = triton_grpc.InferenceServerClient(self.settings.grpc_url)
         try:
             index: Any = client.get_model_repository_index(
-                as_json=True, client_timeout=self.control_timeout_s
+                headers=self.settings.repository_headers,
+                as_json=True,
+                client_timeout=self.control_timeout_s,
             )
         except InferenceServerException as exc:
             if exc.status() == _DEADLINE_EXCEEDED:

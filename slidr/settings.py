@@ -95,6 +95,11 @@ class RedisSettings(_Section):
         return f"redis://{self.host}:{self.port}/{self.db}"
 
 
+#: Header Triton checks on its restricted model-repository API (``TritonSettings.repository_key``);
+#: over gRPC it travels as ``triton-grpc-protocol-<header>`` metadata (Triton's prefix).
+REPOSITORY_KEY_HEADER = "slidr-repository-key"
+
+
 class TritonSettings(_Section):
     host: str = "127.0.0.1"
     http_port: int = 18000
@@ -109,10 +114,22 @@ class TritonSettings(_Section):
     #: Deadline of a load request (the registry's promote, rollback and sync): loading a
     #: version takes seconds, and the registry lock is held meanwhile.
     load_timeout_s: float = Field(default=60.0, gt=0)
+    #: Closes Triton's model-repository API (load, unload, index) to every caller without it:
+    #: docker-compose and the local stack start Triton restricted to this header value, and the
+    #: registry sends it. Unset: the API is open to whoever reaches the ports (loopback).
+    repository_key: SecretStr | None = None
 
     @property
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def repository_headers(self) -> dict[str, str] | None:
+        """The gRPC metadata that opens the restricted model-repository API, if it is closed."""
+        if self.repository_key is None:
+            return None
+        key = self.repository_key.get_secret_value()
+        return {f"triton-grpc-protocol-{REPOSITORY_KEY_HEADER}": key}
 
 
 class EventLimits(_Section):
@@ -227,6 +244,14 @@ class ReplaySettings(_Section):
     agent_group: str = "slidr-replay-agent"
     #: Prometheus port of `slidr replay-agent`; 0 disables it.
     metrics_port: int = 19102
+    #: HMAC-SHA256 key of replay requests: the agent runs only requests signed with it (`slidr
+    #: replay --submit` signs), since a replay publishes what billing reads (docs/security.md).
+    signing_key: SecretStr | None = None
+    #: Without a signing key the agent refuses every request, unless this is set (local dev).
+    allow_unsigned: bool = False
+    #: A signed request older than this (or this far in the future) is refused, so a copy of a
+    #: request read off the topic cannot start the replay again later.
+    signature_max_age_s: float = Field(default=300.0, gt=0)
 
 
 class GuardrailSettings(_Section):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any
 
 import pytest
 from google.protobuf import text_format  # type: ignore[import-untyped]
+from pydantic import SecretStr
 from ruamel.yaml import YAML
 from tritonclient.grpc import model_config_pb2
 
@@ -21,20 +24,33 @@ from slidr.settings import (
     TopicSettings,
     TritonSettings,
 )
-from slidr.stack.triton_server import TritonService, pytriton_root
+from slidr.stack.triton_server import TritonService, pytriton_root, restricted_api_flags
 from tests.stack_fixtures import free_ports, private_settings
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
+#: The compose file refuses to start Triton without a repository key; this one is the tests'.
+REPOSITORY_KEY = "compose-test-repository-key-0123456789"
 #: The services built from this repository: they read SLIDR_* settings.
 SLIDR_SERVICES = ("topics", "worker")
 
 
-def docker_compose(*args: str) -> subprocess.CompletedProcess[str]:
+def docker_compose(
+    *args: str, key: str | None = REPOSITORY_KEY
+) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("docker-compose")
     if exe is None:  # a failure, not a skip: CI must run this check
         pytest.fail("docker-compose is not installed: `make setup` installs it with apt")
+    env = {k: v for k, v in os.environ.items() if k != "SLIDR_TRITON__REPOSITORY_KEY"}
+    if key is not None:
+        env["SLIDR_TRITON__REPOSITORY_KEY"] = key
     return subprocess.run(
-        [exe, "-f", str(COMPOSE), *args], capture_output=True, text=True, timeout=60, check=False
+        [exe, "-f", str(COMPOSE), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+        cwd=PROJECT_ROOT,  # not a developer's .env elsewhere
     )
 
 
@@ -115,6 +131,33 @@ def test_triton_listens_and_loads_what_the_settings_say(services: dict[str, Any]
     assert probe in " ".join(services["triton"]["healthcheck"]["test"])
 
 
+def test_triton_listens_on_loopback_only(services: dict[str, Any]) -> None:
+    command = services["triton"]["command"]
+    for kind in ("http", "grpc", "metrics"):
+        assert ipaddress.ip_address(flag(command, f"--{kind}-address")).is_loopback, kind
+
+
+def test_triton_repository_api_needs_the_registry_key(services: dict[str, Any]) -> None:
+    """The same restriction as the local stack's, with the key from the environment."""
+    command = services["triton"]["command"]
+    locked = TritonSettings(repository_key=SecretStr(REPOSITORY_KEY))
+    assert [a for a in command if "restricted" in a] == restricted_api_flags(locked)
+    # only the monitor (rollbacks through the registry) holds the key; the worker only infers
+    holders = {
+        name
+        for name, service in services.items()
+        if "SLIDR_TRITON__REPOSITORY_KEY" in service.get("environment", {})
+    }
+    assert holders == {"monitor"}
+    assert services["monitor"]["environment"]["SLIDR_TRITON__REPOSITORY_KEY"] == REPOSITORY_KEY
+
+
+def test_compose_refuses_to_start_without_a_repository_key() -> None:
+    done = docker_compose("config", "-q", key=None)
+    assert done.returncode != 0
+    assert "set SLIDR_TRITON__REPOSITORY_KEY" in done.stderr
+
+
 def triton_config(services: dict[str, Any]) -> tuple[str, Path]:
     """The --model-config-name of the triton service and the host file it names."""
     command = services["triton"]["command"]
@@ -141,7 +184,8 @@ def test_triton_2_51_reads_the_config_the_compose_flag_names(
     services: dict[str, Any], tmp_path: Path
 ) -> None:
     """The wheel's tritonserver (the image's version) given the compose file's flag tries the
-    ONNX Runtime backend, which only the image has: so it read configs/<name>.pbtxt."""
+    ONNX Runtime backend, which only the image has: so it read configs/<name>.pbtxt, and it
+    accepted the file's address and restricted-API flags."""
     name, path = triton_config(services)
     settings = private_settings(tmp_path)  # a repository holding the day-zero version
     model = settings.triton.model_repository / settings.triton.model_name
@@ -162,6 +206,9 @@ def test_triton_2_51_reads_the_config_the_compose_flag_names(
         "--allow-gpu-metrics=false",
         "--pinned-memory-pool-byte-size=0",
         "--cuda-memory-pool-byte-size=0:0",
+        # 2.51 parses the compose file's lockdown flags (a bad option would exit before the
+        # model is read)
+        *(a for a in services["triton"]["command"] if "restricted" in a or "-address=" in a),
     ]
     done = subprocess.run(
         argv, env=service._env(), capture_output=True, text=True, timeout=60, check=False

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from slidr.errors import PrerequisiteMissing, StackError
-from slidr.settings import Settings
+from slidr.settings import REPOSITORY_KEY_HEADER, Settings, TritonSettings
 from slidr.stack.process import ManagedProcess, wait_until
 from slidr.stack.service import Health
 
@@ -34,6 +34,26 @@ def pytriton_root() -> Path:
             "pip install -c constraints.txt nvidia-pytriton"
         )
     return Path(spec.origin).parent / "tritonserver"
+
+
+#: The APIs only the registry may call: loading a Python-backend model runs its code, unloading
+#: the model fails every worker open; shared memory, logging and trace settings reach the host.
+RESTRICTED_APIS = ("model-repository", "shared-memory", "logging", "trace")
+
+
+def restricted_api_flags(settings: TritonSettings) -> list[str]:
+    """tritonserver flags closing ``RESTRICTED_APIS`` to callers without the repository key.
+
+    Triton reads the value from its command line only, so it shows in the server's process
+    title to local users who can read /proc (docs/security.md).
+    """
+    if settings.repository_key is None:
+        return []
+    spec = (
+        f"{','.join(RESTRICTED_APIS)}:{REPOSITORY_KEY_HEADER}="
+        f"{settings.repository_key.get_secret_value()}"
+    )
+    return [f"--grpc-restricted-protocol={spec}", f"--http-restricted-api={spec}"]
 
 
 class TritonService:
@@ -107,6 +127,7 @@ class TritonService:
             "--pinned-memory-pool-byte-size=0",
             "--cuda-memory-pool-byte-size=0:0",
             "--log-verbose=0",
+            *restricted_api_flags(s),
         ]
         self.proc.start(argv, env=self._env())
         wait_until(lambda: self.health().ok, "Triton model readiness", 120, self.proc)
