@@ -8,7 +8,8 @@ summary, ``refused`` or ``failed`` with the reason. Prometheus metrics on
 ``replay.metrics_port``.
 
 One request at a time. A request is acknowledged after its run ended, so a request whose agent
-died is delivered again and resumes from the run's checkpoint.
+died is delivered again and resumes from the run's checkpoint. Only requests signed with
+``replay.signing_key`` run (:mod:`replay.signing`); others are refused with the reason.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from replay.errors import ReplayRefused
 from replay.plan import plan_replay
 from replay.request import parse_request
 from replay.runner import ReplayRunner
+from replay.signing import Headers, RequestGate, Unauthenticated
 from replay.summary import ReplayProgress, ReplayState
 from slidr.errors import SlidrError
 from slidr.settings import Settings
@@ -76,6 +78,11 @@ def create_replay_app(settings: Settings, metrics: ReplayMetrics | None = None) 
 
     requests = raw_topic(app, r.requests_topic)
     progress = raw_topic(app, r.progress_topic)
+    gate = RequestGate(r, settings.state_dir / "replay" / "requests")
+    if r.signing_key is None and r.allow_unsigned:
+        log.warning(
+            "SLIDR_REPLAY__ALLOW_UNSIGNED: anyone who can write %s runs replays", r.requests_topic
+        )
 
     if r.metrics_port:
 
@@ -87,15 +94,30 @@ def create_replay_app(settings: Settings, metrics: ReplayMetrics | None = None) 
         message = update.model_copy(update={"request_id": request_id})
         await progress.send(key=request_id.encode(), value=message.to_json(), force=True)
 
-    async def serve(request_id: str, payload: bytes) -> None:
+    async def refuse(request_id: str, exc: ReplayRefused, state: str) -> None:
+        log.warning("replay request %r refused: %s", request_id, exc)
+        metrics.runs.labels(state).inc()
+        await report(request_id, ReplayProgress(state=ReplayState.REFUSED, error=str(exc)))
+
+    async def serve(request_id: str, payload: bytes, headers: Headers) -> None:
+        try:
+            signed = gate.admit(request_id, payload, headers, time.time())
+        except Unauthenticated as exc:
+            # counted apart: an alert on it means someone writes requests without the key
+            await refuse(request_id, exc, "unauthenticated")
+            return
+        try:
+            await run(request_id, payload)
+        finally:
+            gate.finished(signed, time.time())
+
+    async def run(request_id: str, payload: bytes) -> None:
         try:
             request = parse_request(payload)
             await report(request_id, ReplayProgress(state=ReplayState.ACCEPTED))
             plan = await asyncio.to_thread(plan_replay, settings, request)
         except ReplayRefused as exc:
-            log.warning("replay request %s refused: %s", request_id, exc)
-            metrics.runs.labels(ReplayState.REFUSED.value).inc()
-            await report(request_id, ReplayProgress(state=ReplayState.REFUSED, error=str(exc)))
+            await refuse(request_id, exc, ReplayState.REFUSED.value)
             return
         log.info("replay %s (request %s): %d clicks", plan.run_id, request_id, plan.to_publish)
         sent: list[asyncio.Task[None]] = []
@@ -144,7 +166,8 @@ def create_replay_app(settings: Settings, metrics: ReplayMetrics | None = None) 
             async for event in stream.events():
                 message = event.message
                 key = message.key.decode(errors="replace") if message.key else ""
-                await serve(key or f"{message.partition}:{message.offset}", message.value or b"")
+                request_id = key or f"{message.partition}:{message.offset}"
+                await serve(request_id, message.value or b"", message.headers)
         except Exception:
             # Faust would keep a worker with a dead agent alive (faust #416): exit, so the
             # request is delivered again to the restarted agent and resumes.

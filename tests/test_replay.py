@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 import pytest
 import redis
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from models.heuristic import VELOCITY_LIMITS
@@ -48,6 +48,8 @@ from tests.worker_harness import SLIDR, DecisionReader, WorkerProcess, consume, 
 pytestmark = pytest.mark.integration
 
 #: What a replay must reproduce of the original decision (not when or how fast it was made).
+#: The replay agent runs only requests signed with its key (replay/signing.py).
+SIGNING_KEY = "replay-agent-test-signing-key-0123456789"
 CONTENT = (
     "click_id",
     "event_time",
@@ -442,15 +444,26 @@ def test_recompute_corrects_the_decisions_degraded_by_a_redis_outage(
 
 def test_the_agent_serves_requests_from_the_topic(served: Served, tmp_path: Path) -> None:
     settings = with_output(served.settings)
-    env = {**os.environ, **settings_env(settings)}
+    # settings_env writes a SecretStr masked: the key goes in by itself
+    env = {**os.environ, **settings_env(settings), "SLIDR_REPLAY__SIGNING_KEY": SIGNING_KEY}
     with (tmp_path / "agent.log").open("wb") as log:
         agent = subprocess.Popen([SLIDR, "replay-agent"], env=env, stdout=log, stderr=log)
     try:
+        # an unsigned request (anyone who can write the topic) is refused, before any signed one
+        producer = Producer({"bootstrap.servers": settings.kafka.bootstrap})
+        unsigned = parse_request({"model_version": 1, **full_range(settings)}).to_json()
+        producer.produce(settings.replay.requests_topic, unsigned, b"unsigned-1")
+        assert producer.flush(30) == 0
         args = [SLIDR, "replay", "--submit", "--wait-s", "120", "--model-version"]
         offsets = [
             f"--from-offset={p}:{o}" for p, o in full_range(settings)["from_offsets"].items()
         ]
         offsets += [f"--to-offset={p}:{o}" for p, o in full_range(settings)["to_offsets"].items()]
+        keyless = {k: v for k, v in env.items() if k != "SLIDR_REPLAY__SIGNING_KEY"}
+        no_key = subprocess.run(
+            [*args, "1", *offsets], env=keyless, capture_output=True, text=True, timeout=180
+        )
+        assert no_key.returncode == 2 and "set SLIDR_REPLAY__SIGNING_KEY" in no_key.stderr
         done = subprocess.run(
             [*args, "1", *offsets], env=env, capture_output=True, text=True, timeout=180
         )
@@ -465,9 +478,13 @@ def test_the_agent_serves_requests_from_the_topic(served: Served, tmp_path: Path
         body = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
         assert 'slidr_replay_runs_total{state="done"} 1.0' in body
         assert 'slidr_replay_runs_total{state="refused"} 1.0' in body
+        assert 'slidr_replay_runs_total{state="unauthenticated"} 1.0' in body
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=30)
+    agent_log = (tmp_path / "agent.log").read_text(errors="replace")
+    assert "replay request 'unsigned-1' refused: unsigned request" in agent_log
+    assert SIGNING_KEY not in agent_log
     values = [v for v, _ in read_all(settings, settings.topics.replayed_decisions)]
     assert {v["click_id"] for v in values} == served.decisions.keys()
     assert {v["model_version"] for v in values} == {1}

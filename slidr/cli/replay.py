@@ -26,6 +26,7 @@ from rich.text import Text
 
 from replay.errors import ReplayError
 from replay.request import FeatureMode, ReplayRequest, parse_partition_offsets, parse_request
+from replay.signing import sign
 from replay.summary import ReplayProgress, ReplayState, ReplaySummary
 from slidr.console import make_console
 from slidr.errors import StackError
@@ -175,9 +176,18 @@ def _run_here(settings: Settings, request: ReplayRequest) -> ReplaySummary:
 
 
 def _submit(settings: Settings, request: ReplayRequest, timeout_s: float) -> ReplaySummary:
-    """Send the request to the replay agent and follow its progress messages."""
+    """Send the request, signed, to the replay agent and follow its progress messages."""
     r = settings.replay
     request_id = uuid.uuid4().hex
+    payload = request.to_json()
+    headers: list[tuple[str, str | bytes | None]] = []
+    if r.signing_key is not None:
+        headers += sign(r.signing_key, request_id, payload, time.time())
+    elif not r.allow_unsigned:  # the agent would refuse it: say so before sending anything
+        raise ReplayError(
+            "set SLIDR_REPLAY__SIGNING_KEY (the agent's key) to sign the request: the agent "
+            "runs only signed requests (SLIDR_REPLAY__ALLOW_UNSIGNED=true on a local stack only)"
+        )
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka.bootstrap,
@@ -196,7 +206,7 @@ def _submit(settings: Settings, request: ReplayRequest, timeout_s: float) -> Rep
             ends.append(TopicPartition(r.progress_topic, p, high))
         consumer.assign(ends)
         producer = Producer({"bootstrap.servers": settings.kafka.bootstrap})
-        producer.produce(r.requests_topic, request.to_json(), request_id.encode())
+        producer.produce(r.requests_topic, payload, request_id.encode(), headers=headers)
         if producer.flush(30):
             raise StackError(f"could not send the request to {r.requests_topic}")
         console.print(f"request {request_id} sent to {r.requests_topic}; waiting for the agent")
@@ -305,8 +315,8 @@ def replay(
         typer.Option(
             "--submit",
             envvar="SLIDR_REPLAY_SUBMIT",
-            help="Do not run here: send the request to `slidr replay-agent` through "
-            "the requests topic and follow its progress.",
+            help="Do not run here: send the request, signed with SLIDR_REPLAY__SIGNING_KEY, "
+            "to `slidr replay-agent` through the requests topic and follow its progress.",
         ),
     ] = False,
     wait_s: Annotated[
