@@ -32,6 +32,7 @@ from replay.request import parse_request
 from replay.runner import ReplayRunner
 from slidr.events import DeviceType, slice_of
 from slidr.features import FEATURE_HASH, N_FEATURES
+from slidr.kafka_config import client_config
 from slidr.settings import Settings
 from slidr.stack import LocalStack
 from tests.factories import make_click
@@ -45,12 +46,9 @@ def write_history(settings: Settings, n: int) -> dict[int, tuple[int, int]]:
     start = datetime.now(UTC) - timedelta(hours=2)
     devices = list(DeviceType)
     producer = Producer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap,
-            "linger.ms": 20,
-            "batch.size": 1_000_000,
-            "compression.type": "lz4",
-        }
+        client_config(
+            settings.kafka, {"linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4"}
+        )
     )
     where: dict[str, tuple[int, int]] = {}
 

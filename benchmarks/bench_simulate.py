@@ -19,7 +19,8 @@ from pathlib import Path
 from rich.table import Table
 
 from slidr.console import make_console
-from slidr.settings import get_settings
+from slidr.kafka_config import client_config
+from slidr.settings import KafkaSettings, get_settings
 from slidr.simulate.config import SimConfig
 from slidr.simulate.runner import run
 from slidr.simulate.sinks import KafkaSink, ParquetSink, Sink
@@ -37,11 +38,13 @@ def _kafka(config: SimConfig, bootstrap: str, truth: bool) -> tuple[int, float]:
 
     suffix = uuid.uuid4().hex[:8]
     topics = [f"bench.sim.{name}.{suffix}" for name in ("clicks", "purchases", "truth")]
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(KafkaSettings(), bootstrap=bootstrap))
     for future in admin.create_topics([NewTopic(t, 4, 1) for t in topics]).values():
         future.result(30)
     try:
-        sink = KafkaSink(bootstrap, topics[0], topics[1], topics[2] if truth else None)
+        sink = KafkaSink(
+            KafkaSettings(), topics[0], topics[1], topics[2] if truth else None, bootstrap=bootstrap
+        )
         return _timed(config, [sink])
     finally:
         for future in admin.delete_topics(topics).values():

@@ -59,6 +59,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from slidr.events import DeviceType
+from slidr.kafka_config import client_config
 from slidr.settings import RedisSettings, Settings, TopicSettings, WorkerSettings
 from slidr.stack import LocalStack
 from slidr.topics import admin_client, ensure_topics
@@ -145,7 +146,7 @@ def case(settings: Settings, clicks_topic: str | None = None) -> Settings:
 
 
 def produce(settings: Settings, payloads: Sequence[bytes], rate: float | None) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap, "linger.ms": 2})
+    producer = Producer(client_config(settings.kafka, {"linger.ms": 2}))
     start = time.monotonic()
     for i, payload in enumerate(payloads):
         if rate is not None and i % 50 == 0:
@@ -164,8 +165,11 @@ def produce(settings: Settings, payloads: Sequence[bytes], rate: float | None) -
 
 def _consumer(settings: Settings) -> Consumer:
     return Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"bench-{uuid.uuid4()}",
-         "auto.offset.reset": "earliest", "enable.auto.commit": False}
+        client_config(
+            settings.kafka,
+            {"group.id": f"bench-{uuid.uuid4()}", "auto.offset.reset": "earliest",
+             "enable.auto.commit": False},
+        )
     )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from replay.errors import ReplayRefused
 from replay.request import ReplayRequest
+from slidr.kafka_config import client_config
 from slidr.settings import Settings
 
 _TIMEOUT_S = 10.0
@@ -40,16 +41,18 @@ class PartitionRange:
 def reader_consumer(settings: Settings, purpose: str) -> Consumer:
     """A consumer for assign() and seek only: a throw-away group id, no commits."""
     return Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap,
-            "group.id": f"slidr-replay-{purpose}-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "error",
-            # Replays read fast and far: larger fetches than the defaults (1 MB per partition).
-            "max.partition.fetch.bytes": 8 * 1024 * 1024,
-        }
+        client_config(
+            settings.kafka,
+            {
+                "group.id": f"slidr-replay-{purpose}-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "error",
+                # Replays read fast and far: larger fetches than the defaults (1 MB a partition).
+                "max.partition.fetch.bytes": 8 * 1024 * 1024,
+            },
+        )
     )
 
 

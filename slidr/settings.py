@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The repository (or installed source tree) root: triton_repo/ sits here.
@@ -37,8 +37,41 @@ class KafkaSettings(_Section):
     version: str = "4.1.1"
     #: Heap of the local broker; small on purpose, it shares 2 cores with everything else.
     heap: str = "512m"
+    #: How every client (Faust's aiokafka, librdkafka) talks to the broker; mapped once in
+    #: slidr/kafka_config.py. The local stack opens its listener with the same protocol.
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    #: PEM CA bundle that signed the broker's certificate (SSL, SASL_SSL); None: system CAs.
+    ssl_cafile: Path | None = None
+    #: Optional client certificate and its unencrypted PEM key (mutual TLS).
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    #: Local stack only: the broker's certificate chain and unencrypted PEM key (SSL listeners).
+    broker_certfile: Path | None = None
+    broker_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        # Refused here, at start-up, rather than as an authentication failure at the broker.
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs SLIDR_KAFKA__SASL_USERNAME "
+                "and SLIDR_KAFKA__SASL_PASSWORD"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError(
+                "a client certificate needs both SLIDR_KAFKA__SSL_CERTFILE and "
+                "SLIDR_KAFKA__SSL_KEYFILE"
+            )
+        return self
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
 
     @property
     def bootstrap(self) -> str:

@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from slidr.errors import StackError
+from slidr.kafka_config import client_config, with_error_recorder
 from slidr.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    return AdminClient(client_config(settings.kafka))
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
@@ -93,13 +94,24 @@ def missing_topics(
     settings: Settings, names: Collection[str], timeout_s: float = 10.0
 ) -> list[str]:
     """The topics among ``names`` that the broker does not have."""
-    try:
-        meta = admin_client(settings).list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise StackError(
-            f"Kafka at {settings.kafka.bootstrap} did not list its topics ({exc}): "
-            "is it up? `slidr stack status`"
-        ) from exc
+    config, recorder = with_error_recorder(settings.kafka)
+    admin = AdminClient(config)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        # Short tries: a refused login only shows in error_cb (served by poll), and should end
+        # the wait at once instead of after the whole timeout.
+        try:
+            meta = admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            break
+        except KafkaException as exc:
+            admin.poll(0)
+            if refused := recorder.explain(settings.kafka):
+                raise StackError(refused) from None
+            if time.monotonic() >= deadline:
+                raise StackError(
+                    f"Kafka at {settings.kafka.bootstrap} did not list its topics ({exc}): "
+                    "is it up? `slidr stack status`"
+                ) from exc
     return sorted(name for name in names if name not in meta.topics)
 
 

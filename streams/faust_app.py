@@ -6,6 +6,7 @@ from typing import Any
 
 import faust
 
+from slidr.kafka_config import faust_credentials
 from slidr.settings import Settings
 
 
@@ -20,6 +21,7 @@ def slidr_app(settings: Settings, group: str, kind: str, **options: Any) -> faus
     return faust.App(
         group,
         broker=f"kafka://{settings.kafka.bootstrap}",
+        broker_credentials=faust_credentials(settings.kafka),
         datadir=str(datadir),
         store="memory://",
         web_enabled=False,

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from confluent_kafka import KafkaError, Message, Producer
 
 from slidr.errors import SlidrError
+from slidr.kafka_config import client_config
 from slidr.settings import KafkaSettings
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -39,20 +40,22 @@ class BatchProducer:
     ) -> None:
         self.failed: list[KafkaError] = []
         self.producer = Producer(
-            {
-                "bootstrap.servers": kafka.bootstrap,
-                "client.id": client_id,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": linger_ms,
-                "batch.size": 1_000_000,
-                "compression.type": "lz4",
-                # A message not acknowledged by then is reported failed, and the batch with it.
-                "delivery.timeout.ms": delivery_timeout_ms,
-                # The JVM clients' partitioner (Faust's aiokafka uses it too): a click's decision
-                # lands on the same partition number whoever writes it.
-                "partitioner": "murmur2_random",
-            }
+            client_config(
+                kafka,
+                {
+                    "client.id": client_id,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": linger_ms,
+                    "batch.size": 1_000_000,
+                    "compression.type": "lz4",
+                    # A message not acknowledged by then is reported failed, and the batch with it.
+                    "delivery.timeout.ms": delivery_timeout_ms,
+                    # The JVM clients' partitioner (Faust's aiokafka uses it too): a click's
+                    # decision lands on the same partition number whoever writes it.
+                    "partitioner": "murmur2_random",
+                },
+            )
         )
 
     def _delivered(self, error: KafkaError | None, _msg: Message) -> None:

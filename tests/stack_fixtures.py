@@ -11,6 +11,8 @@ import socket
 import uuid
 from pathlib import Path
 
+from pydantic import BaseModel, SecretStr
+
 from models.day_zero import ensure_day_zero_version
 from slidr.settings import (
     PROJECT_ROOT,
@@ -96,7 +98,18 @@ def settings_env(settings: Settings) -> dict[str, str]:
             env[f"SLIDR_{prefix}"] = str(value)
 
     walk("", settings.model_dump(mode="json"))
+    _reveal_secrets("", settings, env)
     return env
+
+
+def _reveal_secrets(prefix: str, model: BaseModel, env: dict[str, str]) -> None:
+    """JSON dumps mask a SecretStr as '**********': a subprocess needs the value itself."""
+    for name, value in model:
+        key = f"{prefix}__{name.upper()}" if prefix else name.upper()
+        if isinstance(value, SecretStr):
+            env[f"SLIDR_{key}"] = value.get_secret_value()
+        elif isinstance(value, BaseModel):
+            _reveal_secrets(key, value, env)
 
 
 def private_model(settings: Settings) -> Settings:

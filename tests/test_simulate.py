@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from slidr.cli.simulate import simulate
 from slidr.events import Click, Purchase, slice_of
+from slidr.settings import Settings
 from slidr.simulate.bots import BotKind
 from slidr.simulate.config import SimConfig, SimulationConfigError, parse_mix
 from slidr.simulate.encode import click_values, purchase_values
@@ -278,20 +279,22 @@ def test_default_window_ends_at_the_current_hour() -> None:
 
 
 @pytest.mark.integration
-def test_a_simulated_hour_arrives_on_kafka_with_the_exact_count(kafka_bootstrap: str) -> None:
+def test_a_simulated_hour_arrives_on_kafka_with_the_exact_count(stack_settings: Settings) -> None:
     from confluent_kafka import Consumer
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
+    from slidr.kafka_config import client_config
+
     suffix = uuid.uuid4().hex[:8]
     topics = [f"test.sim.{name}.{suffix}" for name in ("clicks", "purchases", "truth")]
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient(client_config(stack_settings.kafka))
     for future in admin.create_topics([NewTopic(t, 2, 1) for t in topics]).values():
         future.result(30)
     try:
         config = _config(days=1, clicks_per_day=24 * 2000)
         batch = next(Generator(config).hours())
-        sink = KafkaSink(kafka_bootstrap, topics[0], topics[1], topics[2])
+        sink = KafkaSink(stack_settings.kafka, topics[0], topics[1], topics[2])
         sink.write_hour(batch)
         sink.close()
         expected = {topics[0]: batch.clicks.num_rows, topics[1]: batch.purchases.num_rows}
@@ -299,11 +302,10 @@ def test_a_simulated_hour_arrives_on_kafka_with_the_exact_count(kafka_bootstrap:
         got = dict.fromkeys(topics, 0)
         first_values: list[bytes] = []
         consumer = Consumer(
-            {
-                "bootstrap.servers": kafka_bootstrap,
-                "group.id": f"test-sim-{suffix}",
-                "auto.offset.reset": "earliest",
-            }
+            client_config(
+                stack_settings.kafka,
+                {"group.id": f"test-sim-{suffix}", "auto.offset.reset": "earliest"},
+            )
         )
         try:
             consumer.subscribe(topics)

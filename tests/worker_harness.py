@@ -16,6 +16,7 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from slidr.events import Click
+from slidr.kafka_config import client_config
 from slidr.settings import RedisSettings, Settings, TopicSettings, WorkerSettings
 from slidr.topics import ensure_topics
 from tests.stack_fixtures import free_ports, settings_env
@@ -77,7 +78,7 @@ class WorkerProcess:
 
 
 def produce(settings: Settings, clicks: Iterable[Click], raw: Iterable[bytes] = ()) -> int:
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap, "linger.ms": 5})
+    producer = Producer(client_config(settings.kafka, {"linger.ms": 5}))
     n = 0
     for click in clicks:
         producer.produce(settings.topics.clicks, click.to_json(), click.click_id.encode())
@@ -94,21 +95,19 @@ def produce_messages(
 ) -> None:
     """(key, value) pairs to one partition of the clicks topic, in this order (a None value is
     a tombstone). Each is flushed alone, so a large one never shares a request with others."""
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap})
+    producer = Producer(client_config(settings.kafka))
     for key, value in messages:
         producer.produce(settings.topics.clicks, value, key, partition=partition)
         assert producer.flush(30) == 0
 
 
+_READER = {"auto.offset.reset": "earliest", "enable.auto.commit": False}
+
+
 def _reader(settings: Settings, topic: str) -> Consumer:
     """A consumer of ``topic`` from its start, in a group of its own, committing nothing."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+        client_config(settings.kafka, {**_READER, "group.id": f"reader-{uuid.uuid4().hex}"})
     )
     consumer.subscribe([topic])
     return consumer
@@ -160,12 +159,7 @@ class DecisionReader:
 
     def __init__(self, settings: Settings) -> None:
         self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka.bootstrap,
-                "group.id": f"reader-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
+            client_config(settings.kafka, {**_READER, "group.id": f"reader-{uuid.uuid4().hex}"})
         )
         self.consumer.subscribe([settings.topics.decisions])
         self.seen: dict[str, dict[str, Any]] = {}

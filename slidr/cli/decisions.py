@@ -16,6 +16,7 @@ from rich.table import Table
 from slidr.console import make_console
 from slidr.errors import StackError
 from slidr.events import IvtCategory
+from slidr.kafka_config import client_config
 from slidr.settings import get_settings
 from slidr.stack.service import port_open
 
@@ -28,9 +29,10 @@ def _read_all(topic: str, idle_s: float) -> list[dict[str, object]]:
     if not port_open(settings.kafka.host, settings.kafka.port):
         raise StackError(f"no Kafka broker at {settings.kafka.bootstrap}: run `slidr stack up`")
     consumer = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"slidr-cli-{uuid.uuid4()}",
-         "enable.auto.commit": False}
-    )  # fmt: skip
+        client_config(
+            settings.kafka, {"group.id": f"slidr-cli-{uuid.uuid4()}", "enable.auto.commit": False}
+        )
+    )
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         ends: dict[int, int] = {}

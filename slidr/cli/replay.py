@@ -30,6 +30,7 @@ from replay.signing import sign
 from replay.summary import ReplayProgress, ReplayState, ReplaySummary
 from slidr.console import make_console
 from slidr.errors import StackError
+from slidr.kafka_config import client_config
 from slidr.settings import Settings, get_settings
 from slidr.stack.service import port_open
 
@@ -189,11 +190,10 @@ def _submit(settings: Settings, request: ReplayRequest, timeout_s: float) -> Rep
             "runs only signed requests (SLIDR_REPLAY__ALLOW_UNSIGNED=true on a local stack only)"
         )
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap,
-            "group.id": f"slidr-replay-submit-{request_id}",
-            "enable.auto.commit": False,
-        }
+        client_config(
+            settings.kafka,
+            {"group.id": f"slidr-replay-submit-{request_id}", "enable.auto.commit": False},
+        )
     )
     try:
         # Listen from the current end before sending, so no answer is missed.
@@ -205,7 +205,7 @@ def _submit(settings: Settings, request: ReplayRequest, timeout_s: float) -> Rep
             _, high = consumer.get_watermark_offsets(TopicPartition(r.progress_topic, p), 10)
             ends.append(TopicPartition(r.progress_topic, p, high))
         consumer.assign(ends)
-        producer = Producer({"bootstrap.servers": settings.kafka.bootstrap})
+        producer = Producer(client_config(settings.kafka))
         producer.produce(r.requests_topic, payload, request_id.encode(), headers=headers)
         if producer.flush(30):
             raise StackError(f"could not send the request to {r.requests_topic}")

@@ -190,11 +190,12 @@ def simulate(
             sinks.append(parquet)
         sinks.append(
             KafkaSink(
-                bootstrap or settings.kafka.bootstrap,
+                settings.kafka,
                 settings.topics.clicks,
                 settings.topics.purchases,
                 settings.topics.truth if truth_topic else None,
                 rate=rate,
+                bootstrap=bootstrap,
             )
         )
     t0 = time.perf_counter()

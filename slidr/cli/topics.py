@@ -8,6 +8,7 @@ from rich.table import Table
 
 from slidr.console import make_console
 from slidr.errors import StackError
+from slidr.kafka_config import client_config
 from slidr.settings import get_settings
 from slidr.stack.service import port_open
 from slidr.topics import admin_client, topic_specs
@@ -27,7 +28,7 @@ def topics(
             f"no Kafka broker at {settings.kafka.bootstrap}: start it with `slidr stack up`"
         )
     meta = admin_client(settings).list_topics(timeout=10)
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "slidr-cli"})
+    consumer = Consumer(client_config(settings.kafka, {"group.id": "slidr-cli"}))
     table = Table("topic", "partitions", "messages", "key", "purpose")
     newest: dict[str, tuple[int, int]] = {}
     try:

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from slidr.errors import SlidrError
+from slidr.kafka_config import client_config
+from slidr.settings import KafkaSettings
 from slidr.simulate.encode import click_values, purchase_values, truth_values
 from slidr.simulate.generator import HourBatch
 
@@ -117,22 +119,23 @@ class KafkaSink:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaSettings,
         clicks_topic: str,
         purchases_topic: str,
         truth_topic: str | None = None,
         rate: float | None = None,
         producer_config: dict[str, Any] | None = None,
+        *,
+        bootstrap: str | None = None,
     ) -> None:
         from confluent_kafka import KafkaException, Producer
 
-        self.bootstrap = bootstrap
+        self.bootstrap = bootstrap = bootstrap or kafka.bootstrap
         self.topics = (clicks_topic, purchases_topic, truth_topic)
         self.errors = 0
         self.first_error: str | None = None
         self.produced = 0
         config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
             "linger.ms": 50,
             "batch.size": 1_000_000,
             "compression.type": "lz4",
@@ -147,7 +150,7 @@ class KafkaSink:
             "logger": logging.getLogger(f"{__name__}.librdkafka"),
         }
         config.update(producer_config or {})
-        self._producer = Producer(config)
+        self._producer = Producer(client_config(kafka, config, bootstrap=bootstrap))
         self._pacer = _Pacer(rate) if rate else None
         try:
             metadata = self._producer.list_topics(timeout=10)

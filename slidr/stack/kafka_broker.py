@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import os
 import shutil
 import subprocess
 import time
@@ -16,7 +17,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from slidr.errors import StackError
-from slidr.settings import Settings
+from slidr.kafka_config import client_config
+from slidr.settings import KafkaSettings, Settings
 from slidr.stack.process import ManagedProcess, wait_until
 from slidr.stack.service import Health, port_open, require_program
 from slidr.topics import admin_client
@@ -82,15 +84,18 @@ class KafkaService:
     def _write_config(self) -> Path:
         k = self.kafka
         data = self.proc.workdir / "data"
+        # The client listener is named after its protocol; the controller's stays plaintext on
+        # loopback (only this process uses it).
+        listener = k.security_protocol
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{k.host}:{k.controller_port}",
-            "listeners": f"PLAINTEXT://{k.host}:{k.port},CONTROLLER://{k.host}:{k.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{k.host}:{k.port}",
+            "listeners": f"{listener}://{k.host}:{k.port},CONTROLLER://{k.host}:{k.controller_port}",
+            "advertised.listeners": f"{listener}://{k.host}:{k.port}",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": listener,
             "log.dirs": str(data),
             "num.partitions": str(self.settings.topics.partitions),
             "offsets.topic.replication.factor": "1",
@@ -101,10 +106,56 @@ class KafkaService:
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
             "log.retention.check.interval.ms": "60000",
+            **self._security_props(),
         }
         path = self.proc.workdir / "server.properties"
-        path.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
+        # It may hold the SASL password (JAAS): readable by this user only.
+        _write_private(path, "".join(f"{key}={value}\n" for key, value in props.items()))
         return path
+
+    def _security_props(self) -> dict[str, str]:
+        k = self.kafka
+        props: dict[str, str] = {}
+        if k.security_protocol.startswith("SASL_"):
+            user, password = _stack_credentials(self.kafka)
+            mech = k.sasl_mechanism
+            if mech == "PLAIN":  # PLAIN keeps its users in the JAAS entry itself
+                module = "org.apache.kafka.common.security.plain.PlainLoginModule"
+                users = f" user_{user}={_jaas_quote(password)}"
+            else:  # SCRAM users live in the cluster metadata (added at format time)
+                module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+                users = ""
+            jaas = (
+                f"{module} required username={_jaas_quote(user)} "
+                f"password={_jaas_quote(password)}{users};"
+            )
+            name = f"listener.name.{k.security_protocol.lower()}.{mech.lower()}.sasl.jaas.config"
+            props |= {
+                "sasl.enabled.mechanisms": mech,
+                "sasl.mechanism.inter.broker.protocol": mech,
+                name: jaas,
+            }
+        if k.uses_ssl:
+            if k.broker_certfile is None or k.broker_keyfile is None or k.ssl_cafile is None:
+                raise StackError(
+                    f"a local {k.security_protocol} broker needs SLIDR_KAFKA__BROKER_CERTFILE, "
+                    "SLIDR_KAFKA__BROKER_KEYFILE (its certificate chain and unencrypted PEM "
+                    "key) and SLIDR_KAFKA__SSL_CAFILE (the CA that signed it)"
+                )
+            # A PEM keystore is the key followed by the chain, in one file.
+            keystore = self.proc.workdir / "broker-keystore.pem"
+            _write_private(
+                keystore, Path(k.broker_keyfile).read_text() + Path(k.broker_certfile).read_text()
+            )
+            props |= {
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": str(keystore),
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(k.ssl_cafile),
+                # A client certificate in the settings means the broker requires one (mTLS).
+                "ssl.client.auth": "required" if k.ssl_certfile is not None else "none",
+            }
+        return props
 
     def _java(self, main: str, *args: str) -> list[str]:
         log_config = resources.files("slidr.stack") / "log4j2.properties"
@@ -125,14 +176,32 @@ class KafkaService:
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         # One id in 64 starts with "-": as a separate argument it would be read as an option.
-        result = subprocess.run(
-            self._java(
-                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)
-            ),
-            capture_output=True,
-            text=True,
-            check=False,
+        args = ["format", f"--cluster-id={cluster_id}", "-c", str(config)]
+        if (
+            self.kafka.security_protocol.startswith("SASL_")
+            and self.kafka.sasl_mechanism != "PLAIN"
+        ):
+            user, password = _stack_credentials(self.kafka)
+            args += [
+                "--add-scram",
+                f"{self.kafka.sasl_mechanism}=[name={user},password={password}]",
+            ]
+        # The arguments go in a private @argfile: on the command line the SCRAM password would
+        # show in the process list.
+        argfile = self.proc.workdir / "format.args"
+        _write_private(
+            argfile,
+            "\n".join(_argfile_quote(a) for a in self._java("kafka.tools.StorageTool", *args)[1:]),
         )
+        try:
+            result = subprocess.run(
+                [require_program("java", "", _JAVA_INSTALL), f"@{argfile}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        finally:
+            argfile.unlink()
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
         log.info("formatted Kafka storage in %s", self.proc.workdir / "data")
@@ -163,16 +232,14 @@ class KafkaService:
                 future.result(timeout=10)
         start = time.monotonic()
         token = uuid.uuid4().hex.encode()
-        producer = Producer({"bootstrap.servers": self.kafka.bootstrap})
+        producer = Producer(client_config(self.kafka))
         producer.produce(_HEALTH_TOPIC, token)
         if producer.flush(timeout_s) != 0:
             raise StackError("Kafka did not acknowledge a produced message")
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.kafka.bootstrap,
-                "group.id": "slidr-stack-health",
-                "enable.auto.commit": False,
-            }
+            client_config(
+                self.kafka, {"group.id": "slidr-stack-health", "enable.auto.commit": False}
+            )
         )
         try:
             _, high = consumer.get_watermark_offsets(TopicPartition(_HEALTH_TOPIC, 0), timeout=10)
@@ -185,3 +252,36 @@ class KafkaService:
         finally:
             consumer.close()
         raise StackError(f"Kafka round trip did not complete in {timeout_s:.0f} s")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read, from its creation on."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+# Characters that would end a value in the storage tool's SCRAM argument or a JAAS entry.
+_UNSAFE = frozenset('"\\,[]=\n\r\t ')
+
+
+def _stack_credentials(kafka: KafkaSettings) -> tuple[str, str]:
+    assert kafka.sasl_username is not None and kafka.sasl_password is not None
+    user, password = kafka.sasl_username, kafka.sasl_password.get_secret_value()
+    if _UNSAFE & set(user + password):
+        raise StackError(
+            "the local broker's SASL user and password (SLIDR_KAFKA__SASL_USERNAME, "
+            "SLIDR_KAFKA__SASL_PASSWORD) may not contain quotes, backslashes, commas, "
+            "brackets, '=' or whitespace"
+        )
+    return user, password
+
+
+def _jaas_quote(value: str) -> str:
+    return f'"{value}"'  # no escaping needed: _stack_credentials refuses quotes and backslashes
+
+
+def _argfile_quote(arg: str) -> str:
+    """One argument of a java @argfile (quoted: the classpath's '*' and '[' stay literal)."""
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -25,6 +25,7 @@ from slidr.events import (
     parse_purchase,
     validate,
 )
+from slidr.kafka_config import client_config
 from slidr.settings import Settings
 from slidr.stack.service import port_open
 from streams.archive.store import (
@@ -118,13 +119,15 @@ class Archiver:
             if not port_open(kafka.host, kafka.port):
                 raise ArchiveError(f"no Kafka broker at {kafka.bootstrap}: run `slidr stack up`")
             consumer = Consumer(
-                {
-                    "bootstrap.servers": kafka.bootstrap,
-                    "group.id": self.settings.archive.consumer_group,
-                    "enable.auto.commit": False,
-                    "enable.partition.eof": True,
-                    "auto.offset.reset": "earliest",
-                }
+                client_config(
+                    kafka,
+                    {
+                        "group.id": self.settings.archive.consumer_group,
+                        "enable.auto.commit": False,
+                        "enable.partition.eof": True,
+                        "auto.offset.reset": "earliest",
+                    },
+                )
             )
             try:
                 consumer.assign(self._resume(consumer))

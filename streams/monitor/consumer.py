@@ -23,6 +23,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from slidr.errors import SlidrError
+from slidr.kafka_config import client_config
 from slidr.registry import Figures, Registry
 from slidr.settings import Settings
 from streams.monitor import rules
@@ -243,12 +244,14 @@ class Monitor:
     def run(self, stop: threading.Event) -> None:
         """Consume decisions until ``stop`` is set."""
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka.bootstrap,
-                "group.id": self.limits.consumer_group,
-                "auto.offset.reset": "earliest" if self.limits.from_beginning else "latest",
-                "enable.auto.commit": True,
-            }
+            client_config(
+                self.settings.kafka,
+                {
+                    "group.id": self.limits.consumer_group,
+                    "auto.offset.reset": "earliest" if self.limits.from_beginning else "latest",
+                    "enable.auto.commit": True,
+                },
+            )
         )
         consumer.subscribe([self.settings.topics.decisions])
         log.info(
