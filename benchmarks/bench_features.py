@@ -49,6 +49,15 @@ entities seen all day, their logs and bases filled), then answers the same calls
 recorded replies, again and again for at least ``--min-cpu-s`` of CPU, and reports CPU µs per
 click (the features must equal the recorded run's). ``--profile`` adds cProfile's top functions
 of one warm replay.
+
+Small batches. ``--batch-sizes 1,10,50,500`` measures the cost per batch as the worker's
+adaptive micro-batches see it: on a private redis-server it feeds the first half of the day in
+batches of ``--batch-size`` (entities warm), then, for each size in turn, the next clicks of
+the day in batches of that size (``SIZE_BATCHES`` batches, fewer for large sizes), timing each
+batch: this process's CPU (Redis client included) and wall time, median and p99 per batch
+(the first ``SIZE_SKIPPED`` batches of each size not counted). The same batches answered from
+their recorded replies give the store's own CPU per batch, without the Redis client.
+``--profile`` adds cProfile's top functions of the replay of the smallest size.
 """
 
 from __future__ import annotations
@@ -102,6 +111,12 @@ EXPECTED_CLICKS_PER_S = 3_000
 IDLE_S = 2.0
 #: Batches recorded at each end of the day for --worker-cpu.
 WORKER_BATCHES = 40
+#: --batch-sizes: batches timed per size (at most SIZE_CLICKS clicks, at least SIZE_MIN_BATCHES
+#: batches), after SIZE_SKIPPED untimed ones (first row hashes, connection warm-up).
+SIZE_BATCHES = 400
+SIZE_CLICKS = 20_000
+SIZE_MIN_BATCHES = 40
+SIZE_SKIPPED = 5
 console = Console(stderr=True)
 
 
@@ -368,6 +383,12 @@ async def record(
 
 async def replay(settings: RedisSettings, segment: Segment, min_cpu_s: float) -> float:
     """Worker CPU µs per click of ``segment``'s batches answered by its recorded replies."""
+    return await replay_s(settings, segment, min_cpu_s) * 1e6 / segment.clicks
+
+
+async def replay_s(settings: RedisSettings, segment: Segment, min_cpu_s: float) -> float:
+    """Worker CPU seconds of one pass over ``segment``'s batches answered by its recorded
+    replies (the mean of as many passes as ``min_cpu_s`` of CPU takes)."""
     cpu, rounds = 0.0, 0
     while cpu < min_cpu_s or not rounds:
         store = RedisFeatureStore(settings, nodes=Replay(segment.replies))
@@ -377,13 +398,15 @@ async def replay(settings: RedisSettings, segment: Segment, min_cpu_s: float) ->
         rounds += 1
         if not all(map(np.array_equal, features, segment.features)):
             raise RuntimeError("replayed features differ from the recorded run's")
-    return cpu * 1e6 / (rounds * segment.clicks)
+    return cpu / rounds
 
 
-def profile(settings: RedisSettings, segment: Segment, top: int = 25) -> str:
+def profile(
+    settings: RedisSettings, segment: Segment, top: int = 25, min_cpu_s: float = 0.0
+) -> str:
     profiler = cProfile.Profile()
     profiler.enable()
-    asyncio.run(replay(settings, segment, 0.0))
+    asyncio.run(replay_s(settings, segment, min_cpu_s))
     profiler.disable()
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
@@ -426,6 +449,100 @@ def worker_table(result: dict[str, Any]) -> Table:
     return out
 
 
+async def timed_sizes(
+    settings: RedisSettings, clicks: Sequence[Click], sizes: Sequence[int], warm_batch: int
+) -> list[tuple[Segment, npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+    """--batch-sizes: the first half of the day fed in batches of ``warm_batch``, then per size
+    its batches of the next clicks, recorded, with each timed batch's CPU and wall seconds."""
+    half = len(clicks) // 2
+    recorder = Recorder(connect(settings, 30.0))
+    out = []
+    async with RedisFeatureStore(settings, nodes=recorder) as store:
+        for start in range(0, half, warm_batch):
+            await store.features(clicks[start : min(start + warm_batch, half)])
+        at = half
+        for size in sizes:
+            n = SIZE_SKIPPED + max(SIZE_MIN_BATCHES, min(SIZE_BATCHES, SIZE_CLICKS // size))
+            batches = [list(clicks[at + i * size : at + (i + 1) * size]) for i in range(n)]
+            if len(batches[-1]) < size:
+                raise SystemExit(f"--batch-sizes: too few clicks for {n} batches of {size}")
+            at += n * size
+            cpu, wall = np.empty(n), np.empty(n)
+            recorder.on, recorder.replies = True, []
+            features = []
+            for i, batch in enumerate(batches):
+                c, w = time.process_time(), time.perf_counter()
+                features.append(await store.features(batch))
+                wall[i], cpu[i] = time.perf_counter() - w, time.process_time() - c
+            recorder.on = False
+            segment = Segment(batches, recorder.replies, features)
+            out.append((segment, cpu[SIZE_SKIPPED:], wall[SIZE_SKIPPED:]))
+    return out
+
+
+def batch_sizes(root: Path, traffic: Traffic, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """--batch-sizes: CPU and wall per batch of each size (see the docstring)."""
+    sizes = [int(s) for s in args.batch_sizes.split(",")]
+    redis = RedisSettings(port=free_ports(1)[0], key_prefix="slidr-bench:")
+    service = RedisService(Settings(state_dir=root, redis=redis))
+    service.check_prerequisites()
+    try:
+        service.start()
+        timed = asyncio.run(timed_sizes(redis, traffic.clicks, sizes, args.batch_size))
+    finally:
+        service.proc.stop()
+    rows = []
+    for size, (segment, cpu, wall) in zip(sizes, timed, strict=True):
+        store_s = asyncio.run(replay_s(redis, segment, args.min_cpu_s / len(sizes)))
+        ms = 1e3
+        rows.append(
+            {
+                "batch_size": size,
+                "batches": len(cpu),
+                "cpu_ms_median": float(np.median(cpu)) * ms,
+                "cpu_ms_p99": float(np.percentile(cpu, 99)) * ms,
+                "wall_ms_median": float(np.median(wall)) * ms,
+                "wall_ms_p99": float(np.percentile(wall, 99)) * ms,
+                "cpu_us_per_click": float(cpu.mean()) * 1e6 / size,
+                # The replayed segment includes the untimed first batches: per batch, on average.
+                "store_cpu_ms": store_s * ms / len(segment.batches),
+                "store_cpu_us_per_click": store_s * 1e6 / segment.clicks,
+            }
+        )
+    if args.profile:
+        print(profile(redis, timed[0][0], min_cpu_s=1.0), file=sys.stderr)
+    return rows
+
+
+def sizes_table(rows: list[dict[str, Any]]) -> Table:
+    out = Table(
+        "clicks/batch",
+        "batches",
+        "CPU ms/batch median",
+        "p99",
+        "wall ms/batch median",
+        "p99",
+        "CPU µs/click",
+        "store alone ms/batch",
+        "store alone µs/click",
+        title="feature store per batch, warm entities, private redis-server",
+    )
+    for r in rows:
+        out.add_row(
+            str(r["batch_size"]),
+            str(r["batches"]),
+            f"{r['cpu_ms_median']:.3f}",
+            f"{r['cpu_ms_p99']:.3f}",
+            f"{r['wall_ms_median']:.3f}",
+            f"{r['wall_ms_p99']:.3f}",
+            f"{r['cpu_us_per_click']:.1f}",
+            f"{r['store_cpu_ms']:.3f}",
+            f"{r['store_cpu_us_per_click']:.1f}",
+        )
+    out.caption = "CPU: this process (Redis client included); store alone: replayed replies, no I/O"
+    return out
+
+
 def machine() -> dict[str, Any]:
     model = next(
         (
@@ -448,6 +565,8 @@ def machine() -> dict[str, Any]:
 def rounded(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
     return round(value, 3) if isinstance(value, float) else value
 
 
@@ -493,7 +612,12 @@ def main() -> None:
         "--worker-cpu", action="store_true", help="the store's worker CPU alone (docstring)"
     )
     parser.add_argument("--min-cpu-s", type=float, default=3.0, help="--worker-cpu: per state")
-    parser.add_argument("--profile", action="store_true", help="--worker-cpu: and cProfile")
+    parser.add_argument(
+        "--profile", action="store_true", help="--worker-cpu, --batch-sizes: and cProfile"
+    )
+    parser.add_argument(
+        "--batch-sizes", help="e.g. 1,10,50,500: CPU and wall per batch of each size (docstring)"
+    )
     args = parser.parse_args()
     targets = {"single": 0, "cluster": 3}
     chosen = [t.strip() for t in args.targets.split(",")]
@@ -506,6 +630,15 @@ def main() -> None:
         f"simulated {len(traffic.clicks):,} clicks over {timedelta(seconds=traffic.span_s)} "
         f"in {time.perf_counter() - began:.1f} s"
     )
+    if args.batch_sizes:
+        with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
+            rows = batch_sizes(Path(tmp), traffic, args)
+        report = {"batch_sizes": rows, "machine": machine(), "params": vars(args)}
+        if args.json:
+            print(json.dumps(rounded(report)))
+        else:
+            Console(width=160).print(sizes_table(rows))
+        return
     if args.worker_cpu:
         with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
             worker = worker_cpu(Path(tmp), traffic, args)

@@ -18,25 +18,80 @@ from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from slidr.features import (
     DISTINCT_CAP,
     HOUR,
     MINUTE,
+    SPEC,
     TEN_MINUTES,
     Distinct,
     Entity,
     FeatureSpec,
     Velocity,
 )
+from streams.feature_store.arrays import Search
 from streams.feature_store.compact import COMPACT_AGE_MS, COMPACT_RECORDS, RING
-from streams.feature_store.entity import Part, count
-from streams.feature_store.layout import LAYOUT, Kind, build_layout
+from streams.feature_store.entity import count
+from streams.feature_store.layout import LAYOUT, Kind, Layout, build_layout
 from streams.feature_store.stored import split_state
 
 KINDS = {k.entity.name: k for k in LAYOUT.kinds}
 Record = tuple[int, ...]
+
+
+@dataclass
+class Part:
+    """One kind's entities (their stored states) and new clicks: each one's entity (an index
+    into ``states``) and log record."""
+
+    kind: Kind
+    states: Sequence[bytes | None]
+    entity: npt.NDArray[np.int64]
+    records: npt.NDArray[np.void]
+
+
+@dataclass
+class PartsCounted:
+    values: list[npt.NDArray[np.int64]]  # per part: [record, kind.width], as rows store them
+    bases: list[dict[int, bytes]]  # per part: by index into its states
+
+
+def count_parts(parts: Sequence[Part], layout: Layout = LAYOUT) -> PartsCounted:
+    """:func:`count` over parts of kinds of ``layout``, entities numbered part after part."""
+    tables = layout.tables
+    kinds: list[int] = []
+    states: list[bytes | None] = []
+    owner, elements = [], []
+    for part in parts:
+        kinds += [layout.kinds.index(part.kind)] * len(part.states)
+        owner.append(part.entity + len(states))
+        states += part.states
+        mine = np.zeros((len(part.records), tables.sets), dtype=np.int64)
+        for s in range(len(part.kind.sets)):
+            mine[:, s] = part.records[f"e{s}"]
+        elements.append(mine)
+    got = count(
+        layout,
+        np.array(kinds, dtype=np.int64),
+        states,
+        np.concatenate(owner),
+        np.concatenate([p.records["t"] for p in parts]).astype(np.int64),
+        np.concatenate([p.records["h"] for p in parts]).astype(np.int64),
+        np.concatenate(elements),
+    )
+    out = PartsCounted([], [])
+    at = lo = 0
+    for part in parts:
+        k, n = layout.kinds.index(part.kind), len(part.records)
+        out.values.append(got.values[at : at + n][:, tables.value_columns[k] >= 0])
+        hi = lo + len(part.states)
+        out.bases.append({e - lo: b for e, b in got.bases.items() if lo <= e < hi})
+        at, lo = at + n, hi
+    return out
+
 
 # --- the oracle: the first implementation, one entity at a time ----------------------------
 
@@ -186,6 +241,7 @@ def decoded(
 
 
 def run_stream(
+    layout: Layout,
     kinds: Sequence[Kind],
     seed: int,
     batches: int,
@@ -224,7 +280,7 @@ def run_stream(
             )
             works.append(work)
             chosen_of.append(chosen)
-        got = count(parts)
+        got = count_parts(parts, layout)
         for p, (kind, world, part, work, chosen) in enumerate(
             zip(kinds, worlds, parts, works, chosen_of, strict=True)
         ):
@@ -252,11 +308,13 @@ def run_stream(
     return compactions, largest
 
 
-#: Kinds unlike the served spec's: other windows, no gap, a distinct count alone.
+#: Kinds unlike the served spec's (other windows, no gap, a distinct count alone), counted
+#: with the served IP's.
 AD = Entity("ad", ("ad_id",))
-ODD_KINDS = build_layout(
+IP = next(v for v in SPEC.velocity if v.entity.name == "ip")
+ODD = build_layout(
     FeatureSpec(
-        velocity=(Velocity(AD, (MINUTE, HOUR), gap=False),),
+        velocity=(Velocity(AD, (MINUTE, HOUR), gap=False), IP),
         distinct=(
             Distinct("ad_distinct_ips", AD, "ip", HOUR),
             Distinct(
@@ -265,21 +323,31 @@ ODD_KINDS = build_layout(
                 "session_id",
                 TEN_MINUTES,
             ),
+            *(d for d in SPEC.distinct if d.entity == IP.entity),
         ),
     )
-).kinds
+)
 GROUPS = {
-    **{name: [kind] for name, kind in KINDS.items()},
-    "served": list(LAYOUT.kinds),
-    "odd": [*ODD_KINDS, KINDS["ip"]],
+    **{name: (LAYOUT, [kind]) for name, kind in KINDS.items()},
+    "served": (LAYOUT, list(LAYOUT.kinds)),
+    "odd": (ODD, list(ODD.kinds)),
 }
+
+
+@pytest.fixture(params=["bounds first", "search all"])
+def searches(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways a search answers (small batches search every query, large ones check the
+    groups' bounds first), whatever the batch's size."""
+    monkeypatch.setattr(Search, "MANY", 0 if request.param == "bounds first" else 2**62)
 
 
 @pytest.mark.parametrize("group", sorted(GROUPS))
 @pytest.mark.parametrize("seed", range(8))
-def test_batch_counting_equals_the_per_click_definition(group: str, seed: int) -> None:
+def test_batch_counting_equals_the_per_click_definition(
+    group: str, seed: int, searches: None
+) -> None:
     compactions, _ = run_stream(
-        GROUPS[group], seed, batches=25, entities=8, pool=12, bursts=[1, 1, 2, 3, 5, 17, 40]
+        *GROUPS[group], seed, batches=25, entities=8, pool=12, bursts=[1, 1, 2, 3, 5, 17, 40]
     )
     assert compactions > 0
 
@@ -288,6 +356,7 @@ def test_batch_counting_equals_the_per_click_definition(group: str, seed: int) -
 def test_the_distinct_cap_and_what_compaction_keeps_of_many_elements(seed: int) -> None:
     # Thousands of distinct elements per entity: counts stop at the cap, bases keep the newest.
     compactions, largest = run_stream(
+        LAYOUT,
         [KINDS["ip"]],
         seed,
         batches=8,
@@ -302,5 +371,5 @@ def test_the_distinct_cap_and_what_compaction_keeps_of_many_elements(seed: int) 
 def test_no_stored_state_and_one_click() -> None:
     kind = KINDS["ip"]
     part = Part(kind, [None], np.zeros(1, dtype=np.int64), np.array([(T0, 7, 1, 0, 2)], kind.dtype))
-    got = count([part])
+    got = count_parts([part])
     assert got.values[0].tolist() == [[1, 1, 1, 1, -1, 1, 0, 1]] and not got.bases[0]

@@ -1,150 +1,148 @@
-"""Numpy building blocks of the feature store's counting: sorting by several keys at once,
-searches within sorted groups, a hash join, runs and ranks. No Python loop over elements."""
+"""Numpy building blocks of the feature store's counting: sorting by two keys, searches within
+sorted groups, a join, runs and ranks. No Python loop over elements.
+
+A batch of a few clicks makes every array here tiny, so a numpy call costs its fixed
+microsecond or two, not its elements: these take few calls, and the cheaper of equivalent
+ones (``add.accumulate`` for ``cumsum``, ``count_nonzero`` for ``any``, ``empty`` and ``fill``
+for ``full``: the ``np.`` wrappers and ndarray reductions cost twice as much).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 Ints = npt.NDArray[np.int64]
-#: Fibonacci hashing's multiplier (2**64 / golden ratio), for lookup.
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+Floats = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
+_FIT = 2**62
+_accumulate = np.add.accumulate
+_min, _max = np.minimum.reduce, np.maximum.reduce
 
 
-def _pack(*keys: Ints) -> Ints | None:
-    """One int64 per entry that orders like ``keys`` (the last one first, as np.lexsort), or
-    None when they do not fit in 63 bits together."""
-    packed = np.zeros(len(keys[0]), dtype=np.int64)
-    if not len(packed):
-        return packed
-    bits = 0
-    for k in keys:
-        lo = int(k.min())
-        width = (int(k.max()) - lo).bit_length()
-        if bits + width > 62:
-            return None
-        if width:
-            packed |= (k - lo) << bits
-        bits += width
-    return packed
+def filled(n: int, value: int) -> Ints:
+    out = np.empty(n, dtype=np.int64)
+    out.fill(value)
+    return out
 
 
-def lexsort(*keys: Ints) -> Ints:
-    """``np.lexsort(keys)``: one stable argsort of packed keys where they fit, far quicker."""
-    packed = _pack(*keys)
-    found: Ints = np.lexsort(keys) if packed is None else np.argsort(packed, kind="stable")
-    return found
+def argsort2(major: Ints, bound: int, minor: Ints) -> Ints:
+    """``np.lexsort((minor, major))`` for ``0 <= major < bound``, stable: one argsort of a
+    combined key where it fits."""
+    if len(minor) < 2:
+        return np.arange(len(minor))
+    lo = int(_min(minor))
+    width = int(_max(minor)) - lo + 1
+    if bound * width >= _FIT:
+        found: Ints = np.lexsort((minor, major))
+        return found
+    return (major * width + (minor - lo)).argsort(kind="stable")
 
 
 class Search:
-    """Finds (group, value) among pairs sorted by group, then value.
+    """Finds (group, value) among pairs sorted by group, then value (``starts`` and ``ends``:
+    each group's range): one searchsorted on a combined key.
 
-    A value below or above all of its group's values is answered from the group's bounds (most
-    queries here are: a batch's records of an entity span a few tiles); the others take one
-    searchsorted on a combined integer key, not a search per group. Random queries into a
-    sorted array cost a binary search each, far more than any other step here.
+    Queries in about ascending order cost little more than a scan; scattered ones a binary
+    search each, which dominates a large batch. So, with many queries, those below or above
+    all of their group's values are answered from the group's bounds (most are: a batch's
+    records of an entity span a few tiles), and only the others searched.
     """
 
-    def __init__(self, group: Ints, value: Ints, groups: int) -> None:
-        everyone = np.arange(groups)
-        self._starts = np.searchsorted(group, everyone)
-        self._ends = np.searchsorted(group, everyone, "right")
-        end = max(len(value) - 1, 0)
-        self._low = value[np.minimum(self._starts, end)] if len(value) else self._starts
-        self._high = value[np.maximum(self._ends - 1, 0)] if len(value) else self._ends
-        lo = int(value.min()) - 1 if len(value) else 0
-        hi = int(value.max()) + 1 if len(value) else 0
-        self._ranks: Ints | None = None
-        if (groups + 1) * (hi - lo + 1) < 2**62:
-            self._lo, self._width = lo, hi - lo + 1
-            offset = value - lo
-        else:  # values too far apart to combine: their ranks keep the order
-            self._ranks = np.unique(value)
-            self._width = len(self._ranks) + 1
-            offset = np.searchsorted(self._ranks, value)
-        self._keys = group * self._width + offset
+    #: From this many queries on, the bounds are checked first.
+    MANY = 512
 
-    def find(self, group: Ints, value: Ints, side: Any = "left") -> Ints:
+    def __init__(self, group: Ints, value: Ints, starts: Ints, ends: Ints) -> None:
+        # Values map to 1 .. width - 2; queries are clipped to 0 .. width - 1, so a query below
+        # or above all of a group's values lands at the group's start or end.
+        self._value, self._starts, self._ends = value, starts, ends
+        self._lo = int(_min(value)) - 1 if len(value) else 0
+        self._width = (int(_max(value)) - self._lo + 2) if len(value) else 2
+        self._ranks: Ints | None = None
+        if (len(starts) + 1) * self._width >= _FIT:  # too far apart to combine: keep the order
+            self._ranks = np.unique(value)
+            self._lo, self._width = -1, len(self._ranks) + 2
+            value = self._ranks.searchsorted(value)
+        self._keys = group * self._width + (value - self._lo)
+
+    def find(self, group: Ints, value: Ints, side: Literal["left", "right"] = "left") -> Ints:
         """Index of the first pair of ``group`` whose value is >= ``value`` (side "left") or
         > ``value`` (side "right"); the group's end when there is none."""
+        if len(group) < self.MANY:
+            return self._search(group, value, side)
         start, end = self._starts[group], self._ends[group]
-        low, high = self._low[group], self._high[group]
-        if side == "left":
-            before, after = value <= low, value > high
-        else:
-            before, after = value < low, value >= high
+        last = len(self._value) - 1
+        low = self._value[np.minimum(start, last)]
+        high = self._value[np.maximum(end - 1, 0)]
+        before = (value <= low) if side == "left" else (value < low)
+        after = (value > high) if side == "left" else (value >= high)
         found: Ints = np.where(before, start, end)
-        inside = np.flatnonzero(~(before | after) & (start < end))
-        if len(inside):
-            group, value = group[inside], value[inside]
-            if self._ranks is not None:
-                offset = np.searchsorted(self._ranks, value, side)
-                side = "left"
-            else:  # values outside the pairs' range compare alike once clipped to just outside
-                offset = np.clip(value, self._lo, self._lo + self._width - 1) - self._lo
-            found[inside] = np.searchsorted(self._keys, group * self._width + offset, side)
+        inside = (~(before | after) & (start < end)).nonzero()[0]
+        found[inside] = self._search(group[inside], value[inside], side)
+        return found
+
+    def _search(self, group: Ints, value: Ints, side: Literal["left", "right"]) -> Ints:
+        if self._ranks is not None:
+            value = self._ranks.searchsorted(value, side)
+            side = "left"
+        offset = (value - self._lo).clip(0, self._width - 1)
+        found: Ints = self._keys.searchsorted(group * self._width + offset, side)
         return found
 
 
-def lookup(keys: Ints, queries: Ints) -> Ints:
-    """For each query, the index of the equal one of ``keys`` (unique), or -1: a hash join.
+def join(keys: Ints, key_group: Ints, query: Ints, query_group: Ints, groups: int) -> Ints:
+    """For each query, the index of the equal one of ``keys`` (unique, sorted by group), or -1.
 
-    A hash table over the few keys (sightings) and one probe per query (stored elements, many
-    more) instead of a binary search per query.
+    Queries compare with the keys of their own group only: a batch sights a few elements of an
+    entity, which stores hundreds, so this is a few comparisons per stored element, not a
+    search.
     """
-    found = np.full(len(queries), -1, dtype=np.int64)
-    if not len(keys) or not len(queries):
-        return found
-    bits = max(4, (4 * len(keys) - 1).bit_length())
-    shift = np.uint64(64 - bits)
-
-    def bucket(k: Ints) -> Ints:
-        h: Ints = ((k.astype(np.uint64) * _GOLDEN) >> shift).astype(np.int64)
-        return h
-
-    slots = bucket(keys)
-    by_slot = np.argsort(slots.astype(np.uint16) if bits <= 16 else slots, kind="stable")
-    sizes = np.bincount(slots, minlength=1 << bits)
-    first = np.cumsum(sizes) - sizes
-    probe = bucket(queries)
-    start, size = first[probe], sizes[probe]
-    todo = np.flatnonzero(size)
-    step = 0
-    while len(todo):
-        candidate = by_slot[start[todo] + step]
-        hit = keys[candidate] == queries[todo]
-        found[todo[hit]] = candidate[hit]
-        step += 1
-        todo = todo[~hit & (size[todo] > step)]
+    sizes = np.bincount(key_group, minlength=groups)
+    per_query = sizes[query_group]
+    which = np.arange(len(query)).repeat(per_query)
+    candidate = (_accumulate(sizes) - sizes)[query_group].repeat(per_query) + within(per_query)
+    hit = keys[candidate] == query[which]
+    found = filled(len(query), -1)
+    found[which[hit]] = candidate[hit]
     return found
 
 
 def within(sizes: Ints) -> Ints:
     """0, 1, ... size - 1 for each size, concatenated."""
-    ends = np.cumsum(sizes)
-    out: Ints = np.arange(int(ends[-1]) if len(ends) else 0) - np.repeat(ends - sizes, sizes)
+    ends = _accumulate(sizes)
+    out: Ints = np.arange(ends[-1] if len(ends) else 0) - (ends - sizes).repeat(sizes)
     return out
+
+
+def starts_of(keys: Ints) -> Bools:
+    """For sorted ``keys``: True where a run of equal keys begins."""
+    new = np.empty(len(keys), dtype=bool)
+    new[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=new[1:])
+    return new
+
+
+def ends_of(keys: Ints) -> Bools:
+    """For sorted ``keys``: True where a run of equal keys ends."""
+    last = np.empty(len(keys), dtype=bool)
+    last[-1:] = True
+    np.not_equal(keys[1:], keys[:-1], out=last[:-1])
+    return last
 
 
 def runs(*keys: Ints) -> Ints:
     """Indices where a run of equal ``keys`` begins."""
-    if not len(keys[0]):
-        return np.zeros(0, dtype=np.int64)
-    new = np.zeros(len(keys[0]), dtype=bool)
-    new[0] = True
-    for k in keys:
+    new = starts_of(keys[0])
+    for k in keys[1:]:
         new[1:] |= k[1:] != k[:-1]
-    return np.flatnonzero(new)
+    found: Ints = new.nonzero()[0]
+    return found
 
 
 def rank(group: Ints) -> Ints:
     """For entries sorted by group: each one's place in its group (0, 1, ...)."""
-    if not len(group):
-        return group
-    first = np.ones(len(group), dtype=bool)
-    first[1:] = group[1:] != group[:-1]
     index = np.arange(len(group))
-    place: Ints = index - np.maximum.accumulate(np.where(first, index, 0))
+    place: Ints = index - np.maximum.accumulate(index * starts_of(group))
     return place

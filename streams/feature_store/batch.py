@@ -2,8 +2,8 @@
 
 Pure functions and data: the store (``store.py``) sends what :func:`plan` builds. Key names
 and the scripts' arguments are described in docs/redis-keys.md and the ``.lua`` files. The
-clicks are read once, by attribute, into per-click columns; everything after that works on
-those columns and on small per-entity and per-row lists.
+clicks are read once, by attribute, in processing order; everything after that works on
+per-click columns, one record per click and kind, and short per-row lists.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from itertools import pairwise
 from typing import Protocol
 
 import msgspec
@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from slidr.events import Click
 from slidr.features import INDEX, MAX_GAP_S, N_FEATURES, TIME_FEATURES, time_features
+from streams.feature_store.arrays import Ints, ends_of, runs, starts_of
 from streams.feature_store.layout import LAYOUT, Kind, Layout
 
 _TIME_COLUMNS = np.array([INDEX[name] for name in TIME_FEATURES])
@@ -29,9 +30,9 @@ _LOGGED_IN = INDEX["logged_in"]
 _JOIN = "\x1f"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
+_accumulate = np.add.accumulate
 encode_row = msgspec.msgpack.Encoder().encode
 decode_row = msgspec.msgpack.Decoder(list[int]).decode
-Ints = npt.NDArray[np.int64]
 
 
 def epoch_ms(t: datetime) -> int:
@@ -56,8 +57,7 @@ def _short_hashes(values: list[str]) -> Ints:
     """:func:`short_hash` of each value (its digests joined: a third quicker)."""
     b2 = hashlib.blake2b
     digests = b"".join([b2(v.encode(), digest_size=4).digest() for v in values])
-    out = np.frombuffer(digests, dtype=">u4").astype(np.int64)
-    out[out == 0] = 1
+    out: Ints = np.maximum(np.frombuffer(digests, dtype=">u4"), 1).astype(np.int64)
     return out
 
 
@@ -67,7 +67,7 @@ _ELEMENTS: dict[object, int] = {}
 _ELEMENTS_MAX = 1 << 18
 
 
-def element_ids(values: list[object]) -> Ints:
+def element_ids(values: list[object]) -> list[int]:
     """The element id of each value: its short hash, 0 for a missing or empty value."""
     known = _ELEMENTS
     if len(known) > _ELEMENTS_MAX:
@@ -77,7 +77,7 @@ def element_ids(values: list[object]) -> Ints:
         for i, v in enumerate(values):
             if ids[i] is None:
                 ids[i] = known[v] = 0 if v is None or v == "" else short_hash(str(v))
-    return np.array(ids, dtype=np.int64)
+    return ids  # type: ignore[return-value]  # no None left
 
 
 def processing_order(click: Click) -> tuple[int, int]:
@@ -112,35 +112,23 @@ def _entity_keys(clicks: Sequence[Click], kind: Kind, prefix: str) -> list[str |
 
 @dataclass
 class NodeCall:
-    """One node's part of a batch: its feature rows and the entities they touch.
+    """One node's part of a batch: its feature rows, and the entities and new records they
+    touch.
 
-    A row is one click's feature row on this node: the click's batch position (the first one
-    of that click, in processing order) and a bit mask of the kinds of its entities that live
-    here. ``names``: each row's (row hash, field); ``entities``: plan entity ids, in the order
-    the scripts see them; ``shared``: a row's first position -> the further positions of the
-    same click (it came twice in the batch: it shares the row)."""
+    A row is one click's feature row on this node: the click's position (processing order)
+    and a bit mask of the kinds of its entities that live here, labelled in ``fields``. Rows
+    are in processing order, so a row hash's rows (one hash per event minute) are consecutive:
+    ``groups`` maps each row hash to its range of rows. ``records``: plan record ids, grouped
+    by entity; ``entities``: their plan entity ids, ascending, the order the scripts see."""
 
+    node: Hashable
     tag: str
     rows: Ints
-    masks: Ints
-    names: list[tuple[str, str]]
+    masks: list[int]
+    fields: list[str]
+    groups: dict[str, tuple[int, int]]
+    records: Ints
     entities: Ints
-    shared: dict[int, list[int]] = field(default_factory=dict)
-    #: Click hashes whose records are not sent again (their rows were stored already).
-    dropped: frozenset[int] = frozenset()
-
-    @cached_property
-    def by_group(self) -> dict[str, list[int]]:
-        """The rows of each row hash, in row order."""
-        out: dict[str, list[int]] = {}
-        for i, (group, _) in enumerate(self.names):
-            out.setdefault(group, []).append(i)
-        return out
-
-    def groups(self) -> dict[str, list[str]]:
-        """Row fields per row hash, in row order."""
-        names = self.names
-        return {group: [names[i][1] for i in rows] for group, rows in self.by_group.items()}
 
 
 class Placement(Protocol):
@@ -155,154 +143,123 @@ class Placement(Protocol):
 
 @dataclass
 class Plan:
-    """A batch as per-click columns (position = index in the batch), its entities, and its
-    work per node; the counts come back into ``values`` (per kind: one row per click,
-    ``kind.width`` values)."""
+    """A batch in processing order (position = place in that order; ``order`` maps it back),
+    its entities, one record per click and kind of entity it has (grouped by entity), and its
+    work per node. Counts come back into ``values`` (per click, the values of every kind as
+    its feature row stores them, see ``Tables``)."""
 
     layout: Layout
     prefix: str
+    order: Ints
+    clicks: list[Click]
     ids: list[str]
     ms: Ints
-    hashes: Ints
-    #: Each click's place in processing order.
-    rank: Ints
-    elements: dict[str, Ints]
-    #: [kind, click]: the plan id of the click's entity of that kind, -1 where it has none.
-    entity: Ints
+    minutes: Ints
     #: Per entity id: its state key, kind and node (an index into ``nodes``).
     keys: list[str]
     kinds: Ints
     node: Ints
-    nodes: list[Hashable]
-    tags: list[str]
-    values: list[Ints]
-    unique_ids: bool
+    record_entity: Ints
+    record_position: Ints
+    record_kind: Ints
+    record_t: Ints
+    record_h: Ints
+    record_elements: Ints  # [record, distinct count slot]
+    #: Each record as its kind's log holds it, padded to the longest kind's (``Tables``).
+    record_log: npt.NDArray[np.void]
+    values: Ints
+    #: A click again (same id, time and entities) -> its further positions: counted once.
+    copies: dict[int, list[int]]
+    nodes: list[Hashable] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
     calls: dict[Hashable, NodeCall] = field(default_factory=dict)
-    _groups: dict[tuple[str, int], str] = field(default_factory=dict)
 
-    def place(self, entities: Ints, placement: Placement) -> None:
+    def place(self, entities: Iterable[int], placement: Placement) -> None:
         """Where the entities live (again, after a slot moved)."""
         numbers = {node: i for i, node in enumerate(self.nodes)}
-        for e in entities.tolist():
-            node = placement.node_of(self.keys[e])
-            number = numbers.get(node)
+        keys, node = self.keys, self.node
+        for e in entities:
+            where = placement.node_of(keys[e])
+            number = numbers.get(where)
             if number is None:
-                number = numbers[node] = len(self.nodes)
-                self.nodes.append(node)
-                self.tags.append(placement.row_tag(node))
-            self.node[e] = number
+                number = numbers[where] = len(self.nodes)
+                self.nodes.append(where)
+                self.tags.append(placement.row_tag(where))
+            node[e] = number
 
-    def build(
-        self, positions: Ints, masks: Ints, shared: dict[int, list[int]]
-    ) -> dict[Hashable, NodeCall]:
-        """Calls for rows (clicks in processing order, with the kinds to count for each),
-        split by the node of each entity. A row that another row of the node already names
-        (the same click twice in a batch) is shared, not sent."""
-        bits = 1 << np.arange(len(self.layout.kinds))
-        entity = self.entity[:, positions]
-        on = np.where((masks & bits[:, None]) != 0, self.node[np.maximum(entity, 0)], -1)
-        calls: dict[Hashable, NodeCall] = {}
-        for j in np.unique(on[on >= 0]).tolist():
-            here = on == j
-            mask = (here * bits[:, None]).sum(axis=0)
-            picked = np.flatnonzero(mask)
-            rows, mask = positions[picked], mask[picked]
-            tag = self.tags[j]
-            names = self._names(tag, rows, mask)
-            mine = {p: shared[p] for p in rows.tolist() if p in shared} if shared else {}
-            if not self.unique_ids:
-                rows, mask, names, mine = _share(rows, mask, names, mine)
-            entities = np.unique(self.entity[:, rows][(mask & bits[:, None]) != 0])
-            calls[self.nodes[j]] = NodeCall(tag, rows, mask, names, entities, mine)
+    def build(self, records: Ints) -> dict[Hashable, NodeCall]:
+        """Calls for records (plan record ids, ascending), split by the node of each entity."""
+        if not len(records):
+            return {}
+        if len(self.nodes) == 1:
+            return {self.nodes[0]: self._call(0, records)}
+        node = self.node[self.record_entity[records]]
+        calls = {}
+        for j in np.unique(node).tolist():
+            calls[self.nodes[j]] = self._call(j, records[node == j])
         return calls
 
-    def _names(self, tag: str, rows: Ints, masks: Ints) -> list[tuple[str, str]]:
-        minutes = self.ms[rows] // 60_000
-        groups = {}
-        for minute in np.unique(minutes).tolist():
-            group = self._groups.get((tag, minute))
-            if group is None:
-                group = f"{self.prefix}rows:{self.layout.feature_hash}:{{{tag}}}:{minute}"
-                self._groups[(tag, minute)] = group
-            groups[minute] = group
-        labels = {}
-        for mask in np.unique(masks).tolist():
-            numbers = [kind.number for k, kind in enumerate(self.layout.kinds) if mask >> k & 1]
-            labels[mask] = ".".join(map(str, numbers)) + ":"
-        ids = self.ids
-        return [
-            (groups[minute], labels[mask] + ids[p])
-            for p, mask, minute in zip(rows.tolist(), masks.tolist(), minutes.tolist(), strict=True)
-        ]
+    def _call(self, j: int, records: Ints) -> NodeCall:
+        tables = self.layout.tables
+        bits = np.bincount(
+            self.record_position[records],
+            weights=tables.bits[self.record_kind[records]],
+            minlength=len(self.ids),
+        )
+        rows = bits.nonzero()[0]
+        masks = bits[rows].astype(np.int64).tolist()
+        labels, ids = tables.labels, self.ids
+        fields = [labels[m] + ids[p] for p, m in zip(rows.tolist(), masks, strict=True)]
+        minutes = self.minutes[rows]
+        cuts = runs(minutes).tolist()
+        head = f"{self.prefix}rows:{self.layout.feature_hash}:{{{self.tags[j]}}}:"
+        ends = [*cuts[1:], len(rows)] if cuts else []
+        groups = {
+            f"{head}{minute}": (a, b)
+            for a, b, minute in zip(cuts, ends, minutes[cuts].tolist(), strict=True)
+        }
+        entity = self.record_entity[records]
+        entities = entity[starts_of(entity)]
+        return NodeCall(self.nodes[j], self.tags[j], rows, masks, fields, groups, records, entities)
 
-    def without(self, call: NodeCall, stored: Iterable[int]) -> NodeCall:
-        """The call less the rows (indices) whose feature rows are stored already."""
-        keep = np.ones(len(call.rows), dtype=bool)
-        keep[list(stored)] = False
-        gone = frozenset(self.hashes[call.rows[~keep]].tolist()) | call.dropped
-        rows, masks = call.rows[keep], call.masks[keep]
-        bits = 1 << np.arange(len(self.layout.kinds))
-        entities = np.unique(self.entity[:, rows][(masks & bits[:, None]) != 0])
-        names = [n for n, k in zip(call.names, keep.tolist(), strict=True) if k]
-        shared = {p: more for p, more in call.shared.items() if p in set(rows.tolist())}
-        return NodeCall(call.tag, rows, masks, names, entities, shared, gone)
+    def without(self, call: NodeCall, stored: Sequence[int]) -> NodeCall:
+        """The call less the rows (indices) whose feature rows are stored already, and their
+        records."""
+        gone = np.zeros(len(self.ids), dtype=bool)
+        gone[call.rows[list(stored)]] = True
+        records = call.records[~gone[self.record_position[call.records]]]
+        return self._call(self.nodes.index(call.node), records)
 
-    def records(self, call: NodeCall, kind: int) -> tuple[Ints, Ints, Ints, npt.NDArray[np.void]]:
-        """The call's new clicks of entities of a kind: those entities (plan ids), and for
-        each click its entity (an index into them), batch position and log record, grouped by
-        entity in processing order."""
-        positions = call.rows[(call.masks >> kind & 1) != 0]
-        if call.dropped:  # a click hash whose row is stored already is not counted again
-            positions = positions[~np.isin(self.hashes[positions], list(call.dropped))]
-        entities, owner = np.unique(self.entity[kind, positions], return_inverse=True)
-        grouped = np.argsort(owner, kind="stable")
-        positions, owner = positions[grouped], owner[grouped]
-        spec = self.layout.kinds[kind]
-        records = np.empty(len(positions), dtype=spec.dtype)
-        records["t"] = self.ms[positions]
-        records["h"] = self.hashes[positions]
-        for s, d in enumerate(spec.sets):
-            records[f"e{s}"] = self.elements[d.counted][positions]
-        return entities, owner, positions, records
+    def logs(self, call: NodeCall) -> list[bytes]:
+        """The log records to append to each of the call's entities, encoded, in its order:
+        each record's first bytes, as many as its kind's records have."""
+        tables, records = self.layout.tables, call.records
+        size = tables.record_size[self.record_kind[records]]
+        padded = self.record_log[records].view(np.uint8).reshape(len(records), -1)
+        raw = padded[tables.record_bytes < size[:, None]].tobytes()
+        cuts = [0, *_accumulate(size)[ends_of(self.record_entity[records])].tolist()]
+        return [raw[a:b] for a, b in pairwise(cuts)]
 
     def stored_row(self, call: NodeCall, row: int, values: Sequence[int]) -> None:
         """A row found in Redis (the click was seen before): its values, as they were."""
-        p, mask, at = int(call.rows[row]), int(call.masks[row]), 0
-        for k, kind in enumerate(self.layout.kinds):
-            if mask >> k & 1:
-                self.values[k][p] = values[at : at + kind.width]
-                at += kind.width
-        if at != len(values):
-            raise ValueError(f"a stored row has {len(values)} values, expected {at}")
+        columns = self.layout.tables.mask_columns[call.masks[row]]
+        if len(values) != len(columns):
+            raise ValueError(f"a stored row has {len(values)} values, expected {len(columns)}")
+        self.values[call.rows[row], columns] = values
+
+    def counted(self, records: Ints, values: Ints) -> None:
+        """The counts of records (slot rows, ``Tables``) into their clicks' values."""
+        tables = self.layout.tables
+        columns = tables.value_columns[self.record_kind[records]]
+        valid = columns >= 0
+        at = self.record_position[records][:, None] * self.values.shape[1] + columns
+        self.values.reshape(-1)[at[valid]] = values[valid]
 
     def encoded_rows(self, call: NodeCall) -> list[bytes]:
         """The feature row of each of the call's rows, in order, as stored."""
-        out = [b""] * len(call.rows)
-        for mask in np.unique(call.masks).tolist():
-            which = np.flatnonzero(call.masks == mask)
-            first = call.rows[which]
-            kinds = [k for k in range(len(self.layout.kinds)) if mask >> k & 1]
-            matrix = np.hstack([self.values[k][first] for k in kinds]).tolist()
-            for i, values in zip(which.tolist(), matrix, strict=True):
-                out[i] = encode_row(values)
-        return out
-
-
-def _share(
-    rows: Ints, masks: Ints, names: list[tuple[str, str]], shared: dict[int, list[int]]
-) -> tuple[Ints, Ints, list[tuple[str, str]], dict[int, list[int]]]:
-    """Rows of the same name (the same click twice in a batch) as one row, the first."""
-    first: dict[tuple[str, str], int] = {}
-    keep = []
-    positions = rows.tolist()
-    for i, name in enumerate(names):
-        j = first.setdefault(name, i)
-        if j == i:
-            keep.append(i)
-            continue
-        more = shared.setdefault(positions[j], [])
-        more += [positions[i], *shared.pop(positions[i], [])]
-    return rows[keep], masks[keep], [names[i] for i in keep], shared
+        row_of = self.layout.tables.row_of
+        rows = self.values[call.rows].tolist()
+        return [encode_row(row_of[m](r)) for m, r in zip(call.masks, rows, strict=True)]
 
 
 def plan(
@@ -316,46 +273,88 @@ def plan(
     A click's feature row on a node is kept on that node, in a hash per event minute, so a node
     alone can tell that it has seen a click before.
     """
+    tables = layout.tables
     n = len(clicks)
     ids = [c.click_id for c in clicks]
     ms = np.array([(c.event_time - _EPOCH) // _MS for c in clicks], dtype=np.int64)
     hashes = _short_hashes(ids)
     order = np.lexsort((hashes, ms))
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    # Entity ids: one per state key, in processing order.
+    ordered = order.tolist()
+    clicks = [clicks[i] for i in ordered]
+    ids = [ids[i] for i in ordered]
+    ms, hashes = ms[order], hashes[order]
+    # Entity ids: one per state key, kind after kind, each kind's in processing order.
     index: dict[str, int] = {}
-    entity = np.full((len(layout.kinds), n), -1, dtype=np.int64)
-    kinds = []
+    columns, kinds = [], []
     for k, kind in enumerate(layout.kinds):
-        keys = _entity_keys(clicks, kind, prefix)
-        known = len(index)
-        new = index.setdefault
-        ordered = [keys[p] for p in order.tolist()]
-        entity[k, order] = [-1 if key is None else new(key, len(index)) for key in ordered]
+        known, new = len(index), index.setdefault
+        columns.append(
+            [
+                -1 if key is None else new(key, len(index))
+                for key in _entity_keys(clicks, kind, prefix)
+            ]
+        )
         kinds += [k] * (len(index) - known)
-    counted = sorted({d.counted for kind in layout.kinds for d in kind.sets})
+    entity = np.array(columns, dtype=np.int64).reshape(len(layout.kinds), n)
+    copies = {} if len(set(ids)) == n else _copies(ids, ms, entity)
+    # Records: (kind, click) pairs with an entity, grouped by entity, in processing order.
+    flat = entity.ravel()
+    present = (flat >= 0).nonzero()[0]
+    record = present[flat[present].argsort(kind="stable")]
+    record_kind, position = np.divmod(record, n)
+    # Elements per counted field, and a last row of none for the slots a kind lacks.
+    elements = np.array(
+        [*(element_ids([getattr(c, name) for c in clicks]) for name in tables.counted), [0] * n],
+        dtype=np.int64,
+    )
+    log = np.empty(len(record), dtype=tables.record)
+    log["t"] = record_t = ms[position]
+    log["h"] = record_h = hashes[position]
+    record_elements = elements[tables.element_field[record_kind], position[:, None]]
+    if tables.sets:
+        log["e"] = record_elements
+    values = np.empty((n, len(tables.features)), dtype=np.int64)
+    values[:] = tables.blank
     batch = Plan(
         layout=layout,
         prefix=prefix,
+        order=order,
+        clicks=clicks,
         ids=ids,
         ms=ms,
-        hashes=hashes,
-        rank=rank,
-        elements={name: element_ids([getattr(c, name) for c in clicks]) for name in counted},
-        entity=entity,
+        minutes=ms // 60_000,
         keys=list(index),
         kinds=np.array(kinds, dtype=np.int64),
         node=np.zeros(len(index), dtype=np.int64),
-        nodes=[],
-        tags=[],
-        values=[np.zeros((n, kind.width), dtype=np.int64) for kind in layout.kinds],
-        unique_ids=len(set(ids)) == n,
+        record_entity=flat[record],
+        record_position=position,
+        record_kind=record_kind,
+        record_t=record_t,
+        record_h=record_h,
+        record_elements=record_elements,
+        record_log=log,
+        values=values,
+        copies=copies,
     )
-    batch.place(np.arange(len(index)), placement)
-    masks = ((entity >= 0) << np.arange(len(layout.kinds))[:, None]).sum(axis=0)
-    batch.calls = batch.build(order, masks[order], {})
+    batch.place(range(len(index)), placement)
+    batch.calls = batch.build(np.arange(len(record)))
     return batch
+
+
+def _copies(ids: list[str], ms: Ints, entity: Ints) -> dict[int, list[int]]:
+    """The same click more than once in a batch (same id, time and entities: adjacent in
+    processing order): its first position -> the others, whose entities are dropped here so
+    that they have no records (they share the first one's row and values)."""
+    first: dict[tuple[object, ...], int] = {}
+    copies: dict[int, list[int]] = {}
+    columns = entity.T.tolist()
+    for p, (click_id, t) in enumerate(zip(ids, ms.tolist(), strict=True)):
+        q = first.setdefault((click_id, t, *columns[p]), p)
+        if q != p:
+            copies.setdefault(q, []).append(p)
+    for more in copies.values():
+        entity[:, more] = -1
+    return copies
 
 
 def regroup(
@@ -366,38 +365,27 @@ def regroup(
     An entity lives on one node, so its work (all its clicks of the batch) moves whole.
     """
     calls = list(failed)
-    batch.place(np.unique(np.concatenate([c.entities for c in calls])), placement)
-    rows = np.concatenate([c.rows for c in calls])
-    masks = np.concatenate([c.masks for c in calls])
-    shared: dict[int, list[int]] = {}
-    for c in calls:
-        for p, more in c.shared.items():
-            shared.setdefault(p, []).extend(more)
-    order = np.argsort(batch.rank[rows], kind="stable")
-    return batch.build(rows[order], masks[order], shared)
+    records = np.sort(np.concatenate([c.records for c in calls]))
+    batch.place(np.unique(batch.record_entity[records]).tolist(), placement)
+    return batch.build(records)
 
 
-def fill_features(out: npt.NDArray[np.float32], batch: Plan) -> None:
-    """Write the Redis-filled columns of ``out`` from the batch's counts, in place: counts as
-    they are, gaps from ms (-1: none) to capped seconds, defaults where a click has no such
-    entity."""
-    layout = batch.layout
-    n = len(out)
-    raw = np.broadcast_to(layout.defaults, (n, len(layout.defaults))).copy()
-    source = [np.arange(n) for _ in layout.kinds]
-    for call in batch.calls.values():
-        if call.shared:  # the same click again: its first row's values
-            masks = dict(zip(call.rows.tolist(), call.masks.tolist(), strict=True))
-            for p, more in call.shared.items():
-                for k in range(len(layout.kinds)):
-                    if masks[p] >> k & 1:
-                        source[k][more] = p
-    for k, kind in enumerate(layout.kinds):
-        present = np.flatnonzero(batch.entity[k] >= 0)
-        raw[np.ix_(present, np.array(kind.columns))] = batch.values[k][source[k][present]]
-    gaps = raw[:, layout.gap_columns]
-    raw[:, layout.gap_columns] = np.where(gaps < 0, MAX_GAP_S, np.minimum(gaps / 1000.0, MAX_GAP_S))
-    out[:, layout.redis_columns] = raw[:, layout.redis_columns]
+def features(batch: Plan) -> npt.NDArray[np.float32]:
+    """float32 [clicks, N_FEATURES] in the batch's order: the Redis-filled columns from the
+    counts (gaps from ms, -1: none, to capped seconds; a click without an entity of a kind has
+    that kind's blank values: counts 0, no gap), and the ones computed here."""
+    values = batch.values
+    for p, more in batch.copies.items():
+        values[more] = values[p]
+    out = clicks_local_features(batch.clicks, batch.ms)
+    tables = batch.layout.tables
+    raw = values.astype(np.float64)
+    gaps = raw[:, tables.gaps]
+    raw[:, tables.gaps] = np.where(gaps < 0, MAX_GAP_S, np.minimum(gaps / 1000.0, MAX_GAP_S))
+    out[:, tables.features] = raw
+    back = np.empty_like(out)
+    back[batch.order] = out
+    return back
 
 
 def local_features(clicks: Sequence[Click]) -> npt.NDArray[np.float32]:
@@ -405,14 +393,24 @@ def local_features(clicks: Sequence[Click]) -> npt.NDArray[np.float32]:
     return clicks_local_features(clicks, np.array([epoch_ms(c.event_time) for c in clicks]))
 
 
+#: time_features by event minute (it depends on the minute only): a batch spans few minutes.
+_TIMES: dict[int, tuple[float, float, float, float]] = {}
+_TIMES_MAX = 1 << 12
+
+
 def clicks_local_features(clicks: Sequence[Click], ms: Ints) -> npt.NDArray[np.float32]:
     """:func:`local_features` of clicks whose event times in ms are known already."""
     out = np.zeros((len(clicks), N_FEATURES), dtype=np.float32)
     if not clicks:
         return out
-    # time_features depends on the minute only; a batch spans few minutes.
-    _, first, inverse = np.unique(ms // 60_000, return_index=True, return_inverse=True)
-    times = [time_features(clicks[i].event_time) for i in first.tolist()]
-    out[:, _TIME_COLUMNS] = np.array(times, dtype=np.float32)[inverse]
+    if len(_TIMES) > _TIMES_MAX:
+        _TIMES.clear()
+    times = []
+    for c, minute in zip(clicks, (ms // 60_000).tolist(), strict=True):
+        found = _TIMES.get(minute)
+        if found is None:
+            found = _TIMES[minute] = time_features(c.event_time)
+        times.append(found)
+    out[:, _TIME_COLUMNS] = times
     out[:, _LOGGED_IN] = [c.logged_in for c in clicks]
     return out

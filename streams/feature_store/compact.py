@@ -4,7 +4,6 @@ batch at once. The bases hold what the first implementation wrote, in as many by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -13,17 +12,9 @@ import numpy as np
 import numpy.typing as npt
 
 from slidr.features import DISTINCT_CAP
-from streams.feature_store.arrays import Ints, lexsort, lookup, rank, runs, within
-from streams.feature_store.layout import Kind
-from streams.feature_store.stored import (
-    EMPTY_LIST,
-    FIXINT_END,
-    PAIR,
-    UINT32,
-    Params,
-    Stored,
-    frame_base,
-)
+from streams.feature_store.arrays import Ints, argsort2, rank, runs
+from streams.feature_store.layout import Layout, Tables
+from streams.feature_store.stored import EMPTY_LIST, FIXINT_END, PAIR, UINT32, Stored, frame_base
 
 #: Newest click times the base keeps: a click up to this many places late still gets an exact
 #: gap after its predecessors were compacted.
@@ -33,18 +24,31 @@ RING = 4
 COMPACT_RECORDS = 16
 COMPACT_AGE_MS = 3_600_000
 _encode = msgspec.msgpack.Encoder().encode
+_RING_BACK = np.arange(1, RING + 1)
 
 
 @dataclass
 class Sorted:
-    """The batch's records, each click once, sorted by (entity, time): their times, elements
-    per set and entities, and each entity's range of them."""
+    """The batch's records, each click once, sorted by (entity, time): their times, entities
+    and tiles per window, and each entity's range of them."""
 
     times: Ints
-    elements: Ints  # [record, set]
     ent: Ints
     starts: Ints
     ends: Ints
+    tiles: Ints  # [window, record]
+
+
+@dataclass
+class Sightings:
+    """The batch's distinct elements per group (n_windows + distinct count) * n_entities +
+    entity: each one's key (group << 32 | element) and newest tile sighted; and the stored
+    elements sighted (indices) with their place in ``key``."""
+
+    key: Ints
+    latest: Ints
+    stored: Ints
+    place: Ints
 
 
 def _cut(values: list[int], sizes: Ints) -> list[list[int]]:
@@ -89,77 +93,78 @@ def _head(items: int) -> bytes:
 
 
 def compact(
-    kinds: Sequence[Kind],
-    part_of: Ints,
-    params: Params,
+    layout: Layout,
+    kinds: Ints,
     stored: Stored,
     due: Ints,
     records: Sorted,
+    sightings: Sightings | None,
 ) -> dict[int, bytes]:
     """The new bases of the entities ``due``: their records folded into their bases (tiles,
     newest click times, last sightings), keeping only what a later click can read."""
-    n_entities = len(stored.newest)
-    n_windows, n_sets = params.tile_ms.shape[1], params.set_tile_ms.shape[1]
+    tables = layout.tables
+    n_entities = len(kinds)
+    n_windows = tables.windows
     times, ent, starts, ends = records.times, records.ent, records.starts, records.ends
     is_due = np.zeros(n_entities, dtype=bool)
     is_due[due] = True
     newest = stored.newest.copy()
     newest[due] = np.maximum(newest[due], times[ends[due] - 1])
 
-    # The ring: the newest RING distinct click times, stored and logged.
-    kept = is_due[stored.ring_owner]
-    take = np.minimum(ends[due] - starts[due], RING)
-    last = np.repeat(ends[due] - take, take) + within(take)
-    owner = np.concatenate([stored.ring_owner[kept], ent[last]])
-    clicked = np.concatenate([stored.ring_t[kept], times[last]])
-    o = lexsort(-clicked, owner)  # newest first
-    owner, clicked = owner[o], clicked[o]
-    run = runs(owner, clicked)
-    owner, clicked = owner[run], clicked[run]
-    keep = rank(owner) < RING
-    owner, clicked = owner[keep], clicked[keep]
-    rings = _cut((newest[owner] - clicked).tolist(), np.bincount(owner, minlength=n_entities)[due])
+    # The ring: the newest RING distinct click times, stored and logged (the entity's last
+    # RING records), -1 where there are fewer; one row per due entity.
+    ring = stored.ring[due]
+    back = ends[due][:, None] - _RING_BACK
+    candidates = np.hstack(
+        (ring, np.where(back >= starts[due][:, None], times[np.maximum(back, 0)], -1))
+    )
+    candidates.sort(axis=1)
+    candidates[:, :-1][candidates[:, :-1] == candidates[:, 1:]] = -1  # each time once
+    candidates.sort(axis=1)
+    newest_first = candidates[:, : -RING - 1 : -1]
+    kept = np.count_nonzero(newest_first >= 0, axis=1).tolist()
+    offsets = (newest[due][:, None] - newest_first).tolist()
+    rings = [row[:k] for row, k in zip(offsets, kept, strict=True)]
 
     # Clicks per tile of every window: group (entity, window), newest tile first.
-    mine = np.flatnonzero(is_due[ent])
-    r_owner, r_times = ent[mine], times[mine]
+    mine = is_due[ent].nonzero()[0]
+    r_owner = ent[mine]
     levels: list[list[int]] = []
     if n_windows:
-        kept = is_due[stored.tile_owner]
+        kept_tiles = is_due[stored.tile_owner].nonzero()[0]
         group = np.concatenate(
-            [
-                stored.tile_owner[kept] * n_windows + stored.tile_window[kept],
+            (
+                stored.tile_owner[kept_tiles] * n_windows + stored.tile_window[kept_tiles],
                 (r_owner[:, None] * n_windows + np.arange(n_windows)).ravel(),
-            ]
+            )
         )
-        tile = np.concatenate(
-            [stored.tile[kept], (r_times[:, None] // params.tile_ms[r_owner]).ravel()]
-        )
+        tile = np.concatenate((stored.tile[kept_tiles], records.tiles[:, mine].T.ravel()))
         clicks = np.concatenate(
-            [stored.clicks[kept], np.ones(n_windows * len(r_owner), dtype=np.int64)]
+            (stored.clicks[kept_tiles], np.ones(n_windows * len(r_owner), dtype=np.int64))
         )
-        o = lexsort(-tile, group)
+        o = argsort2(group, n_entities * n_windows, -tile)
         group, tile, clicks = group[o], tile[o], clicks[o]
         run = runs(group, tile)
         clicks = np.add.reduceat(clicks, run) if len(run) else clicks
         group, tile = group[run], tile[run]
         e, w = group // n_windows, group % n_windows
-        top = newest[e] // params.tile_ms[e, w]
-        keep = tile > top - params.tiles[e, w]
-        flat = np.stack([top - tile, clicks], axis=1)[keep].ravel().tolist()
+        e_kinds = kinds[e]
+        top = newest[e] // tables.tile_ms[e_kinds, w]
+        keep = tile > top - tables.tiles[e_kinds, w]
+        flat = np.stack((top - tile, clicks), axis=1)[keep].ravel().tolist()
         per_group = np.bincount(group[keep], minlength=n_entities * n_windows)
         levels = _cut(flat, 2 * per_group.reshape(n_entities, n_windows)[due].ravel())
     sets: list[msgspec.Raw] = []
-    if n_sets:
-        sets = _compact_sets(params, stored, newest, is_due, due, records, mine)
+    if sightings is not None:
+        sets = _compact_sets(tables, kinds, stored, newest, is_due, due, sightings)
 
     out = {}
-    shapes = [(len(k.windows), len(k.sets)) for k in kinds]
+    shapes = [(len(k.windows), len(k.sets)) for k in layout.kinds]
     at = 0  # sets holds each due entity's own distinct counts only
-    for i, (e, p, top_ms) in enumerate(
-        zip(due.tolist(), part_of[due].tolist(), newest[due].tolist(), strict=True)
+    for i, (e, k, top_ms) in enumerate(
+        zip(due.tolist(), kinds[due].tolist(), newest[due].tolist(), strict=True)
     ):
-        windows, distinct = shapes[p]
+        windows, distinct = shapes[k]
         body = (
             top_ms,
             rings[i],
@@ -172,48 +177,43 @@ def compact(
 
 
 def _compact_sets(
-    params: Params,
+    tables: Tables,
+    kinds: Ints,
     stored: Stored,
     newest: Ints,
     is_due: npt.NDArray[np.bool_],
     due: Ints,
-    records: Sorted,
-    mine: Ints,
+    sightings: Sightings,
 ) -> list[msgspec.Raw]:
     """Each due entity's distinct elements per set with the tile each was last seen in,
-    newest first, at most DISTINCT_CAP: its stored ones updated by its records' sightings."""
-    n_sets = params.set_tile_ms.shape[1]
-    kept = is_due[stored.set_owner]
-    group = stored.set_owner[kept] * n_sets + stored.set_index[kept]  # (entity, set)
-    element, seen = stored.element[kept], stored.seen[kept]
-    # The records' latest sighting of each (entity, set, element)...
-    r_owner = records.ent[mine]
-    s_group = (r_owner[:, None] * n_sets + np.arange(n_sets)).ravel()
-    s_element = records.elements[mine].ravel()
-    s_tile = (records.times[mine][:, None] // params.set_tile_ms[r_owner]).ravel()
-    present = s_element != 0
-    key = (s_group[present] << 32) | s_element[present]
-    o = lexsort(s_tile[present], key)
-    key, s_tile = key[o], s_tile[present][o]
-    latest = np.append(runs(key)[1:] - 1, len(key) - 1) if len(key) else o
-    key, s_tile = key[latest], s_tile[latest]
-    # ... moves a stored element to a later tile, or adds it.
-    j = lookup(key, (group << 32) | element)
-    hit = j >= 0
-    seen = seen.copy()
-    seen[hit] = np.maximum(seen[hit], s_tile[j[hit]])
-    fresh = np.ones(len(key), dtype=bool)
-    fresh[j[hit]] = False
-    group = np.concatenate([group, key[fresh] >> 32])
-    element = np.concatenate([element, key[fresh] & 0xFFFFFFFF])
-    seen = np.concatenate([seen, s_tile[fresh]])
+    newest first, at most DISTINCT_CAP: its stored ones, moved to a later tile where the batch
+    sighted them, and those the batch sighted first."""
+    n_entities, n_windows, n_sets = len(kinds), tables.windows, tables.sets
+    sighted = sightings.stored
+    seen = stored.seen.copy()
+    seen[sighted] = np.maximum(seen[sighted], sightings.latest[sightings.place])
+    kept = is_due[stored.set_owner].nonzero()[0]
+    counter, e = np.divmod(sightings.key >> 32, n_entities)
+    fresh = is_due[e]
+    fresh[sightings.place] = False
+    fresh = fresh.nonzero()[0]
+    group = np.concatenate(
+        (
+            stored.set_owner[kept] * n_sets + stored.set_index[kept],  # (entity, set)
+            e[fresh] * n_sets + counter[fresh] - n_windows,
+        )
+    )
+    element = np.concatenate((stored.element[kept], sightings.key[fresh] & 0xFFFFFFFF))
+    seen = np.concatenate((seen[kept], sightings.latest[fresh]))
 
-    e, s = group // n_sets, group % n_sets
-    top = newest[e] // params.set_tile_ms[e, s]
-    keep = seen > top - params.set_tiles[e, s]
+    e, s = np.divmod(group, n_sets)
+    e_kinds, s = kinds[e], s + n_windows
+    top = newest[e] // tables.tile_ms[e_kinds, s]
+    keep = (seen > top - tables.tiles[e_kinds, s]).nonzero()[0]
     group, element, seen, top = group[keep], element[keep], seen[keep], top[keep]
-    o = lexsort(-element, -seen, group)  # the most recently seen first
+    o = np.lexsort((-element, -seen, group))  # the most recently seen first
     group, element, seen, top = group[o], element[o], seen[o], top[o]
-    keep = rank(group) < DISTINCT_CAP
-    groups = (due[:, None] * n_sets + np.arange(n_sets))[np.arange(n_sets) < params.sets[due, None]]
+    keep = (rank(group) < DISTINCT_CAP).nonzero()[0]
+    n_own = tables.n_sets[kinds[due]]
+    groups = (due[:, None] * n_sets + np.arange(n_sets))[np.arange(n_sets) < n_own[:, None]]
     return _raw_lists(group[keep], element[keep], (top - seen)[keep], groups)

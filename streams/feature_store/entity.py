@@ -23,39 +23,55 @@ from dataclasses import dataclass
 import numpy as np
 
 from slidr.features import DISTINCT_CAP
-from streams.feature_store.arrays import Ints, Search, lexsort, lookup, runs
-from streams.feature_store.compact import COMPACT_AGE_MS, COMPACT_RECORDS, Sorted, compact
-from streams.feature_store.layout import Kind
-from streams.feature_store.stored import Params, Records, read_states, stored_states
+from streams.feature_store.arrays import (
+    Floats,
+    Ints,
+    Search,
+    argsort2,
+    filled,
+    join,
+    runs,
+    starts_of,
+)
+from streams.feature_store.compact import (
+    COMPACT_AGE_MS,
+    COMPACT_RECORDS,
+    Sightings,
+    Sorted,
+    compact,
+)
+from streams.feature_store.layout import Layout
+from streams.feature_store.stored import Stored, read_states
 
-#: Below any tile: "the element is not in the base".
+#: Below any tile: "not in the base".
 _NONE = -(2**62)
-
-
-@dataclass
-class Part:
-    """One kind's entities in a batch (their stored states, read before the batch was appended
-    to them) and the batch's new clicks of them: each one's entity (an index into ``states``)
-    and log record."""
-
-    kind: Kind
-    states: Sequence[bytes | None]
-    entity: Ints
-    records: Records
+_accumulate = np.add.accumulate
 
 
 @dataclass
 class Counted:
-    """Per part: the features of each new click (a row of ``kind.width`` values, in the
-    records' order), and the new length-prefixed base of each entity whose compaction is due
-    (by index into the part's states)."""
+    """Per new record, its features as a slot row (``Tables``: the clicks in each window, the
+    gap in ms or -1 for none, each distinct count), and the new length-prefixed base of each
+    entity whose compaction is due."""
 
-    values: list[Ints]
-    bases: list[dict[int, bytes]]
+    values: Ints  # [record, slot]
+    bases: dict[int, bytes]
 
 
-def count(parts: Sequence[Part]) -> Counted:
-    """Features of each part's new clicks, and the compactions that are due.
+def count(
+    layout: Layout,
+    kinds: Ints,
+    states: Sequence[bytes | None],
+    owner: Ints,
+    t: Ints,
+    h: Ints,
+    elements: Ints,
+) -> Counted:
+    """Features of a batch's new records, and the compactions that are due.
+
+    ``kinds`` and ``states``: per entity, its kind and its stored state as read before the batch
+    was appended to it; a new record is its entity (``owner``), event time ms, click hash and
+    element per distinct count of the layout (0: none, and in slots its kind lacks).
 
     Clicks are ordered by (event time, click hash). A window of k tiles counts the click and
     the clicks of the entity ordered before it since the start of the tile k - 1 tiles before
@@ -63,169 +79,158 @@ def count(parts: Sequence[Part]) -> Counted:
     how the stream is cut into batches) never changes a feature. A click logged twice (a
     redelivery, a batch resent after a slot moved) counts once, where it was first logged.
 
-    Every kind, window and distinct count of the batch is counted together, entities numbered
-    part after part, windows as groups (entity, window) and distinct counts as entities of
-    their own (set, entity): a batch costs a fixed number of numpy calls, whatever its size and
-    the number of kinds (each call costs microseconds, far more than an element).
+    Every kind and counter (window or distinct count) of the batch is counted in one pass: a
+    counter of an entity is a group of its own, (counter, entity), holding a copy of the
+    entity's records, sorted by time, each in the counter's tile. Whatever is counted (a
+    record, a compacted tile, a distinct element while it is the element's last sighting)
+    counts for a stretch of consecutive records of its group, bounded by tiles: one +w and one
+    -w in a difference array, whose running sum is every count at once. A batch costs a fixed
+    number of numpy calls, whatever its size, kinds and counters.
     """
-    sizes = [len(p.states) for p in parts]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-    n_entities = offsets[-1]
-    kinds = [p.kind for p in parts]
-    params = Params.of(kinds, sizes)
-    n_windows, n_sets = params.tile_ms.shape[1], params.set_tile_ms.shape[1]
-    reads = [read_states(p.kind, p.states) for p in parts]
-    stored = stored_states(reads, offsets, params)
+    tables = layout.tables
+    n_entities, n_windows = len(kinds), tables.windows
+    stored = read_states(layout, kinds, states)
+    n_new = len(owner)
+    if len(stored.log_owner):  # logged records first: the first of a click hash counts
+        owner = np.concatenate((stored.log_owner, owner))
+        t = np.concatenate((stored.log_t, t))
+        h = np.concatenate((stored.log_h, h))
+        elements = np.concatenate((stored.log_elements, elements))
 
-    # Every part's records, logged ones first: (owner, time, click hash, elements per set).
-    pieces = [(r.log, r.log_owner) for r in reads] + [(p.records, p.entity) for p in parts]
-    owner = np.concatenate([o + offsets[i % len(parts)] for i, (_, o) in enumerate(pieces)])
-    t = np.concatenate([r["t"] for r, _ in pieces]).astype(np.int64)
-    h = np.concatenate([r["h"] for r, _ in pieces]).astype(np.int64)
-    elements = np.zeros((len(owner), n_sets), dtype=np.int64)
-    at = 0
-    for r, _ in pieces:
-        for s in range(len(r.dtype.names or ()) - 2):
-            elements[at : at + len(r), s] = r[f"e{s}"]
-        at += len(r)
-    n_new = sum(len(p.records) for p in parts)
-
-    # np.unique keeps each click's first record, ordered by (entity, click hash); a stable
-    # sort by (entity, time) then orders by (entity, time, click hash).
-    _, first, inverse = np.unique((owner << 32) | h, return_index=True, return_inverse=True)
-    order = lexsort(t[first], owner[first])
+    # Each click once, its first record: a stable sort by (entity, click hash) keeps it first;
+    # a stable sort of those by (entity, time) then orders by (entity, time, click hash).
+    key = (owner << 32) | h
+    by_hash = key.argsort(kind="stable")
+    is_first = starts_of(key[by_hash])
+    first = by_hash[is_first]
+    order = argsort2(owner[first], n_entities, t[first])
     rows = first[order]
-    place = np.empty(len(rows), dtype=np.int64)
-    place[order] = np.arange(len(rows))
-    mine = place[inverse[len(owner) - n_new :]]  # each new click's place in ``rows``
-    ent, times = owner[rows], t[rows]
-    everyone = np.arange(n_entities)
-    starts = np.searchsorted(ent, everyone)
-    ends = np.searchsorted(ent, everyone, "right")
+    n = len(rows)
+    place = np.empty(n, dtype=np.int64)
+    place[order] = np.arange(n)
+    unique_of = np.empty(len(owner), dtype=np.int64)
+    unique_of[by_hash] = _accumulate(is_first, dtype=np.int64) - 1
+    mine = place[unique_of[len(owner) - n_new :]]  # each new record's place in ``rows``
+    ent, times, elements = owner[rows], t[rows], elements[rows]
+    sizes = np.bincount(ent, minlength=n_entities)
+    ends = _accumulate(sizes)
+    starts = ends - sizes
+
+    # Counter c of entity e is group c * n_entities + e; its copy of record r is c * n + r.
+    spread = tables.spread
+    group_of = (spread * n_entities + ent).ravel()
+    tile = (times[:, None] // tables.tile_ms[kinds[ent]]).T.ravel()
+    group_start = (spread * n + starts).ravel()
+    group_end = (spread * n + ends).ravel()
+
+    # Stretches (group, first record, end, lowest tile, last tile, weight) of what counts, up
+    # to the tile ``last + n_tiles`` of its group. A record counts in each window for itself and
+    # the records after it; a compacted tile for all the entity's records (a late one too).
+    windowed = n_windows * n
+    tile_group = stored.tile_window * n_entities + stored.tile_owner
+    velocity = group_of[:windowed]
+    parts = [
+        (velocity, np.arange(windowed), group_end[velocity], tile[:windowed]),
+        (tile_group, group_start[tile_group], group_end[tile_group], stored.tile),
+    ]
+    weights = [np.ones(windowed), stored.clicks.astype(np.float64)]
+    sightings = None
+    if tables.sets:
+        distinct, weight, sightings = _distinct(
+            stored, n_entities, n_windows, elements, group_of, tile, group_start, group_end
+        )
+        parts.append(distinct)
+        weights.append(weight)
+    group, start, stop, last = (np.concatenate(column) for column in zip(*parts, strict=True))
+    by_tile = Search(group_of, tile, group_start, group_end)
+    # The distinct counts' stretches begin at their last sighting's tile at the earliest.
+    counted = windowed + len(tile_group)
+    start[counted:] = np.maximum(start[counted:], by_tile.find(group[counted:], last[counted:]))
+    stop = np.minimum(stop, by_tile.find(group, last + tables.tiles[kinds].T.ravel()[group]))
+    live = (start < stop).nonzero()[0]
+    weight = np.concatenate(weights)[live]
+    total = np.bincount(start[live], weight, len(tile) + 1)
+    total -= np.bincount(stop[live], weight, len(tile) + 1)
+    counts = _accumulate(total[:-1]).astype(np.int64).reshape(-1, n)[:, mine].T
+
+    values = np.empty((n_new, tables.slots), dtype=np.int64)
+    values[:, :n_windows] = counts[:, :n_windows]
+    values[:, n_windows + 1 :] = np.minimum(counts[:, n_windows:], DISTINCT_CAP)
+    # The gap: from the record before, else the newest compacted click at or before it.
     me, my_t = ent[mine], times[mine]
-
-    clicks = np.zeros((len(mine), n_windows), dtype=np.int64)
-    if n_windows:
-        tile_ms, n_tiles = params.tile_ms[me], params.tiles[me]  # [click, window]
-        first_tile = my_t[:, None] // tile_ms - n_tiles + 1
-        since = Search(ent, times, n_entities).find(
-            np.repeat(me, n_windows), (first_tile * tile_ms).ravel()
-        )
-        clicks = mine[:, None] + 1 - since.reshape(-1, n_windows)
-        if len(stored.tile):  # and the compacted clicks from the first tile on
-            group = stored.tile_owner * n_windows + stored.tile_window
-            o = lexsort(stored.tile, group)
-            group, total = group[o], np.concatenate([[0], np.cumsum(stored.clicks[o])])
-            query = (me[:, None] * n_windows + np.arange(n_windows)).ravel()
-            found = Search(group, stored.tile[o], n_entities * n_windows).find(
-                query, first_tile.ravel()
-            )
-            upto = np.searchsorted(group, query, "right")
-            clicks += (total[upto] - total[found]).reshape(-1, n_windows)
     previous = np.where(mine > starts[me], times[mine - 1], -1)
-    if len(stored.ring_t):
-        # The newest compacted click at or before this one.
-        o = lexsort(stored.ring_t, stored.ring_owner)
-        ring_owner, ring_t = stored.ring_owner[o], stored.ring_t[o]
-        i = Search(ring_owner, ring_t, n_entities).find(me, my_t, "right") - 1
-        j = np.maximum(i, 0)
-        previous = np.maximum(previous, np.where((i >= 0) & (ring_owner[j] == me), ring_t[j], -1))
-    gap = np.where(previous >= 0, my_t - previous, -1)
-    distinct = np.zeros((len(mine), n_sets), dtype=np.int64)
-    if n_sets:
-        # Each set counts over its own copy of the records: entity s * n_entities + e.
-        n, spread = len(rows), np.arange(n_sets)[:, None]
-        inside = _distinct(
-            ent=(spread * n_entities + ent).ravel(),
-            tile=(times // params.set_tile_ms[ent].T).ravel(),
-            elements=elements[rows].T.ravel(),
-            starts=(spread * n + starts).ravel(),
-            ends=(spread * n + ends).ravel(),
-            base_owner=stored.set_index * n_entities + stored.set_owner,
-            base_element=stored.element,
-            base_seen=stored.seen,
-            n_tiles=params.set_tiles.T.ravel(),
-        )
-        distinct = np.minimum(inside.reshape(n_sets, n)[:, mine].T, DISTINCT_CAP)
+    ring = stored.ring[me]
+    previous = np.maximum(previous, np.where(ring <= my_t[:, None], ring, -1).max(axis=1))
+    values[:, n_windows] = np.where(previous >= 0, my_t - previous, -1)
 
-    size = ends - starts
-    span = times[np.maximum(ends - 1, 0)] - times[np.minimum(starts, len(rows) - 1)]
-    due = np.flatnonzero((size >= COMPACT_RECORDS) | ((size > 0) & (span >= COMPACT_AGE_MS)))
+    span = times[np.maximum(ends - 1, 0)] - times[np.minimum(starts, n - 1)]
+    due = ((sizes >= COMPACT_RECORDS) | ((sizes > 0) & (span >= COMPACT_AGE_MS))).nonzero()[0]
     bases: dict[int, bytes] = {}
     if len(due):
-        part_of = np.repeat(np.arange(len(parts)), sizes)
-        sorted_records = Sorted(times, elements[rows], ent, starts, ends)
-        bases = compact(kinds, part_of, params, stored, due, sorted_records)
-
-    values, out_bases, at = [], [], 0
-    for p, part in enumerate(parts):
-        kind, m = part.kind, len(part.records)
-        columns = [clicks[at : at + m, : len(kind.windows)]]
-        columns += [gap[at : at + m, None]] if kind.gap else []
-        columns += [distinct[at : at + m, : len(kind.sets)]]
-        values.append(np.hstack(columns))
-        lo, hi = offsets[p], offsets[p + 1]
-        out_bases.append({e - lo: b for e, b in bases.items() if lo <= e < hi})
-        at += m
-    return Counted(values, out_bases)
+        records = Sorted(times, ent, starts, ends, tile[:windowed].reshape(-1, n))
+        bases = compact(layout, kinds, stored, due, records, sightings)
+    return Counted(values, bases)
 
 
 def _distinct(
-    ent: Ints,
-    tile: Ints,
+    stored: Stored,
+    n_entities: int,
+    n_windows: int,
     elements: Ints,
-    starts: Ints,
-    ends: Ints,
-    base_owner: Ints,
-    base_element: Ints,
-    base_seen: Ints,
-    n_tiles: Ints,
-) -> Ints:
-    """For each record (sorted by entity, then time): how many elements of its entity have
-    their last sighting at or before it in its window of tiles ``(tile - n_tiles, tile]``.
+    group_of: Ints,
+    tile: Ints,
+    group_start: Ints,
+    group_end: Ints,
+) -> tuple[tuple[Ints, Ints, Ints, Ints], Floats, Sightings]:
+    """The stretches of the distinct counts (group, first record, end, last tile) and their
+    weights, and the sightings, for compaction: an element counts for the records while its
+    last sighting at or before them is in their window.
 
     An element's last sighting, seen from a record p, is the later of its base tile and the
     tile of its latest record at or before p, so it changes only at the element's own records:
     between two of them (or before the first) it is one tile L, counted by the records p in that
-    stretch with L <= tile(p) < L + n_tiles, a stretch of consecutive records, since tiles only
-    grow. Each such stretch adds 1 to a difference array; its running sum is the count.
+    stretch with L <= tile(p) < L + n_tiles. Stored elements never sighted in the batch count
+    alike per (group, tile): one weighted stretch per run of them (the stored order, most
+    recently seen first, makes runs long).
     """
-    n = len(ent)
-    present = np.flatnonzero(elements)
-    key = (ent[present] << 32) | elements[present]
-    o = np.argsort(key, kind="stable")
-    seen, seen_key = present[o], key[o]  # sightings by (entity, element), then time
-    is_first = np.ones(len(seen), dtype=bool)
-    is_first[1:] = seen_key[1:] != seen_key[:-1]
-    first, group = np.flatnonzero(is_first), np.cumsum(is_first) - 1
-    following = ends[ent[seen]]  # the element's next sighting, else the entity's end
+    n = len(elements)
+    flat = elements.T.ravel()  # distinct count s of record r: group copy (n_windows + s) * n + r
+    present = flat.nonzero()[0]
+    key = (group_of[present + n_windows * n] << 32) | flat[present]
+    o = key.argsort(kind="stable")
+    seen, key = present[o] + n_windows * n, key[o]  # sightings by (group, element), then time
+    is_first = starts_of(key)
+    first = is_first.nonzero()[0]
+    group = key >> 32
+    following = group_end[group]  # the element's next sighting, else the group's end
     again = ~is_first[1:]
     following[:-1][again] = seen[1:][again]
 
-    # Join the stored elements (thousands per batch, never sorted) to the sighted ones.
-    j = lookup(seen_key[first], (base_owner << 32) | base_element)
-    sighted = j >= 0
-    group_base = np.full(len(first), _NONE, dtype=np.int64)
-    group_base[j[sighted]] = base_seen[sighted]
-    last = np.maximum(group_base[group], tile[seen])
-
-    # Before its first sighting an element's base tile alone is its last sighting; elements
-    # never sighted count alike per (entity, tile): one weighted stretch per run of them (the
-    # stored order, most recently seen first, makes runs long).
-    aside = np.flatnonzero(~sighted)
-    run = runs(base_owner[aside], base_seen[aside])
-    run_owner, run_tile = base_owner[aside[run]], base_seen[aside[run]]
-    weight = np.diff(np.append(run, len(aside)))
-    owner = np.concatenate([ent[seen], base_owner[sighted], run_owner])
-    start = np.concatenate([seen, starts[base_owner[sighted]], starts[run_owner]])
-    stop = np.concatenate([following, seen[first[j[sighted]]], ends[run_owner]])
-    last = np.concatenate([last, base_seen[sighted], run_tile])
-    weights = np.concatenate([np.ones(len(seen) + np.count_nonzero(sighted)), weight])
-    by_tile = Search(ent, tile, len(starts))
-    start = np.maximum(start, by_tile.find(owner, last))
-    stop = np.minimum(stop, by_tile.find(owner, last + n_tiles[owner]))
-    live = start < stop
-    diff = np.bincount(start[live], weights[live], n + 1)
-    diff -= np.bincount(stop[live], weights[live], n + 1)
-    inside: Ints = np.cumsum(diff[:n]).astype(np.int64)
-    return inside
+    # The stored elements sighted in the batch, and the others.
+    base_group = (stored.set_index + n_windows) * n_entities + stored.set_owner
+    j = join(
+        key[first], group[first], (base_group << 32) | stored.element, base_group, len(group_end)
+    )
+    hit = j >= 0
+    sighted, aside = hit.nonzero()[0], (~hit).nonzero()[0]
+    j = j[sighted]
+    base_tile = filled(len(first), _NONE)
+    base_tile[j] = stored.seen[sighted]
+    last = np.maximum(base_tile[_accumulate(is_first, dtype=np.int64) - 1], tile[seen])
+    r = runs(base_group[aside], stored.seen[aside])
+    run = aside[r]
+    weight = np.empty(len(seen) + len(sighted) + len(run))
+    weight.fill(1.0)
+    weight[len(weight) - len(run) : -1] = r[1:] - r[:-1]
+    weight[len(weight) - len(run) :][-1:] = len(aside) - r[-1:]
+    stretches = (
+        np.concatenate((group, base_group[sighted], base_group[run])),
+        np.concatenate((seen, group_start[base_group[sighted]], group_start[base_group[run]])),
+        np.concatenate((following, seen[first[j]], group_end[base_group[run]])),
+        np.concatenate((last, stored.seen[sighted], stored.seen[run])),
+    )
+    newest = np.empty(len(first), dtype=np.int64)  # each (group, element)'s last sighting
+    newest[:-1] = first[1:] - 1
+    newest[-1:] = len(seen) - 1
+    latest = tile[seen[newest]]
+    return stretches, weight, Sightings(key[first], latest, sighted, j)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -21,18 +21,16 @@ from slidr.errors import SlidrError
 from slidr.events import Click
 from slidr.features import WINDOWS
 from slidr.settings import RedisSettings
-from streams.feature_store.arrays import Ints
 from streams.feature_store.batch import (
     NodeCall,
     Plan,
-    clicks_local_features,
     decode_row,
-    fill_features,
+    features,
     local_features,
     plan,
     regroup,
 )
-from streams.feature_store.entity import Part, count
+from streams.feature_store.entity import count
 from streams.feature_store.nodes import Nodes, connect
 from streams.feature_store.script import Args, script
 from streams.feature_store.stored import split_state
@@ -44,6 +42,7 @@ _Compactions = list[tuple[str, bytes, int, bytes]]
 
 #: An idle entity's state outlives the largest window, plus slack for late clicks.
 ENTITY_TTL_S = max(w.seconds for w in WINDOWS) + 3600
+_ENTITY_TTL_MS = ENTITY_TTL_S * 1000
 #: Slot-map changes (MOVED/ASK) survived within one batch before it fails open, and the first
 #: pause before learning the map again: nodes learn a move by gossip, so a map asked for at
 #: once can still be the old one.
@@ -125,139 +124,121 @@ class RedisFeatureStore:
             self._stale = False
         await self._nodes.ready()
         batch = plan(clicks, self._prefix, self._nodes)
-        out = clicks_local_features(clicks, batch.ms)
-        calls = batch.calls
+        calls = list(batch.calls.values())
         for attempt in range(_REDIRECTS + 1):
             # Read and append on every node, count the whole batch at once, store rows and
             # compactions on every node: two round trips of wall time, one count.
-            reads = await asyncio.gather(
-                *(self._read(batch, node, call) for node, call in calls.items()),
-                return_exceptions=True,  # the other nodes finish: only what failed is resent
-            )
-            failed = _failed(list(calls.values()), reads, attempt)
+            reads = await _each([self._read(batch, call) for call in calls])
+            failed = _failed(calls, reads, attempt)
             ready = [r for r in reads if isinstance(r, _Read)]
-            commits = self._counted(batch, ready)
-            stored = await asyncio.gather(
-                *(self._commit(r.node, *c) for r, c in zip(ready, commits, strict=True)),
-                return_exceptions=True,
+            commits = self._counted(batch, ready) if ready else []
+            stored = await _each(
+                [self._commit(r.call, *c) for r, c in zip(ready, commits, strict=True)]
             )
             failed += _failed([r.call for r in ready], stored, attempt)
             if not failed:
-                fill_features(out, batch)
-                return out
+                return features(batch)
             # A node that no longer owns a key refused it (MOVED for its row hash, "non local
             # key" for a state, maybe after appending to others: a record appended twice
             # counts once). Its work goes where the new slot map says.
             log.info("feature store: a slot moved; refreshing the slot map")
             await asyncio.sleep(_REDIRECT_PAUSE_S * 2**attempt)
             await self._nodes.refresh()
-            calls = regroup(batch, failed, self._nodes)
+            calls = list(regroup(batch, failed, self._nodes).values())
         raise AssertionError("unreachable")
 
-    async def _read(self, batch: Plan, node: Hashable, call: NodeCall) -> _Read | None:
+    async def _read(self, batch: Plan, call: NodeCall) -> _Read | None:
         """Read the node's states and append the batch's clicks to them; None when every
         click of the call was seen before (their stored rows are the features)."""
-        work = _Work(batch, call)
-        reply = await self._read_append(node, call, work)
+        logs = batch.logs(call)
+        reply = await self._read_append(batch, call, logs)
         if reply[0] == 1:  # some clicks were seen before: their rows, then the rest afresh
-            groups = call.groups()
-            names = list(groups)
-            row_of = {name: i for i, name in enumerate(call.names)}
+            starts = [a for a, _ in call.groups.values()]
             seen = []
             for j in range(1, len(reply), 3):
-                group = names[int(reply[j]) - 1]
-                row = row_of[(group, groups[group][int(reply[j + 1]) - 1])]
+                row = starts[int(reply[j]) - 1] + int(reply[j + 1]) - 1
                 batch.stored_row(call, row, decode_row(reply[j + 2]))
                 seen.append(row)
             call = batch.without(call, seen)
             if not len(call.rows):
                 return None
-            work = _Work(batch, call)
-            reply = await self._read_append(node, call, work)
+            logs = batch.logs(call)
+            reply = await self._read_append(batch, call, logs)
             if reply[0] == 1:
                 raise TryAgainError("rows appeared while the batch was resent")
-        return _Read(node, call, work, reply[1:])
+        return _Read(call, logs, reply[1:])
 
     def _counted(self, batch: Plan, reads: list[_Read]) -> list[tuple[list[str], Args]]:
         """Count the clicks of every read (into ``batch.values``); each read's commit
         arguments: its feature rows, then its compactions."""
+        if len(reads) == 1:
+            entities, records, states = (
+                reads[0].call.entities,
+                reads[0].call.records,
+                reads[0].states,
+            )
+        else:
+            entities = np.concatenate([r.call.entities for r in reads])
+            records = np.concatenate([r.call.records for r in reads])
+            states = [s for r in reads for s in r.states]
+        local = np.empty(len(batch.keys), dtype=np.int64)  # plan entity -> place in ``states``
+        local[entities] = np.arange(len(entities))
+        counted = count(
+            batch.layout,
+            batch.kinds[entities],
+            states,
+            local[batch.record_entity[records]],
+            batch.record_t[records],
+            batch.record_h[records],
+            batch.record_elements[records],
+        )
+        batch.counted(records, counted.values)
         compactions: list[_Compactions] = [[] for _ in reads]
-        parts, owners = [], []
-        for k, kind in enumerate(batch.layout.kinds):
-            mine = [(i, r.work.kinds[k]) for i, r in enumerate(reads) if k in r.work.kinds]
-            if not mine:
-                continue
-            sizes = [len(w.entities) for _, w in mine]
-            offsets = np.cumsum([0, *sizes])
-            parts.append(
-                Part(
-                    kind,
-                    [
-                        s
-                        for i, w in mine
-                        for s in map(reads[i].states.__getitem__, w.index.tolist())
-                    ],
-                    np.concatenate([w.owner + o for (_, w), o in zip(mine, offsets, strict=False)]),
-                    np.concatenate([w.records for _, w in mine]),
-                )
-            )
-            owners.append(
-                (
-                    k,
-                    np.concatenate([w.positions for _, w in mine]),
-                    np.concatenate([w.index for _, w in mine]),
-                    np.repeat([i for i, _ in mine], sizes),
-                )
-            )
-        if not parts:
-            return [self._commit_args(batch, r, []) for r in reads]
-        counted = count(parts)
-        for (k, positions, index, read_of), values, bases in zip(
-            owners, counted.values, counted.bases, strict=True
-        ):
-            batch.values[k][positions] = values
-            for i, base in bases.items():
-                r, j = int(read_of[i]), int(index[i])  # j: the entity's place in the read
-                state = reads[r].states[j]
+        if counted.bases:
+            ends = np.cumsum([len(r.states) for r in reads]).tolist()
+            for i, base in counted.bases.items():
+                r = next(r for r, end in enumerate(ends) if i < end)
+                j = i - (ends[r - 1] if r else 0)  # the entity's place in its read
+                state = states[i]
                 read, _ = split_state(state)
-                folded = len(state or b"\0\0") + len(reads[r].work.logs[j])
-                key = batch.keys[int(reads[r].call.entities[j])]
-                compactions[r].append((key, read, folded, base))
+                folded = len(state or b"\0\0") + len(reads[r].logs[j])
+                compactions[r].append((batch.keys[int(entities[i])], read, folded, base))
         return [self._commit_args(batch, r, c) for r, c in zip(reads, compactions, strict=True)]
 
     def _commit_args(
         self, batch: Plan, read: _Read, compactions: _Compactions
     ) -> tuple[list[str], Args]:
         """The commit's row hashes, and its argument: the feature rows, then the compactions."""
-        rows, names = batch.encoded_rows(read.call), read.call.names
+        call = read.call
+        rows, fields = batch.encoded_rows(call), call.fields
         args = Args()
-        args.add(self._row_ttl_ms, ENTITY_TTL_S * 1000)
-        for which in read.call.by_group.values():
-            args.add(len(which))
-            args.pairs([names[i][1] for i in which], [rows[i] for i in which])
+        args.add(self._row_ttl_ms, _ENTITY_TTL_MS)
+        for a, b in call.groups.values():
+            args.add(b - a)
+            args.pairs(fields[a:b], rows[a:b])
         for key, read_base, folded, base in compactions:
             args.add(key)
             args.blobs([read_base])
             args.add(folded)
             args.blobs([base])
-        return list(read.call.by_group), args
+        return list(call.groups), args
 
-    async def _commit(self, node: Hashable, keys: list[str], args: Args) -> None:
+    async def _commit(self, call: NodeCall, keys: list[str], args: Args) -> None:
         self.round_trips += 1
-        await self._nodes.evalsha(node, script("commit.lua"), keys, [args.packed()])
+        await self._nodes.evalsha(call.node, script("commit.lua"), keys, [args.packed()])
 
-    async def _read_append(self, node: Hashable, call: NodeCall, work: _Work) -> list[Any]:
-        groups = call.groups()
+    async def _read_append(self, batch: Plan, call: NodeCall, logs: list[bytes]) -> list[Any]:
+        keys, fields = batch.keys, call.fields
         args = Args()
-        args.add(len(work.keys), ENTITY_TTL_S * 1000)
-        args.extend(work.keys)
-        args.blobs(work.logs)
-        for fields in groups.values():
-            args.add(len(fields))
-            args.extend(fields)
+        args.add(len(logs), _ENTITY_TTL_MS)
+        args.extend([keys[e] for e in call.entities.tolist()])
+        args.blobs(logs)
+        for a, b in call.groups.values():
+            args.add(b - a)
+            args.extend(fields[a:b])
         self.round_trips += 1
         reply: list[Any] = await self._nodes.evalsha(
-            node, script("read_append.lua"), list(groups), [args.packed()]
+            call.node, script("read_append.lua"), list(call.groups), [args.packed()]
         )
         return reply
 
@@ -316,45 +297,27 @@ class RedisFeatureStore:
 
 
 @dataclass
-class _Kind:
-    """A call's new clicks of one kind (see ``Plan.records``): its entities of the kind (plan
-    ids) and their places in the call, and each click's entity (an index into them), batch
-    position and log record."""
-
-    entities: Ints
-    index: Ints
-    owner: Ints
-    positions: Ints
-    records: npt.NDArray[np.void]
-
-
-class _Work:
-    """A call's new clicks per kind, and the log records to append to each of its entities,
-    encoded, in the order the scripts see the entities."""
-
-    def __init__(self, batch: Plan, call: NodeCall) -> None:
-        self.kinds: dict[int, _Kind] = {}
-        self.logs = [b""] * len(call.entities)
-        for k in np.unique(batch.kinds[call.entities]).tolist():
-            entities, owner, positions, records = batch.records(call, k)
-            index = np.searchsorted(call.entities, entities)
-            self.kinds[k] = _Kind(entities, index, owner, positions, records)
-            raw = records.tobytes()
-            size = records.dtype.itemsize
-            ends = (np.cumsum(np.bincount(owner, minlength=len(entities))) * size).tolist()
-            for j, a, b in zip(index.tolist(), [0, *ends[:-1]], ends, strict=True):
-                self.logs[j] = raw[a:b]
-        self.keys = [batch.keys[e] for e in call.entities.tolist()]
-
-
-@dataclass
 class _Read:
-    """A node's states, read (and appended to) for a call, in the order of its entities."""
+    """A node's states, read (and appended to) for a call, in the order of its entities, and
+    the log records appended to each."""
 
-    node: Hashable
     call: NodeCall
-    work: _Work
+    logs: list[bytes]
     states: list[bytes | None]
+
+
+_T = TypeVar("_T")
+
+
+async def _each(calls: list[Awaitable[_T]]) -> list[_T | BaseException]:
+    """Each call's result or error, the calls run concurrently; a single one is awaited here,
+    without a task (one node: the usual case)."""
+    if len(calls) < 2:
+        try:
+            return [await c for c in calls]
+        except Exception as exc:
+            return [exc]
+    return await asyncio.gather(*calls, return_exceptions=True)
 
 
 def _failed(calls: list[NodeCall], results: Sequence[object], attempt: int) -> list[NodeCall]:

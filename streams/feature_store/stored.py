@@ -11,17 +11,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from streams.feature_store.arrays import Ints, within
-from streams.feature_store.layout import Kind
+from streams.feature_store.arrays import Ints, filled, within
+from streams.feature_store.layout import Layout
 
 Records = npt.NDArray[np.void]
+_accumulate = np.add.accumulate
 _ints = msgspec.msgpack.Decoder(list[int]).decode
+#: Many entities' bases in one call, as one MessagePack array of them. The lists of tiles and
+#: of distinct elements, most of a base, stay raw MessagePack: numpy reads them.
+_bases = msgspec.msgpack.Decoder(
+    list[tuple[int, list[int], list[msgspec.Raw], list[msgspec.Raw]]]
+).decode
 #: A distinct element and its tile offset as MessagePack writes nearly all of them: a uint32
 #: (the element, a 32-bit hash, is below 65536 once in 65536) and a positive fixint.
 PAIR = np.dtype([("tag", "u1"), ("element", ">u4"), ("offset", "u1")])
@@ -43,101 +50,69 @@ def frame_base(base: bytes) -> bytes:
     return len(base).to_bytes(2, "big") + base
 
 
-@dataclass
-class Params:
-    """Per entity, for each window slot of its kind: tile ms and tiles (1, 1 in the slots its
-    kind lacks, whose values are never used), and the same for its distinct counts."""
-
-    tile_ms: Ints  # [entity, window]
-    tiles: Ints
-    set_tile_ms: Ints  # [entity, set]
-    set_tiles: Ints
-    sets: Ints  # [entity]: how many distinct counts its kind has
-
-    @staticmethod
-    def of(kinds: Sequence[Kind], sizes: Sequence[int]) -> Params:
-        n_windows = max(len(k.windows) for k in kinds)
-        n_sets = max(len(k.sets) for k in kinds)
-
-        def padded(rows: list[Ints], width: int) -> Ints:
-            out = np.ones((len(rows), width), dtype=np.int64)
-            for i, row in enumerate(rows):
-                out[i, : len(row)] = row
-            return np.repeat(out, sizes, axis=0)
-
-        shapes = [k.shape for k in kinds]
-        return Params(
-            padded([sh.tile_ms for sh in shapes], n_windows),
-            padded([sh.tiles for sh in shapes], n_windows),
-            padded([sh.set_tile_ms for sh in shapes], n_sets),
-            padded([sh.set_tiles for sh in shapes], n_sets),
-            np.repeat(np.array([len(k.sets) for k in kinds], dtype=np.int64), sizes),
-        )
-
-
-def raw_ints(raws: Sequence[msgspec.Raw]) -> tuple[Ints, Ints]:
+def raw_ints(raws: Sequence[msgspec.Raw], n_single: int) -> tuple[Ints, Ints]:
     """The items of MessagePack arrays of non-negative ints as stored: (items per array, all
-    items in order). Read by numpy where an array holds only fixints (tiles: offsets, counts)
-    or only uint32 and fixint pairs (distinct elements: a 32-bit hash is below 65536 once in
-    65536), the few other arrays by msgspec."""
-    sizes = np.fromiter(map(len, raws), np.int64, len(raws))
-    if not len(raws):
+    items in order). Read by numpy where an array holds what it nearly always does: only
+    fixints (the first ``n_single`` arrays: tile offsets and counts) or only uint32, fixint
+    pairs (the others: distinct elements and their tile offsets); any other array (a tile of
+    128 clicks or more, an element below 65536, an array 32) by msgspec, alone.
+
+    msgspec found where each array ends, so its header says how many items its body holds:
+    a body of fixints, or of whole uint32, fixint pairs, is all there is to check.
+    """
+    n = len(raws)
+    sizes = np.fromiter(map(len, raws), np.int64, n)
+    if not n:
         return sizes, sizes
-    buf = np.frombuffer(b"".join(raws) + b"\0\0", dtype=np.uint8)  # padded: at + 2 is in it
-    at = np.cumsum(sizes) - sizes
-    head = buf[at].astype(np.int64)
-    fixarray = (head & 0xF0) == 0x90  # up to 15 items; else array 16 (array 32: msgspec)
-    items = np.where(fixarray, head & 0x0F, (buf[at + 1].astype(np.int64) << 8) | buf[at + 2])
-    header = np.where(fixarray, 1, 3)
-    body = sizes - header
-    known = fixarray | (head == 0xDC)
-    single = known & (body == items)
-    pairs = known & ~single & (body == 3 * items) & (items % 2 == 0)
-    slow = ~(single | pairs)
-    items[~known] = 0  # an array 32 (never written here): msgspec reads it
-    first = np.cumsum(items) - items  # where each array's items go
-    out = np.empty(int(items.sum()), dtype=np.int64)
-    if single.any():
-        n = np.where(single, items, 0)
-        step = within(n)
-        values = buf[np.repeat(at + header, n) + step]
-        out[np.repeat(first, n) + step] = values
-        bad = values >= FIXINT_END
-        if bad.any():
-            slow[np.repeat(np.arange(len(raws)), n)[bad]] = True
-    if pairs.any():
-        n = np.where(pairs, items // 2, 0)
-        step = within(n)
-        where = np.repeat(at + header, n) + 6 * step
-        element = buf[where + 1].astype(np.int64) << 24
-        element |= (buf[where + 2].astype(np.int64) << 16) | (buf[where + 3].astype(np.int64) << 8)
-        element |= buf[where + 4]
-        offset = buf[where + 5]
-        slot = np.repeat(first, n) + 2 * step
-        out[slot] = element
-        out[slot + 1] = offset
-        bad = (buf[where] != UINT32) | (offset >= FIXINT_END)
-        if bad.any():
-            slow[np.repeat(np.arange(len(raws)), n)[bad]] = True
-    if slow.any():
-        values_of = {i: _ints(raws[i]) for i in np.flatnonzero(slow).tolist()}
-        if any(len(v) != items[i] for i, v in values_of.items()):  # an array 32: all by msgspec
-            lists = [_ints(raw) for raw in raws]
-            flat = np.fromiter(chain.from_iterable(lists), np.int64)
-            return np.fromiter(map(len, lists), np.int64, len(lists)), flat
-        for i, v in values_of.items():
-            out[first[i] : first[i] + items[i]] = v
+    buf = np.frombuffer(b"".join(raws), dtype=np.uint8)
+    ends = _accumulate(sizes)
+    head = buf[ends - sizes]
+    body = sizes - 1 - 2 * (head >= 0xA0)  # fixarray: 0x90 + up to 15 items, else array 16
+    slow = (head < 0x90) | ((head >= 0xA0) & (head != 0xDC))
+    slow[n_single:] |= body[n_single:] % 6 != 0
+    while True:  # at most twice: a second pass without the arrays the first found odd
+        fast = (~slow).nonzero()[0]
+        n_bytes = body[fast]
+        data = buf[(ends[fast] - n_bytes).repeat(n_bytes) + within(n_bytes)]  # bodies only
+        split = int(np.add.reduce(n_bytes[: fast.searchsorted(n_single)]))
+        single, pairs = data[:split], data[split:].view(PAIR)
+        bad = np.concatenate(
+            (single >= FIXINT_END, (pairs["tag"] != UINT32) | (pairs["offset"] >= FIXINT_END))
+        )
+        if not np.count_nonzero(bad):
+            break
+        per_item = n_bytes.copy()
+        per_item[fast >= n_single] //= 6
+        slow[fast.repeat(per_item)[bad]] = True
+    items = body.copy()
+    items[n_single:] //= 3
+    values = np.empty(len(single) + 2 * len(pairs), dtype=np.int64)
+    values[: len(single)] = single
+    values[len(single) :: 2] = pairs["element"]
+    values[len(single) + 1 :: 2] = pairs["offset"]
+    if not np.count_nonzero(slow):
+        return items, values
+    decoded = {i: _ints(raws[i]) for i in slow.nonzero()[0].tolist()}
+    items[list(decoded)] = [len(v) for v in decoded.values()]
+    out = np.empty(int(np.add.reduce(items)), dtype=np.int64)
+    out[(~slow).repeat(items)] = values
+    first = (_accumulate(items) - items).tolist()
+    for i, v in decoded.items():
+        out[first[i] : first[i] + len(v)] = v
     return items, out
 
 
 @dataclass
 class Stored:
-    """What the entities' states hold (but their logs' records): their bases, decoded into
-    flat arrays (each entry with its owner entity), in stored order."""
+    """What a batch's entities' states hold, as flat arrays (each entry with its owner entity):
+    their logs' records, and their bases, in stored order."""
 
+    log_owner: Ints
+    log_t: Ints
+    log_h: Ints
+    log_elements: Ints  # [record, distinct count]
     newest: Ints  # per entity, -1 without a base
-    ring_owner: Ints
-    ring_t: Ints
+    ring: Ints  # [entity, newest click times stored]: -1 in slots not stored
     tile_owner: Ints
     tile_window: Ints
     tile: Ints
@@ -148,84 +123,97 @@ class Stored:
     seen: Ints  # the tile the element was last seen in
 
 
-@dataclass
-class Read:
-    """One kind's stored states, split: logs decoded, bases decoded but for their lists of
-    tiles and of distinct elements, still MessagePack (each with its owner and slot)."""
+def read_states(layout: Layout, kinds: Ints, states: Sequence[bytes | None]) -> Stored:
+    """The states of entities of ``kinds``, split and decoded: every base at once, the logs
+    kind by kind (their records differ in size)."""
+    tables, specs = layout.tables, layout.kinds
+    record_size = tables.record_size.tolist()
+    kind_of = kinds.tolist()
+    base_owner, bases = [], []
+    log_owner: list[int] = []
+    logs: list[list[bytes]] = [[] for _ in specs]
+    owners: list[list[int]] = [[] for _ in specs]
+    for e, raw in enumerate(states):
+        if not raw:
+            continue
+        end = 2 + (raw[0] << 8 | raw[1])
+        if end > 2:
+            base_owner.append(e)
+            bases.append(raw[2:end])
+        if len(raw) > end:
+            k = kind_of[e]
+            m = (len(raw) - end) // record_size[k]  # never a torn record
+            logs[k].append(raw[end : end + m * record_size[k]])
+            owners[k] += [e] * m
+    for mine in owners:
+        log_owner += mine
+    owner = np.array(log_owner, dtype=np.int64)
+    t, h = np.empty(len(owner), dtype=np.int64), np.empty(len(owner), dtype=np.int64)
+    elements = np.zeros((len(owner), tables.sets), dtype=np.int64)
+    at = 0
+    for spec, chunks in zip(specs, logs, strict=True):
+        if chunks:
+            log = np.frombuffer(b"".join(chunks), dtype=spec.dtype)
+            upto = at + len(log)
+            t[at:upto], h[at:upto] = log["t"], log["h"]
+            for s in range(len(spec.sets)):
+                elements[at:upto, s] = log[f"e{s}"]
+            at = upto
 
-    log: Records
-    log_owner: Ints
-    newest: Ints
-    ring_owner: Ints
-    ring_t: Ints
-    lists: list[msgspec.Raw]  # every base's tile lists, then every base's element lists
-    list_owner: Ints
-    list_slot: Ints  # the window, or the distinct count
-    n_tile_lists: int
-
-
-def read_states(kind: Kind, states: Sequence[bytes | None]) -> Read:
-    size = kind.dtype.itemsize
-    framed = [(e, raw, 2 + int.from_bytes(raw[:2], "big")) for e, raw in enumerate(states) if raw]
-    owners = np.array([e for e, _, end in framed if end > 2], dtype=np.int64)
-    bases = b"".join([raw[2:end] for _, raw, end in framed if end > 2])
-    n_logged = [(len(raw) - end) // size for _, raw, end in framed]  # never a torn record
-    logs = [raw[end : end + n * size] for (_, raw, end), n in zip(framed, n_logged, strict=True)]
-    log = np.frombuffer(b"".join(logs), dtype=kind.dtype)
-    log_owner = np.repeat(np.array([e for e, _, _ in framed], dtype=np.int64), n_logged)
+    n = len(states)
+    newest = filled(n, -1)
+    if not bases:
+        empty = np.zeros(0, dtype=np.int64)
+        return Stored(owner, t, h, elements, newest, filled(n, -1)[:, None], *(empty,) * 8)
     # One decode for all the bases: concatenated, they are the items of a MessagePack array.
-    decoded: list[Any] = (
-        kind.bases.decode(b"\xdd" + len(owners).to_bytes(4, "big") + bases) if len(owners) else []
-    )
-    newest = np.full(len(states), -1, dtype=np.int64)
-    newest[owners] = [b[0] for b in decoded]
+    decoded: list[Any] = _bases(b"\xdd" + len(bases).to_bytes(4, "big") + b"".join(bases))
+    based = np.array(base_owner, dtype=np.int64)
+    newest[based] = [b[0] for b in decoded]
     rings = [b[1] for b in decoded]
-    ring_owner = np.repeat(owners, np.fromiter(map(len, rings), np.int64, len(rings)))
-    ring_t = newest[ring_owner] - np.fromiter(chain.from_iterable(rings), np.int64)
-    n_windows, n_sets = len(kind.windows), len(kind.sets)
-    lists = [x for b in decoded for x in b[2]] + [x for b in decoded for x in b[3]]
-    list_owner = np.concatenate([np.repeat(owners, n_windows), np.repeat(owners, n_sets)])
-    list_slot = np.concatenate(
-        [np.tile(np.arange(n_windows), len(owners)), np.tile(np.arange(n_sets), len(owners))]
+    per_base = np.fromiter(map(len, rings), np.int64, len(rings))
+    ring_owner = based.repeat(per_base)
+    ring = filled(n * max(int(np.maximum.reduce(per_base)), 1), -1).reshape(n, -1)
+    ring[ring_owner, within(per_base)] = newest[ring_owner] - np.fromiter(
+        chain.from_iterable(rings), np.int64
     )
-    return Read(
-        log, log_owner, newest, ring_owner, ring_t, lists, list_owner, list_slot,
-        n_windows * len(owners),
-    )  # fmt: skip
-
-
-def stored_states(reads: Sequence[Read], offsets: Sequence[int], params: Params) -> Stored:
-    """The parts' stored states as one, entities numbered part after part; every stored list
-    of the batch read at once."""
-    shift = [np.int64(o) for o in offsets[: len(reads)]]
-    lists = [x for r in reads for x in r.lists]
-    n_items, values = raw_ints(lists)
-    if np.any(n_items % 2):
+    # Every base's tile lists, then every base's element lists: one read for all.
+    lists = [x for b in decoded for x in b[2]]
+    n_single = len(lists)
+    lists += [x for b in decoded for x in b[3]]
+    base_kinds = kinds[based]
+    counters = np.concatenate((tables.n_windows[base_kinds], tables.n_sets[base_kinds]))
+    found = np.fromiter(
+        chain(map(len, map(itemgetter(2), decoded)), map(len, map(itemgetter(3), decoded))),
+        np.int64,
+        len(counters),
+    )
+    if np.count_nonzero(found != counters):
+        raise ValueError("a stored base has the wrong number of windows or distinct counts")
+    items, values = raw_ints(lists, n_single)
+    per_list = items >> 1
+    if np.count_nonzero(items & 1):
         raise ValueError("a stored base holds a list of odd length")
-    pair_list = np.repeat(np.arange(len(lists)), n_items // 2)
-    list_owner = np.concatenate([r.list_owner + o for r, o in zip(reads, shift, strict=True)])
-    list_slot = np.concatenate([r.list_slot for r in reads])
-    is_tile = (
-        np.concatenate([np.arange(len(r.lists)) < r.n_tile_lists for r in reads])
-        if lists
-        else np.zeros(0, dtype=bool)
-    )
-    newest = np.concatenate([r.newest for r in reads])
-    tiles = is_tile[pair_list]
+    owner_of = np.concatenate((based, based)).repeat(counters).repeat(per_list)
+    counter = within(counters)
+    counter[n_single:] += tables.windows
+    counter = counter.repeat(per_list)
     first, second = values[0::2], values[1::2]
-    owner, slot = list_owner[pair_list], list_slot[pair_list]
-    tile_owner, tile_window = owner[tiles], slot[tiles]
-    set_owner, set_index = owner[~tiles], slot[~tiles]
+    n_tiles = int(np.add.reduce(per_list[:n_single]))
+    tile_owner, set_owner = owner_of[:n_tiles], owner_of[n_tiles:]
+    top = newest[owner_of] // tables.tile_ms[kinds[owner_of], counter]
     return Stored(
+        log_owner=owner,
+        log_t=t,
+        log_h=h,
+        log_elements=elements,
         newest=newest,
-        ring_owner=np.concatenate([r.ring_owner + o for r, o in zip(reads, shift, strict=True)]),
-        ring_t=np.concatenate([r.ring_t for r in reads]),
+        ring=ring,
         tile_owner=tile_owner,
-        tile_window=tile_window,
-        tile=newest[tile_owner] // params.tile_ms[tile_owner, tile_window] - first[tiles],
-        clicks=second[tiles],
+        tile_window=counter[:n_tiles],
+        tile=top[:n_tiles] - first[:n_tiles],
+        clicks=second[:n_tiles],
         set_owner=set_owner,
-        set_index=set_index,
-        element=first[~tiles],
-        seen=newest[set_owner] // params.set_tile_ms[set_owner, set_index] - second[~tiles],
+        set_index=counter[n_tiles:] - tables.windows,
+        element=first[n_tiles:],
+        seen=top[n_tiles:] - second[n_tiles:],
     )
