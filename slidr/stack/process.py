@@ -13,10 +13,12 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from pydantic import BaseModel, SecretStr
 
 from slidr.errors import StackError
 
@@ -61,7 +63,14 @@ class ManagedProcess:
             return None
         return pid
 
-    def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    def start(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        secrets: Collection[str] = (),
+    ) -> int:
+        """Start ``argv`` in the background; ``secrets`` (values on argv) are masked in the log."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as out:
             proc = subprocess.Popen(
@@ -76,7 +85,7 @@ class ManagedProcess:
         _CHILDREN[proc.pid] = proc
         ticks = _start_ticks(proc.pid)
         self.pid_file.write_text(f"{proc.pid} {ticks}\n")
-        log.debug("started %s pid %d: %s", self.name, proc.pid, " ".join(argv))
+        log.debug("started %s pid %d: %s", self.name, proc.pid, " ".join(redact(argv, secrets)))
         return proc.pid
 
     def exited_early(self) -> bool:
@@ -158,6 +167,39 @@ class Supervised(Protocol):
     def stop(self, timeout_s: float = 20.0) -> bool: ...
 
     def tail(self, lines: int = 20) -> str: ...
+
+
+MASK = "**********"  # pydantic's SecretStr mask, so a redacted line reads like a settings dump
+
+
+def redact(argv: Sequence[str], secrets: Collection[str]) -> list[str]:
+    """``argv`` with every occurrence of a secret value masked, for logs and error messages."""
+    out = list(argv)
+    # Longest first, so a secret that contains a shorter one is masked whole.
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        out = [arg.replace(secret, MASK) for arg in out]
+    return out
+
+
+def secret_values(settings: BaseModel) -> list[str]:
+    """Every SecretStr value set anywhere in a settings tree (what ``redact`` must mask)."""
+
+    def walk(model: BaseModel) -> Iterator[str]:
+        for _, value in model:
+            if isinstance(value, SecretStr):
+                yield value.get_secret_value()
+            elif isinstance(value, BaseModel):
+                yield from walk(value)
+
+    return [v for v in walk(settings) if v]
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read, from its creation on (secrets)."""
+    path.unlink(missing_ok=True)  # an existing file would keep its (maybe wider) mode
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def _is_zombie(pid: int) -> bool:

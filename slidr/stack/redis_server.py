@@ -3,6 +3,7 @@
 One node at ``redis.port``, or, with ``redis.cluster_nodes`` = N >= 3, a Redis Cluster of N
 masters on ports port .. port + N - 1 (cluster bus on each port + 10000), formed with
 ``redis-cli --cluster create``. Every node gets ``maxmemory`` and its policy from the settings.
+The password goes in a 0600 ``redis.conf`` beside each node's data, never on the command line.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import redis
 
 from slidr.errors import StackError
 from slidr.settings import Settings
-from slidr.stack.process import ManagedProcess, ProcessGroup, wait_until
+from slidr.stack.process import ManagedProcess, ProcessGroup, wait_until, write_private
 from slidr.stack.service import Health, require_program
 
 _INSTALL = "apt-get install -y redis-server"
@@ -84,6 +85,7 @@ class RedisService:
         s = self.settings
         argv = [
             require_program("redis-server", "", _INSTALL),
+            str(self._write_config(data_dir)),  # first: redis-server reads a file only there
             "--bind", s.host,
             "--port", str(port),
             "--save", "",
@@ -93,12 +95,25 @@ class RedisService:
             "--maxmemory", s.maxmemory,
             "--maxmemory-policy", s.maxmemory_policy,
         ]  # fmt: skip
-        if s.password is not None:
-            secret = s.password.get_secret_value()
-            argv += ["--requirepass", secret, "--masterauth", secret]
         if self.cluster:
             argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         return argv
+
+    def _write_config(self, data_dir: Path) -> Path:
+        """The node's secret settings, in a file only we can read.
+
+        On the command line the password would be in /proc/<pid>/cmdline (redis-server
+        rewrites its process title only once it runs) and in `slidr -v stack up`'s log.
+        """
+        lines = ["# written by slidr stack up on every start; holds the password"]
+        if self.settings.password is not None:
+            secret = _config_quote(self.settings.password.get_secret_value())
+            # masterauth too: a replica of this node must authenticate to it.
+            lines += [f"requirepass {secret}", f"masterauth {secret}"]
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path = data_dir / "redis.conf"
+        write_private(path, "\n".join(lines) + "\n")
+        return path
 
     def start(self) -> None:
         if not self.cluster:
@@ -164,6 +179,17 @@ class RedisService:
         return Health(
             True, f"cluster of {n} nodes on ports {self.ports[0]}-{self.ports[-1]}, state ok"
         )
+
+
+def _config_quote(value: str) -> str:
+    """A redis.conf string: double-quoted, every byte that could end or bend it as \\xHH."""
+    return (
+        '"'
+        + "".join(
+            chr(b) if 0x20 < b < 0x7F and b not in b'"\\' else f"\\x{b:02x}" for b in value.encode()
+        )
+        + '"'
+    )
 
 
 def _cluster_info(reply: object) -> dict[str, str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from slidr.errors import PrerequisiteMissing, StackError
 from slidr.settings import REPOSITORY_KEY_HEADER, Settings, TritonSettings
-from slidr.stack.process import ManagedProcess, wait_until
+from slidr.stack.process import ManagedProcess, secret_values, wait_until
 from slidr.stack.service import Health
 
 _STUB_PY = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -129,7 +129,7 @@ class TritonService:
             "--log-verbose=0",
             *restricted_api_flags(s),
         ]
-        self.proc.start(argv, env=self._env())
+        self.proc.start(argv, env=self._env(), secrets=secret_values(s))
         wait_until(lambda: self.health().ok, "Triton model readiness", 120, self.proc)
 
     def _get(self, path: str) -> tuple[int, bytes]:
