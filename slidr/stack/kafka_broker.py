@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import os
 import shutil
 import subprocess
 import time
@@ -19,7 +18,7 @@ from confluent_kafka.admin import NewTopic
 from slidr.errors import StackError
 from slidr.kafka_config import client_config
 from slidr.settings import KafkaSettings, Settings
-from slidr.stack.process import ManagedProcess, wait_until
+from slidr.stack.process import ManagedProcess, wait_until, write_private
 from slidr.stack.service import Health, port_open, require_program
 from slidr.topics import admin_client
 
@@ -110,7 +109,7 @@ class KafkaService:
         }
         path = self.proc.workdir / "server.properties"
         # It may hold the SASL password (JAAS): readable by this user only.
-        _write_private(path, "".join(f"{key}={value}\n" for key, value in props.items()))
+        write_private(path, "".join(f"{key}={value}\n" for key, value in props.items()))
         return path
 
     def _security_props(self) -> dict[str, str]:
@@ -144,7 +143,7 @@ class KafkaService:
                 )
             # A PEM keystore is the key followed by the chain, in one file.
             keystore = self.proc.workdir / "broker-keystore.pem"
-            _write_private(
+            write_private(
                 keystore, Path(k.broker_keyfile).read_text() + Path(k.broker_certfile).read_text()
             )
             props |= {
@@ -189,7 +188,7 @@ class KafkaService:
         # The arguments go in a private @argfile: on the command line the SCRAM password would
         # show in the process list.
         argfile = self.proc.workdir / "format.args"
-        _write_private(
+        write_private(
             argfile,
             "\n".join(_argfile_quote(a) for a in self._java("kafka.tools.StorageTool", *args)[1:]),
         )
@@ -252,14 +251,6 @@ class KafkaService:
         finally:
             consumer.close()
         raise StackError(f"Kafka round trip did not complete in {timeout_s:.0f} s")
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to a file only its owner can read, from its creation on."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
 
 
 # Characters that would end a value in the storage tool's SCRAM argument or a JAAS entry.
