@@ -174,10 +174,10 @@ class Plan:
     tags: list[str] = field(default_factory=list)
     calls: dict[Hashable, NodeCall] = field(default_factory=dict)
 
-    def place(self, entities: Iterable[int], placement: Placement) -> None:
+    def place(self, entities: list[int], placement: Placement) -> None:
         """Where the entities live (again, after a slot moved)."""
         numbers = {node: i for i, node in enumerate(self.nodes)}
-        keys, node = self.keys, self.node
+        keys, found = self.keys, []
         for e in entities:
             where = placement.node_of(keys[e])
             number = numbers.get(where)
@@ -185,7 +185,8 @@ class Plan:
                 number = numbers[where] = len(self.nodes)
                 self.nodes.append(where)
                 self.tags.append(placement.row_tag(where))
-            node[e] = number
+            found.append(number)
+        self.node[entities] = found
 
     def build(self, records: Ints) -> dict[Hashable, NodeCall]:
         """Calls for records (plan record ids, ascending), split by the node of each entity."""
@@ -253,7 +254,7 @@ class Plan:
         columns = tables.value_columns[self.record_kind[records]]
         valid = columns >= 0
         at = self.record_position[records][:, None] * self.values.shape[1] + columns
-        self.values.reshape(-1)[at[valid]] = values[valid]
+        np.put(self.values, at[valid], values[valid])
 
     def encoded_rows(self, call: NodeCall) -> list[bytes]:
         """The feature row of each of the call's rows, in order, as stored."""
@@ -336,20 +337,21 @@ def plan(
         values=values,
         copies=copies,
     )
-    batch.place(range(len(index)), placement)
+    batch.place(list(range(len(index))), placement)
     batch.calls = batch.build(np.arange(len(record)))
     return batch
 
 
 def _copies(ids: list[str], ms: Ints, entity: Ints) -> dict[int, list[int]]:
-    """The same click more than once in a batch (same id, time and entities: adjacent in
-    processing order): its first position -> the others, whose entities are dropped here so
-    that they have no records (they share the first one's row and values)."""
-    first: dict[tuple[object, ...], int] = {}
+    """A click more than once in a batch (a redelivery): its first position in processing
+    order -> the others, whose entities are dropped here so that they have no records: they
+    share the first one's feature row, as they would in Redis (a row is named by the click id,
+    its event minute and the kinds of entities it has)."""
+    first: dict[tuple[str, int, tuple[bool, ...]], int] = {}
     copies: dict[int, list[int]] = {}
-    columns = entity.T.tolist()
-    for p, (click_id, t) in enumerate(zip(ids, ms.tolist(), strict=True)):
-        q = first.setdefault((click_id, t, *columns[p]), p)
+    kinds = (entity >= 0).T.tolist()
+    for p, (click_id, minute) in enumerate(zip(ids, (ms // 60_000).tolist(), strict=True)):
+        q = first.setdefault((click_id, minute, tuple(kinds[p])), p)
         if q != p:
             copies.setdefault(q, []).append(p)
     for more in copies.values():

@@ -24,6 +24,7 @@ RING = 4
 COMPACT_RECORDS = 16
 COMPACT_AGE_MS = 3_600_000
 _encode = msgspec.msgpack.Encoder().encode
+_accumulate = np.add.accumulate
 _RING_BACK = np.arange(1, RING + 1)
 
 
@@ -53,8 +54,7 @@ class Sightings:
 
 def _cut(values: list[int], sizes: Ints) -> list[list[int]]:
     """``values`` cut into consecutive lists of ``sizes``."""
-    bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-    return [values[a:b] for a, b in pairwise(bounds)]
+    return [values[a:b] for a, b in pairwise([0, *_accumulate(sizes).tolist()])]
 
 
 def _raw_lists(group: Ints, element: Ints, offset: Ints, groups: Ints) -> list[msgspec.Raw]:
@@ -62,14 +62,14 @@ def _raw_lists(group: Ints, element: Ints, offset: Ints, groups: Ints) -> list[m
     msgspec writes (entries sorted by group), from one numpy buffer."""
     if not len(groups):
         return []
-    sizes = np.bincount(group, minlength=int(groups.max()) + 1)[groups]
+    sizes = np.bincount(group, minlength=int(groups[-1]) + 1)[groups]
     pairs = np.empty(len(group), dtype=PAIR)
     pairs["tag"] = UINT32
     pairs["element"] = element
     pairs["offset"] = offset
     buf = pairs.tobytes()
     odd = set(group[(element < 0x10000) | (offset >= FIXINT_END) | (offset < 0)].tolist())
-    ends = np.cumsum(sizes)
+    ends = _accumulate(sizes)
     out = []
     for g, size, end in zip(groups.tolist(), sizes.tolist(), ends.tolist(), strict=True):
         start = end - size
@@ -122,7 +122,7 @@ def compact(
     candidates[:, :-1][candidates[:, :-1] == candidates[:, 1:]] = -1  # each time once
     candidates.sort(axis=1)
     newest_first = candidates[:, : -RING - 1 : -1]
-    kept = np.count_nonzero(newest_first >= 0, axis=1).tolist()
+    kept = np.add.reduce(newest_first >= 0, axis=1).tolist()
     offsets = (newest[due][:, None] - newest_first).tolist()
     rings = [row[:k] for row, k in zip(offsets, kept, strict=True)]
 
@@ -151,11 +151,14 @@ def compact(
         e_kinds = kinds[e]
         top = newest[e] // tables.tile_ms[e_kinds, w]
         keep = tile > top - tables.tiles[e_kinds, w]
-        flat = np.stack((top - tile, clicks), axis=1)[keep].ravel().tolist()
+        keep = keep.nonzero()[0]
+        flat = np.empty(2 * len(keep), dtype=np.int64)  # offset, clicks, offset, ...
+        flat[0::2] = (top - tile)[keep]
+        flat[1::2] = clicks[keep]
         per_group = np.bincount(group[keep], minlength=n_entities * n_windows)
-        levels = _cut(flat, 2 * per_group.reshape(n_entities, n_windows)[due].ravel())
+        levels = _cut(flat.tolist(), 2 * per_group.reshape(n_entities, n_windows)[due].ravel())
     sets: list[msgspec.Raw] = []
-    if sightings is not None:
+    if sightings is not None and np.count_nonzero(tables.n_sets[kinds[due]]):
         sets = _compact_sets(tables, kinds, stored, newest, is_due, due, sightings)
 
     out = {}

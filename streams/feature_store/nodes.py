@@ -134,6 +134,13 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream transport
 
+    def send(self, request: bytes) -> asyncio.Future[Any]:
+        """The future of the request's reply (the connection is made before any request)."""
+        future = asyncio.get_running_loop().create_future()
+        self.transport.write(request)  # type: ignore[union-attr]
+        self.waiting.append(future)
+        return future
+
     def data_received(self, data: bytes) -> None:
         reader = self.reader
         reader.feed(data)
@@ -194,13 +201,9 @@ class Link:
         raise AssertionError("unreachable")
 
     async def _reply(self, protocol: _Protocol, args: Sequence[bytes | str | int]) -> Any:
-        future = asyncio.get_running_loop().create_future()
-        assert protocol.transport is not None
-        protocol.transport.write(_pack(args))
-        protocol.waiting.append(future)
-        timer = asyncio.get_running_loop().call_later(
-            self._timeout_s, self._expire, protocol, future
-        )
+        loop = asyncio.get_running_loop()
+        future = protocol.send(_pack(args))
+        timer = loop.call_later(self._timeout_s, self._expire, protocol, future)
         try:
             reply = await future
         finally:

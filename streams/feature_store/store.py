@@ -171,16 +171,9 @@ class RedisFeatureStore:
     def _counted(self, batch: Plan, reads: list[_Read]) -> list[tuple[list[str], Args]]:
         """Count the clicks of every read (into ``batch.values``); each read's commit
         arguments: its feature rows, then its compactions."""
-        if len(reads) == 1:
-            entities, records, states = (
-                reads[0].call.entities,
-                reads[0].call.records,
-                reads[0].states,
-            )
-        else:
-            entities = np.concatenate([r.call.entities for r in reads])
-            records = np.concatenate([r.call.records for r in reads])
-            states = [s for r in reads for s in r.states]
+        entities = np.concatenate([r.call.entities for r in reads])
+        records = np.concatenate([r.call.records for r in reads])
+        states = [s for r in reads for s in r.states]
         local = np.empty(len(batch.keys), dtype=np.int64)  # plan entity -> place in ``states``
         local[entities] = np.arange(len(entities))
         counted = count(

@@ -70,20 +70,20 @@ def raw_ints(raws: Sequence[msgspec.Raw], n_single: int) -> tuple[Ints, Ints]:
     body = sizes - 1 - 2 * (head >= 0xA0)  # fixarray: 0x90 + up to 15 items, else array 16
     slow = (head < 0x90) | ((head >= 0xA0) & (head != 0xDC))
     slow[n_single:] |= body[n_single:] % 6 != 0
-    while True:  # at most twice: a second pass without the arrays the first found odd
-        fast = (~slow).nonzero()[0]
-        n_bytes = body[fast]
-        data = buf[(ends[fast] - n_bytes).repeat(n_bytes) + within(n_bytes)]  # bodies only
-        split = int(np.add.reduce(n_bytes[: fast.searchsorted(n_single)]))
-        single, pairs = data[:split], data[split:].view(PAIR)
-        bad = np.concatenate(
-            (single >= FIXINT_END, (pairs["tag"] != UINT32) | (pairs["offset"] >= FIXINT_END))
-        )
-        if not np.count_nonzero(bad):
-            break
-        per_item = n_bytes.copy()
-        per_item[fast >= n_single] //= 6
-        slow[fast.repeat(per_item)[bad]] = True
+    fast = (~slow).nonzero()[0]
+    n_bytes = body[fast]
+    data = buf[(ends[fast] - n_bytes).repeat(n_bytes) + within(n_bytes)]  # bodies only
+    split = fast.searchsorted(n_single)
+    at = int(np.add.reduce(n_bytes[:split]))
+    single, pairs = data[:at], data[at:].view(PAIR)
+    bad_single = single >= FIXINT_END
+    bad_pair = (pairs["tag"] != UINT32) | (pairs["offset"] >= FIXINT_END)
+    if np.count_nonzero(bad_single) or np.count_nonzero(bad_pair):  # those arrays: msgspec
+        of_single, of_pair = fast[:split].repeat(n_bytes[:split]), fast[split:]
+        of_pair = of_pair.repeat(n_bytes[split:] // 6)
+        slow[of_single[bad_single]] = True
+        slow[of_pair[bad_pair]] = True
+        single, pairs = single[~slow[of_single]], pairs[~slow[of_pair]]
     items = body.copy()
     items[n_single:] //= 3
     values = np.empty(len(single) + 2 * len(pairs), dtype=np.int64)
