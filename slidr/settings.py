@@ -97,6 +97,10 @@ class RedisSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 16379
     db: int = 0
+    #: An ACL user (with ``password``). None: the password is the default user's
+    #: (``requirepass``). Set, the local stack defines this user, limited to the live and
+    #: replay key prefixes, and turns the passwordless default user off.
+    username: str | None = None
     password: SecretStr | None = None
     #: Prefix of every key the pipeline writes; tests and replays use their own.
     key_prefix: str = "slidr:"
@@ -122,6 +126,13 @@ class RedisSettings(_Section):
         if n in (1, 2):
             raise ValueError("a Redis Cluster needs at least 3 masters; use 0 for one node")
         return n
+
+    @model_validator(mode="after")
+    def _user_has_password(self) -> RedisSettings:
+        # An ACL user without a password would be refused at every connection.
+        if self.username is not None and self.password is None:
+            raise ValueError("SLIDR_REDIS__USERNAME needs SLIDR_REDIS__PASSWORD")
+        return self
 
     @property
     def url(self) -> str:

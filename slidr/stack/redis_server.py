@@ -3,7 +3,8 @@
 One node at ``redis.port``, or, with ``redis.cluster_nodes`` = N >= 3, a Redis Cluster of N
 masters on ports port .. port + N - 1 (cluster bus on each port + 10000), formed with
 ``redis-cli --cluster create``. Every node gets ``maxmemory`` and its policy from the settings.
-The password goes in a 0600 ``redis.conf`` beside each node's data, never on the command line.
+The password goes in a 0600 ``redis.conf`` beside each node's data, never on the command line;
+with ``redis.username`` that file defines the ACL user and turns the default user off.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class RedisService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings.redis
+        # The ACL user's keys: the live counters and every replay's own namespace.
+        self._key_prefixes = (settings.redis.key_prefix, settings.replay.redis_prefix)
         self.workdir = Path(settings.state_dir) / "redis"
         if self.cluster:
             members = tuple(ManagedProcess(f"redis-{p}", self.workdir) for p in self.ports)
@@ -69,6 +72,7 @@ class RedisService:
             host=self.settings.host,
             port=port,
             db=0 if self.cluster else self.settings.db,  # a cluster node has only db 0
+            username=self.settings.username,
             password=password.get_secret_value() if password else None,
             socket_timeout=timeout_s,
         )
@@ -106,10 +110,24 @@ class RedisService:
         rewrites its process title only once it runs) and in `slidr -v stack up`'s log.
         """
         lines = ["# written by slidr stack up on every start; holds the password"]
-        if self.settings.password is not None:
-            secret = _config_quote(self.settings.password.get_secret_value())
+        user, password = self.settings.username, self.settings.password
+        if password is not None and user is None:
+            secret = _config_quote(password.get_secret_value())
             # masterauth too: a replica of this node must authenticate to it.
             lines += [f"requirepass {secret}", f"masterauth {secret}"]
+        elif password is not None and user is not None:
+            keys = " ".join(_config_quote(f"~{prefix}*") for prefix in self._key_prefixes)
+            # All commands: the stack's health checks, `redis-cli --cluster create` and the
+            # tests' admin reads need CLUSTER, CONFIG, INFO and CLIENT; the keys are what the
+            # user is limited to. The default user, passwordless, is off.
+            lines += [
+                f"user {_config_quote(user)} reset on "
+                f"{_config_quote('>' + password.get_secret_value())} {keys} +@all",
+                "user default off",
+                # No replicas today (--cluster-replicas 0); one would log in as this user.
+                f"masteruser {_config_quote(user)}",
+                f"masterauth {_config_quote(password.get_secret_value())}",
+            ]
         data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / "redis.conf"
         write_private(path, "\n".join(lines) + "\n")
@@ -137,7 +155,9 @@ class RedisService:
             env["REDISCLI_AUTH"] = self.settings.password.get_secret_value()  # not on argv
         nodes = [f"{self.settings.host}:{port}" for port in self.ports]
         cli = require_program("redis-cli", "", _INSTALL)
-        argv = [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"]
+        user = ["--user", self.settings.username] if self.settings.username else []
+        argv = [cli, *user, "--cluster", "create", *nodes, "--cluster-replicas", "0"]
+        argv.append("--cluster-yes")
         try:
             result = subprocess.run(
                 argv, env=env, capture_output=True, text=True, timeout=60, check=False
@@ -159,6 +179,13 @@ class RedisService:
                     client.ping()
                     return Health(True, "PING ok")
                 info = client.cluster("INFO")
+            except redis.AuthenticationError as exc:
+                # Typically a node still running with other credentials than the settings'.
+                return Health(
+                    False,
+                    f"port {port} refused the login ({exc}): check SLIDR_REDIS__USERNAME and "
+                    "SLIDR_REDIS__PASSWORD",
+                )
             except redis.RedisError as exc:
                 return Health(False, f"no reply from port {port}: {exc}")
         fields = _cluster_info(info)

@@ -14,7 +14,7 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from itertools import count
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import hiredis
 import redis.asyncio as aioredis
@@ -24,10 +24,12 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
+    AuthenticationError,
     ClusterCrossSlotError,
     ClusterDownError,
     MovedError,
     NoScriptError,
+    RedisClusterException,
     RedisError,
     ResponseError,
     TryAgainError,
@@ -37,6 +39,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from slidr.settings import RedisSettings
 from streams.feature_store.script import Script
+
+_E = TypeVar("_E", bound=Exception)
 
 #: Tells operators whose connections these are (CLIENT LIST).
 CLIENT_NAME = "slidr-feature-store"
@@ -122,6 +126,23 @@ def _error(reply: hiredis.ReplyError) -> ResponseError:
     return kind(rest) if kind else ResponseError(message)
 
 
+def _login_hint(exc: _E, where: str) -> _E | AuthenticationError:
+    """A refused login (wrong user or password, or none given) as an error naming the settings
+    to fix; any other error unchanged. Redis never echoes the password back."""
+    # The cluster client wraps the refusal in a RedisClusterException (not a RedisError).
+    cause = exc.__cause__ or exc.__context__ or exc
+    refused = (cause, exc)
+    if not any(
+        isinstance(e, AuthenticationError) or str(e).startswith(("NOAUTH", "WRONGPASS"))
+        for e in refused
+    ):
+        return exc
+    return AuthenticationError(
+        f"{where} refused the login ({cause}): check SLIDR_REDIS__USERNAME and "
+        "SLIDR_REDIS__PASSWORD"
+    )
+
+
 class _Protocol(asyncio.Protocol):
     """Replies parsed by hiredis as they arrive, each answering the oldest request waiting."""
 
@@ -174,7 +195,7 @@ class Link:
     per-command machinery (its connection pool, retries and a task per timeout cost about
     0.1 ms of CPU per call, as much as counting a small batch): a request is written at once
     and awaits its reply, parsed by hiredis. Connects on first use and again after a failure
-    (with the settings' password and database, named ``CLIENT_NAME``); ``timeout_s`` bounds
+    (with the settings' user, password and database, named ``CLIENT_NAME``); ``timeout_s`` bounds
     connecting and each reply, and a request whose connection drops is sent once more (the
     scripts are idempotent).
     """
@@ -183,7 +204,10 @@ class Link:
         self.name = f"{host}:{port}"
         self._host, self._port = host, port
         password = settings.password.get_secret_value() if settings.password else None
-        self._hello: list[list[bytes | str | int]] = [["AUTH", password]] if password else []
+        self._hello: list[list[bytes | str | int]] = []
+        if password is not None:
+            user = [settings.username] if settings.username else []
+            self._hello.append(["AUTH", *user, password])
         self._hello += [["SELECT", settings.db]] if settings.db else []
         self._hello.append(["CLIENT", "SETNAME", CLIENT_NAME])
         self._timeout_s = timeout_s
@@ -234,9 +258,9 @@ class Link:
         try:
             for command in self._hello:
                 await self._reply(fresh, command)
-        except RedisError:
+        except RedisError as exc:
             fresh.fail(RedisConnectionError(f"{self.name}: refused the connection"))
-            raise
+            raise _login_hint(exc, self.name) from exc
         self._protocol = fresh
         return fresh
 
@@ -261,6 +285,7 @@ class Link:
 def _client_options(settings: RedisSettings, timeout_s: float) -> dict[str, Any]:
     password = settings.password.get_secret_value() if settings.password else None
     return {
+        "username": settings.username,
         "password": password,
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
@@ -297,7 +322,11 @@ class SingleNode:
         return await self._link.evalsha(script, keys, args)
 
     async def each(self, *command: Any) -> dict[str, Any]:
-        return {self._name: await self._redis.execute_command(*command)}  # type: ignore[no-untyped-call]
+        try:
+            reply = await self._redis.execute_command(*command)  # type: ignore[no-untyped-call]
+        except RedisError as exc:
+            raise _login_hint(exc, self._name) from exc
+        return {self._name: reply}
 
     async def refresh(self) -> None:
         return None
@@ -326,7 +355,10 @@ class ClusterNodes:
 
     async def _initialized(self) -> RedisCluster:
         if not self._ready:
-            await self._cluster.initialize()
+            try:
+                await self._cluster.initialize()
+            except (RedisError, RedisClusterException) as exc:
+                raise _login_hint(exc, "Redis Cluster") from exc
             self._ready = True
         return self._cluster
 
