@@ -17,6 +17,7 @@ command -v redis-cli >/dev/null || missing+=(redis-tools) # redis-cli, redis-ben
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium) # renders the cycle's HTML page in tests
+command -v openssl >/dev/null || missing+=(openssl) # the replay-signing test runs the documented openssl recipe
 if ((${#missing[@]})); then
   log "installing with apt: ${missing[*]}"
   sudo_cmd=()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -86,7 +85,6 @@ def test_without_a_key_every_request_is_refused_unless_unsigned_is_allowed(
     refused(gate(tmp_path, allow_unsigned=True), "unsigned request", None)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_the_documented_shell_recipe_signs_like_the_cli(tmp_path: Path) -> None:
     """docs/replay.md signs a request for kcat with printf and openssl."""
     script = (
