@@ -35,8 +35,20 @@ class KafkaSettings(_Section):
     controller_port: int = 19093
     #: Broker version fetched from Maven Central by the local stack.
     version: str = "4.1.1"
-    #: Heap of the local broker; small on purpose, it shares 2 cores with everything else.
+    #: Heap of each local broker; small on purpose, it shares 2 cores with everything else.
     heap: str = "512m"
+    #: Brokers of the cluster. 1: one broker at host:port. N: broker i (0-based) listens on
+    #: port + 2i and its KRaft controller on controller_port + 2i (19092/19093, 19094/19095,
+    #: 19096/19097); every client bootstraps from all of them, and the local stack runs N
+    #: combined broker+controller processes (a quorum of N voters).
+    brokers: int = Field(default=1, ge=1, le=9)
+    #: Copies of every partition slidr creates (its topics, and the broker's consumer-offsets
+    #: and transaction-state topics). 3 on a production cluster; at most ``brokers``.
+    replication_factor: int = Field(default=1, ge=1)
+    #: In-sync copies a write needs before it is acknowledged (producers use ``acks=all``):
+    #: with 3 replicas and 2 here, one broker can be lost without losing an acknowledged
+    #: message or refusing writes. At most ``replication_factor``.
+    min_insync_replicas: int = Field(default=1, ge=1)
     #: How every client (Faust's aiokafka, librdkafka) talks to the broker; mapped once in
     #: slidr/kafka_config.py. The local stack opens its listener with the same protocol.
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
@@ -69,13 +81,53 @@ class KafkaSettings(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _replication_fits(self) -> KafkaSettings:
+        if self.replication_factor > self.brokers:
+            raise ValueError(
+                f"SLIDR_KAFKA__REPLICATION_FACTOR={self.replication_factor} needs at least as "
+                f"many brokers (SLIDR_KAFKA__BROKERS={self.brokers})"
+            )
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"SLIDR_KAFKA__MIN_INSYNC_REPLICAS={self.min_insync_replicas} is more than the "
+                f"replication factor ({self.replication_factor}): every write would be refused"
+            )
+        ports = [*self.broker_ports, *self.controller_ports]
+        if len(set(ports)) != len(ports):
+            raise ValueError(
+                f"broker ports {self.broker_ports} and controller ports {self.controller_ports} "
+                "overlap: broker i uses SLIDR_KAFKA__PORT + 2i and SLIDR_KAFKA__CONTROLLER_PORT "
+                "+ 2i; choose ports that keep them apart"
+            )
+        return self
+
     @property
     def uses_ssl(self) -> bool:
         return self.security_protocol in ("SSL", "SASL_SSL")
 
     @property
+    def broker_ports(self) -> list[int]:
+        """Each broker's client port, broker 0 first.
+
+        >>> KafkaSettings(brokers=3).broker_ports
+        [19092, 19094, 19096]
+        """
+        return [self.port + 2 * i for i in range(self.brokers)]
+
+    @property
+    def controller_ports(self) -> list[int]:
+        """Each broker's KRaft controller port, broker 0 first."""
+        return [self.controller_port + 2 * i for i in range(self.brokers)]
+
+    @property
     def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
+        """Every client's ``bootstrap.servers``: all brokers, so any one of them may be down.
+
+        >>> KafkaSettings(brokers=3, port=9092, controller_port=9093).bootstrap
+        '127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096'
+        """
+        return ",".join(f"{self.host}:{port}" for port in self.broker_ports)
 
 
 class TopicSettings(_Section):

@@ -55,14 +55,22 @@ def admin_client(settings: Settings) -> AdminClient:
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create the missing topics; return the names created (existing ones are left as is)."""
+    """Create the missing topics; return the names created (existing ones are left as is).
+
+    Each gets ``kafka.replication_factor`` copies and ``kafka.min_insync_replicas``: with
+    producers on ``acks=all``, a write is acknowledged once that many copies hold it.
+    """
     admin = admin_client(settings)
+    k = settings.kafka
     new = [
         NewTopic(
             spec.name,
             num_partitions=spec.partitions,
-            replication_factor=1,
-            config={"retention.ms": str(spec.retention_hours * _HOUR_MS)},
+            replication_factor=k.replication_factor,
+            config={
+                "retention.ms": str(spec.retention_hours * _HOUR_MS),
+                "min.insync.replicas": str(k.min_insync_replicas),
+            },
         )
         for spec in topic_specs(settings)
     ]

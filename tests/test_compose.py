@@ -103,15 +103,43 @@ def test_slidr_containers_get_the_default_topic_names_and_ports(services: dict[s
         assert {key: env.get(key) for key in want} == want, name
 
 
-def test_kafka_listens_where_the_settings_say(services: dict[str, Any]) -> None:
-    k = KafkaSettings()
-    env = services["kafka"]["environment"]
-    listeners = f"PLAINTEXT://{k.host}:{k.port},CONTROLLER://{k.host}:{k.controller_port}"
-    assert env["KAFKA_LISTENERS"] == listeners
-    assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{k.bootstrap}"
-    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"1@{k.host}:{k.controller_port}"
-    assert env["KAFKA_NUM_PARTITIONS"] == str(TopicSettings().partitions)
-    assert k.bootstrap in " ".join(services["kafka"]["healthcheck"]["test"])
+def compose_kafka(services: dict[str, Any]) -> KafkaSettings:
+    """The Kafka settings the slidr containers are given (a 3-broker cluster)."""
+    env = services["worker"]["environment"]
+    values = {
+        field: int(env[f"SLIDR_KAFKA__{field.upper()}"])
+        for field in ("port", "brokers", "replication_factor", "min_insync_replicas")
+    }
+    return KafkaSettings(**values)
+
+
+def test_kafka_is_three_brokers_where_the_settings_say(services: dict[str, Any]) -> None:
+    """Broker i of the compose file listens where the settings put broker i of a cluster."""
+    k = compose_kafka(services)
+    assert (k.brokers, k.replication_factor, k.min_insync_replicas) == (3, 3, 2)
+    voters = ",".join(f"{i + 1}@{k.host}:{port}" for i, port in enumerate(k.controller_ports))
+    names = ["kafka", *(f"kafka-{i}" for i in range(2, k.brokers + 1))]
+    assert {name for name in services if name.startswith("kafka")} == set(names)
+    cluster_ids = set()
+    for i, name in enumerate(names):
+        env = services[name]["environment"]
+        port, controller = k.broker_ports[i], k.controller_ports[i]
+        assert env["KAFKA_NODE_ID"] == str(i + 1)
+        assert env["KAFKA_LISTENERS"] == (
+            f"PLAINTEXT://{k.host}:{port},CONTROLLER://{k.host}:{controller}"
+        )
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{k.host}:{port}"
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters
+        assert env["KAFKA_NUM_PARTITIONS"] == str(TopicSettings().partitions)
+        for key in ("DEFAULT_REPLICATION_FACTOR", "OFFSETS_TOPIC_REPLICATION_FACTOR",
+                    "TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):  # fmt: skip
+            assert env[f"KAFKA_{key}"] == str(k.replication_factor), (name, key)
+        for key in ("MIN_INSYNC_REPLICAS", "TRANSACTION_STATE_LOG_MIN_ISR"):
+            assert env[f"KAFKA_{key}"] == str(k.min_insync_replicas), (name, key)
+        assert f"{k.host}:{port}" in " ".join(services[name]["healthcheck"]["test"])
+        cluster_ids.add(env["CLUSTER_ID"])
+    assert len(cluster_ids) == 1  # one cluster, not three
+    assert set(names) <= set(services["topics"]["depends_on"])
 
 
 def test_redis_listens_where_the_settings_say(services: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ from slidr.console import make_console
 from slidr.errors import StackError
 from slidr.kafka_config import client_config
 from slidr.settings import Settings, get_settings
-from slidr.stack.service import port_open
+from slidr.stack.service import kafka_reachable
 
 console = make_console(stderr=True)
 
@@ -78,7 +78,7 @@ def _offsets(values: list[str] | None, option: str) -> dict[int, int] | None:
 
 
 def _require_kafka(settings: Settings) -> None:
-    if not port_open(settings.kafka.host, settings.kafka.port):
+    if not kafka_reachable(settings.kafka):
         raise StackError(f"no Kafka broker at {settings.kafka.bootstrap}: run `slidr stack up`")
 
 

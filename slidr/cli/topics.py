@@ -10,7 +10,7 @@ from slidr.console import make_console
 from slidr.errors import StackError
 from slidr.kafka_config import client_config
 from slidr.settings import get_settings
-from slidr.stack.service import port_open
+from slidr.stack.service import kafka_reachable
 from slidr.topics import admin_client, topic_specs
 
 console = make_console()
@@ -23,7 +23,7 @@ def topics(
 ) -> None:
     """Show every slidr topic: partitions, messages held, key and purpose."""
     settings = get_settings()
-    if not port_open(settings.kafka.host, settings.kafka.port):
+    if not kafka_reachable(settings.kafka):
         raise StackError(
             f"no Kafka broker at {settings.kafka.bootstrap}: start it with `slidr stack up`"
         )

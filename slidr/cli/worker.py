@@ -20,10 +20,10 @@ log = logging.getLogger(__name__)
 
 def _check_topics(settings: Settings) -> None:
     """Refuse to start on topics that do not exist (Faust would idle on them forever)."""
-    from slidr.stack.service import port_open
+    from slidr.stack.service import kafka_reachable
     from slidr.topics import require_topics
 
-    if not port_open(settings.kafka.host, settings.kafka.port):
+    if not kafka_reachable(settings.kafka):
         raise StackError(
             f"no Kafka broker at {settings.kafka.bootstrap}: start it with `slidr stack up`"
         )

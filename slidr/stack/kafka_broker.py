@@ -1,4 +1,11 @@
-"""A single-node Kafka broker in KRaft mode, from jars that Maven resolves and caches."""
+"""Kafka in KRaft mode, from jars that Maven resolves and caches.
+
+One combined broker+controller process by default; with ``kafka.brokers`` = N, a cluster of N
+combined processes (node ids 1..N, a static quorum of N voters), broker i on ``port + 2i`` and
+its controller on ``controller_port + 2i``, each with its own directory ``kafka/node-<id>``.
+Topics and the broker's internal topics get ``kafka.replication_factor`` copies and
+``kafka.min_insync_replicas``.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +20,13 @@ from importlib import resources
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from slidr.errors import StackError
-from slidr.kafka_config import client_config
+from slidr.kafka_config import client_config, with_error_recorder
 from slidr.settings import KafkaSettings, Settings
-from slidr.stack.process import ManagedProcess, wait_until, write_private
-from slidr.stack.service import Health, port_open, require_program
+from slidr.stack.process import ManagedProcess, ProcessGroup, wait_until, write_private
+from slidr.stack.service import Health, kafka_reachable, port_open, require_program
 from slidr.topics import admin_client
 
 log = logging.getLogger(__name__)
@@ -34,12 +41,35 @@ class KafkaService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.kafka = settings.kafka
-        self.proc = ManagedProcess("kafka", Path(settings.state_dir) / "kafka")
+        self.workdir = Path(settings.state_dir) / "kafka"
+        if self.kafka.brokers == 1:  # the layout of a single broker, unchanged
+            members: tuple[ManagedProcess, ...] = (ManagedProcess("kafka", self.workdir),)
+        else:
+            members = tuple(
+                ManagedProcess(f"kafka-{node}", self.workdir / f"node-{node}")
+                for node in range(1, self.kafka.brokers + 1)
+            )
+        # Processes of another layout (a single broker when a cluster is asked for, or nodes of
+        # a larger cluster) would hold ports and are stopped with this one.
+        names = {m.name for m in members}
+        strays = tuple(
+            ManagedProcess(pid_file.stem, pid_file.parent)
+            for pid_file in sorted(
+                [*self.workdir.glob("kafka.pid"), *self.workdir.glob("node-*/kafka-*.pid")]
+            )
+            if pid_file.stem not in names
+        )
+        self.proc = ProcessGroup("kafka", members, strays)
         self.libs = Path(settings.cache_dir) / f"kafka-{self.kafka.version}" / "libs"
 
     @property
     def port(self) -> int:
         return self.kafka.port
+
+    @property
+    def nodes(self) -> tuple[ManagedProcess, ...]:
+        """One process per broker, broker 0 (node id 1) first."""
+        return self.proc.members
 
     def check_prerequisites(self) -> None:
         require_program("java", "the local Kafka broker runs on the JVM (17+)", _JAVA_INSTALL)
@@ -80,39 +110,53 @@ class KafkaService:
         staging.rename(self.libs)
         return self.libs
 
-    def _write_config(self) -> Path:
+    def _write_config(self, index: int) -> Path:
+        """``server.properties`` of broker ``index`` (0-based; node id ``index + 1``)."""
         k = self.kafka
-        data = self.proc.workdir / "data"
-        # The client listener is named after its protocol; the controller's stays plaintext on
-        # loopback (only this process uses it).
+        workdir = self.nodes[index].workdir
+        port, controller = k.broker_ports[index], k.controller_ports[index]
+        voters = ",".join(f"{i + 1}@{k.host}:{p}" for i, p in enumerate(k.controller_ports))
+        rf, isr = str(k.replication_factor), str(k.min_insync_replicas)
+        # The client listener is named after its protocol; the controllers' stays plaintext on
+        # loopback (only these processes use it).
         listener = k.security_protocol
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{k.host}:{k.controller_port}",
-            "listeners": f"{listener}://{k.host}:{k.port},CONTROLLER://{k.host}:{k.controller_port}",
-            "advertised.listeners": f"{listener}://{k.host}:{k.port}",
+            "node.id": str(index + 1),
+            "controller.quorum.voters": voters,
+            "listeners": f"{listener}://{k.host}:{port},CONTROLLER://{k.host}:{controller}",
+            "advertised.listeners": f"{listener}://{k.host}:{port}",
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": listener,
-            "log.dirs": str(data),
+            "log.dirs": str(workdir / "data"),
             "num.partitions": str(self.settings.topics.partitions),
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": rf,
+            "min.insync.replicas": isr,
+            "offsets.topic.replication.factor": rf,
             "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
+            # Only an in-sync replica may lead: an acknowledged write is never given up.
+            "unclean.leader.election.enable": "false",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
             "log.retention.check.interval.ms": "60000",
-            **self._security_props(),
+            **self._security_props(workdir),
         }
-        path = self.proc.workdir / "server.properties"
+        if k.brokers > 1:
+            # A crashed broker is fenced, and its partitions get new leaders, after this long
+            # without heartbeats (default 9 s, at 2 s beats): 6 s keeps a margin for a JVM
+            # starved of CPU on a shared machine.
+            props |= {"broker.session.timeout.ms": "6000", "broker.heartbeat.interval.ms": "1000"}
+        path = workdir / "server.properties"
         # It may hold the SASL password (JAAS): readable by this user only.
         write_private(path, "".join(f"{key}={value}\n" for key, value in props.items()))
         return path
 
-    def _security_props(self) -> dict[str, str]:
+    def _security_props(self, workdir: Path) -> dict[str, str]:
         k = self.kafka
         props: dict[str, str] = {}
         if k.security_protocol.startswith("SASL_"):
@@ -142,7 +186,7 @@ class KafkaService:
                     "key) and SLIDR_KAFKA__SSL_CAFILE (the CA that signed it)"
                 )
             # A PEM keystore is the key followed by the chain, in one file.
-            keystore = self.proc.workdir / "broker-keystore.pem"
+            keystore = workdir / "broker-keystore.pem"
             write_private(
                 keystore, Path(k.broker_keyfile).read_text() + Path(k.broker_certfile).read_text()
             )
@@ -170,10 +214,25 @@ class KafkaService:
             *args,
         ]
 
-    def _format_storage(self, config: Path) -> None:
-        if (self.proc.workdir / "data" / "meta.properties").exists():
-            return
+    def _cluster_id(self) -> str:
+        """The cluster id every node is formatted with: kept beside the nodes, so a node whose
+        data was lost is formatted into the same cluster again."""
+        path = self.workdir / "cluster.id"
+        if path.exists():
+            return path.read_text().strip()
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        path.write_text(cluster_id + "\n")
+        return cluster_id
+
+    def _format_command(self, index: int, config: Path) -> list[str] | None:
+        """The storage tool's command for broker ``index``, or None when already formatted."""
+        workdir = self.nodes[index].workdir
+        if (workdir / "data" / "meta.properties").exists():
+            return None
+        if self.kafka.brokers == 1:
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        else:
+            cluster_id = self._cluster_id()
         # One id in 64 starts with "-": as a separate argument it would be read as an option.
         args = ["format", f"--cluster-id={cluster_id}", "-c", str(config)]
         if (
@@ -187,45 +246,111 @@ class KafkaService:
             ]
         # The arguments go in a private @argfile: on the command line the SCRAM password would
         # show in the process list.
-        argfile = self.proc.workdir / "format.args"
+        argfile = workdir / "format.args"
         write_private(
             argfile,
             "\n".join(_argfile_quote(a) for a in self._java("kafka.tools.StorageTool", *args)[1:]),
         )
-        try:
-            result = subprocess.run(
-                [require_program("java", "", _JAVA_INSTALL), f"@{argfile}"],
-                capture_output=True,
-                text=True,
-                check=False,
+        return [require_program("java", "", _JAVA_INSTALL), f"@{argfile}"]
+
+    def _format_storage(self, configs: list[Path]) -> None:
+        """Format every node not formatted yet; the nodes' storage tools run side by side."""
+        commands = {
+            i: command
+            for i, config in enumerate(configs)
+            if (command := self._format_command(i, config)) is not None
+        }
+        running = {
+            i: subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
-        finally:
-            argfile.unlink()
-        if result.returncode != 0:
-            raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
-        log.info("formatted Kafka storage in %s", self.proc.workdir / "data")
+            for i, command in commands.items()
+        }
+        failures = []
+        for i, popen in running.items():
+            output, _ = popen.communicate()
+            (self.nodes[i].workdir / "format.args").unlink(missing_ok=True)
+            if popen.returncode != 0:
+                failures.append(f"[{self.nodes[i].name}] {output}")
+            else:
+                log.info("formatted Kafka storage in %s", self.nodes[i].workdir / "data")
+        if failures:
+            raise StackError("formatting Kafka storage failed:\n" + "\n".join(failures))
 
     def start(self) -> None:
         self.fetch_jars()
-        self.proc.workdir.mkdir(parents=True, exist_ok=True)
-        config = self._write_config()
-        self._format_storage(config)
-        self.proc.start(self._java("kafka.Kafka", str(config)))
-        wait_until(lambda: self.health().ok, "Kafka metadata", 60, self.proc)
+        configs: list[Path] = []
+        for node in self.nodes:
+            node.workdir.mkdir(parents=True, exist_ok=True)
+            configs.append(self._write_config(len(configs)))
+        self._format_storage(configs)
+        for node, config in zip(self.nodes, configs, strict=True):
+            node.start(self._java("kafka.Kafka", str(config)))
+        wait_until(lambda: self.health().ok, "Kafka metadata", 60 * len(self.nodes), self.proc)
+
+    def start_node(self, index: int) -> None:
+        """Start broker ``index`` again (after a crash or :meth:`kill_node`) and wait until the
+        cluster lists it. Its data is kept: it catches up from the other replicas."""
+        node = self.nodes[index]
+        if not (node.workdir / "data" / "meta.properties").exists():
+            raise StackError(f"{node.name} has no formatted storage: `slidr stack up` starts it")
+        config = self._write_config(index)
+        node.start(self._java("kafka.Kafka", str(config)))
+        wait_until(lambda: self._serving(index), f"{node.name} serving metadata", 120, node)
+
+    def kill_node(self, index: int) -> None:
+        """SIGKILL broker ``index`` (a crash: no controlled shutdown, no leader hand-over)."""
+        node = self.nodes[index]
+        if not node.kill():
+            raise StackError(f"{node.name} is not running")
+
+    def _serving(self, index: int) -> bool:
+        """Whether broker ``index`` itself answers a metadata request listing itself: it has
+        caught up with the cluster metadata (the others may still list a dead one for
+        ``broker.session.timeout.ms``)."""
+        k = self.kafka
+        port = k.broker_ports[index]
+        if not port_open(k.host, port):
+            return False
+        config, _ = with_error_recorder(k)
+        config["bootstrap.servers"] = f"{k.host}:{port}"
+        try:
+            meta = AdminClient(config).list_topics(timeout=2)
+        except KafkaException:
+            return False
+        return (index + 1) in meta.brokers
+
+    def under_replicated(self) -> int:
+        """Partitions with fewer in-sync replicas than replicas (0: fully caught up)."""
+        meta = admin_client(self.settings).list_topics(timeout=10)
+        partitions = [p for t in meta.topics.values() for p in t.partitions.values()]
+        return sum(len(p.isrs) < len(p.replicas) for p in partitions)
 
     def health(self) -> Health:
-        if not port_open(self.kafka.host, self.kafka.port):
+        if not kafka_reachable(self.kafka):
             return Health(False, "port closed")
         try:
             meta = admin_client(self.settings).list_topics(timeout=2)
         except KafkaException as exc:
             return Health(False, f"no metadata: {exc}")
-        return Health(bool(meta.brokers), f"{len(meta.topics)} topics")
+        if self.kafka.brokers == 1:
+            return Health(bool(meta.brokers), f"{len(meta.topics)} topics")
+        k = self.kafka
+        closed = [p for p in k.broker_ports if not port_open(k.host, p)]
+        listed = sorted(meta.brokers)
+        if closed or len(listed) < k.brokers:
+            return Health(
+                False,
+                f"{k.brokers - len(closed)} of {k.brokers} brokers up (closed ports: "
+                f"{closed or 'none'}; node ids listed: {listed})",
+            )
+        return Health(True, f"{k.brokers} brokers, {len(meta.topics)} topics")
 
     def round_trip(self, timeout_s: float = 30.0) -> float:
         """Produce one message and read it back; return the seconds it took."""
         admin = admin_client(self.settings)
-        fs = admin.create_topics([NewTopic(_HEALTH_TOPIC, 1, 1)], request_timeout=10)
+        rf = self.kafka.replication_factor
+        fs = admin.create_topics([NewTopic(_HEALTH_TOPIC, 1, rf)], request_timeout=10)
         for future in fs.values():
             with contextlib.suppress(KafkaException):  # already there
                 future.result(timeout=10)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -111,6 +112,22 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
         return True
 
+    def kill(self) -> bool:
+        """SIGKILL the process group at once (a crash, for fault tests); False if none ran."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _start_ticks(pid) is not None and not _is_zombie(pid):
+            if time.monotonic() > deadline:
+                raise StackError(f"{self.name} (pid {pid}) survived SIGKILL for 10 s")
+            time.sleep(0.05)
+        _reap(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
     def tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
@@ -143,9 +160,14 @@ class ProcessGroup:
         return any(m.exited_early() for m in self.members)
 
     def stop(self, timeout_s: float = 20.0) -> bool:
-        """Stop every member and stray; False if none ran."""
-        # A list, not a generator: any() would stop at the first process that ran.
-        return any([p.stop(timeout_s) for p in (*self.members, *self.strays)])
+        """Stop every member and stray, all at once; False if none ran.
+
+        At once, not one after another: the last nodes of a Kafka cluster would otherwise wait
+        for a quorum the first ones took away before they shut down.
+        """
+        processes = (*self.members, *self.strays)
+        with ThreadPoolExecutor(max_workers=len(processes)) as pool:
+            return any(list(pool.map(lambda p: p.stop(timeout_s), processes)))
 
     def tail(self, lines: int = 20) -> str:
         return "\n".join(f"[{m.name}]\n{m.tail(lines)}" for m in self.members)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from slidr.errors import PrerequisiteMissing
+from slidr.settings import KafkaSettings
 from slidr.stack.process import Supervised
 
 
@@ -49,3 +50,8 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def kafka_reachable(kafka: KafkaSettings) -> bool:
+    """Whether any broker of the settings accepts connections (another may be down)."""
+    return any(port_open(kafka.host, port) for port in kafka.broker_ports)

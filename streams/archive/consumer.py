@@ -27,7 +27,7 @@ from slidr.events import (
 )
 from slidr.kafka_config import client_config
 from slidr.settings import Settings
-from slidr.stack.service import port_open
+from slidr.stack.service import kafka_reachable
 from streams.archive.store import (
     ArchiveError,
     Segment,
@@ -116,7 +116,7 @@ class Archiver:
         """
         kafka = self.settings.kafka
         with exclusive(self.root):
-            if not port_open(kafka.host, kafka.port):
+            if not kafka_reachable(kafka):
                 raise ArchiveError(f"no Kafka broker at {kafka.bootstrap}: run `slidr stack up`")
             consumer = Consumer(
                 client_config(
