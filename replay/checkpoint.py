@@ -25,6 +25,8 @@ class Checkpoint(BaseModel):
     next_offsets: dict[int, int]
     published: int
     complete: bool = False
+    #: The run's decisions' revision (slidr.events.Decision.revision).
+    revision: int = 0
 
 
 def checkpoint_path(state_dir: Path, run_id: str) -> Path:
@@ -42,6 +44,17 @@ def resumable(path: Path, ranges: Sequence[PartitionRange]) -> Checkpoint | None
     if checkpoint.complete or checkpoint.ranges != [str(r) for r in ranges]:
         return None
     return checkpoint
+
+
+def run_revision(path: Path, now_ms: int) -> int:
+    """The revision of the run's decisions: the one its checkpoint holds (complete or not, so
+    a resumed or repeated run publishes the same bytes), else ``now_ms``: a replay planned
+    later supersedes an earlier one."""
+    try:
+        checkpoint = Checkpoint.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError):
+        return now_ms
+    return checkpoint.revision or now_ms
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:

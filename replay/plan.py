@@ -8,11 +8,12 @@ counters namespace that could touch the live counters.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException
 
-from replay.checkpoint import Checkpoint, checkpoint_path, resumable
+from replay.checkpoint import Checkpoint, checkpoint_path, resumable, run_revision
 from replay.errors import ReplayError, ReplayRefused
 from replay.ranges import PartitionRange, TopicOffsets, reader_consumer, resolve_ranges
 from replay.reader import Span
@@ -29,6 +30,8 @@ _HOUR_MS = 3_600_000
 class ReplayPlan:
     request: ReplayRequest
     run_id: str
+    #: The revision its decisions carry: they supersede the live ones and earlier replays'.
+    revision: int
     record: ModelRecord
     clicks_topic: str
     #: The clicks replayed, as asked.
@@ -145,9 +148,8 @@ def _plan(
     )
     if request.features is FeatureMode.RECOMPUTE:
         counters_namespace(settings, run_id)
-    resumed = (
-        None if request.dry_run else resumable(checkpoint_path(settings.state_dir, run_id), ranges)
-    )
+    checkpoint = checkpoint_path(settings.state_dir, run_id)
+    resumed = None if request.dry_run else resumable(checkpoint, ranges)
     resume = dict(resumed.next_offsets) if resumed else {}
     if all(resume.get(r.partition, r.first) > r.last for r in ranges):
         resumed, resume = None, {}  # interrupted after its last flush: start over
@@ -162,6 +164,7 @@ def _plan(
     return ReplayPlan(
         request=request,
         run_id=run_id,
+        revision=run_revision(checkpoint, time.time_ns() // 1_000_000),
         record=record,
         clicks_topic=clicks,
         ranges=ranges,

@@ -182,7 +182,11 @@ class ReplayRunner:
         scores = await score_rows(
             self.scorer, rows, plan.record.version, self.settings.replay.batch_size
         )
-        decided = decide(step.clicks, scores, Stamp(plan.record, None, replay_run_id=plan.run_id))
+        decided = decide(
+            step.clicks,
+            scores,
+            Stamp(plan.record, None, replay_run_id=plan.run_id, revision=plan.revision),
+        )
         payloads, invalid = decided.payloads, decided.invalid
         if publisher is not None:
             publisher.publish(step.clicks.click_ids, payloads)
@@ -207,6 +211,7 @@ class ReplayRunner:
                 next_offsets=self.next_offsets,
                 published=self.published,
                 complete=complete,
+                revision=self.plan.revision,
             ),
         )
 

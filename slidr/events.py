@@ -330,10 +330,13 @@ _PURCHASE_IDS = ("purchase_id", "click_id", "session_id", "customer_id")
 
 
 class Decision(BaseModel):
-    """The verdict on one click, published to the decisions topic (key: click_id).
+    """The verdict on one click, published to the decisions topic (key: click_id); a replay's
+    go to the replayed-decisions topic.
 
-    Billing relies on exactly one final decision per click_id; a redelivered click produces the
-    same decision again, so deduplicating by click_id is always safe.
+    A click can have several decisions (a redelivery, a replay); exactly one is **final**, the
+    one :func:`final_order` ranks highest (docs/contracts.md). A redelivered click gets its first
+    decision back byte for byte within the redelivery horizon (the worker's decision cache), so
+    live duplicates are identical; a replay has a higher ``revision`` and supersedes them.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -357,6 +360,9 @@ class Decision(BaseModel):
     ivt_category: IvtCategory | None = None
     processing_ms: float
     decided_at: UtcTime
+    #: 0 for the live worker; a replay's: when the run was first planned (ms since the epoch),
+    #: so a later replay supersedes an earlier one and every replay supersedes the live decision.
+    revision: int = Field(default=0, ge=0)
     #: Set on decisions published by a replay: where the click was read and by which run.
     replay_run_id: str | None = None
     source_partition: int | None = None
@@ -364,6 +370,20 @@ class Decision(BaseModel):
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))
+
+
+FinalOrder = tuple[int, bool, float, bytes]
+
+
+def final_order(decision: Decision, payload: bytes) -> FinalOrder:
+    """Where a decision ranks among its click's decisions: the highest is final.
+
+    By ``revision`` (a replay over the live worker, a later replay over an earlier one), then a
+    judged decision over a degraded (fail-open) one, then the earliest ``decided_at`` (the
+    first live decision: a redelivery repeats it), then the payload bytes, so the order is
+    total and no reader depends on the order it read them in.
+    """
+    return (decision.revision, not decision.degraded, -decision.decided_at.timestamp(), payload)
 
 
 #: A dead letter keeps at most this many bytes of the original value (base64 in

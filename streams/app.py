@@ -6,8 +6,8 @@ consume (adaptive batches, :mod:`streams.batches`) -> parse, features, score, de
 A batch's offsets are acknowledged to Faust (and later committed) only after the loop body
 returns, and the body returns only after the broker acknowledged every decision and dead
 letter of the batch. A delivery failure ends the worker without acknowledging the batch, so
-its clicks are consumed again: at-least-once, and a redelivered click gets the same decision
-again (counters are idempotent per click_id).
+its clicks are consumed again: at-least-once, and a redelivered click gets the decision it got
+the first time (the decision cache, :mod:`streams.feature_store.decisions`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from slidr.settings import Settings
 from streams.batches import take_available
 from streams.faust_app import raw_topic, slidr_app
 from streams.feature_store import FeatureStoreUnavailable, RedisFeatureStore
+from streams.feature_store.decisions import DecisionCache
 from streams.givt import GivtFilter
 from streams.metrics import WorkerMetrics
 from streams.pipeline import BatchOutcome, ClickPipeline, RawClick
@@ -82,7 +83,8 @@ def create_app(
             scorer = TritonScorer(settings.triton, timeout_s=w.triton_timeout_s)
             model = ServingModel(settings, scorer, metrics)
             await model.load()
-            state["pipeline"] = ClickPipeline(settings, store, model, metrics, givt)
+            decisions = DecisionCache(settings.redis, timeout_s=w.redis_timeout_s)
+            state["pipeline"] = ClickPipeline(settings, store, model, metrics, givt, decisions)
             # What start-up built lives as long as the worker: out of the collector's way, so
             # that a collection pass in the middle of a batch scans only what batches allocate.
             gc.freeze()

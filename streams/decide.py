@@ -97,6 +97,8 @@ class Stamp:
     decided_at: datetime | None
     processing_ms: float = 0.0
     replay_run_id: str | None = None
+    #: 0 live; a replay's revision supersedes earlier decisions (``slidr.events.final_order``).
+    revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class DecidedBatch:
 
     payloads: list[bytes]
     click_ids: list[str]
+    #: Aware UTC times (the decision cache keys a click by its event minute).
+    event_times: list[datetime]
     slices: list[str]
     invalid: npt.NDArray[np.bool_]
     #: Per click: the stage that judged it (None: fail-open), and the reason codes.
@@ -213,6 +217,7 @@ def _build(
                     "ivt_category": None if category is None else category.value,
                     "processing_ms": stamp.processing_ms,
                     "decided_at": stamp.decided_at or columns.event_times[k],
+                    "revision": stamp.revision,
                     "replay_run_id": stamp.replay_run_id,
                     "source_partition": partition,
                     "source_offset": offset,
@@ -220,4 +225,12 @@ def _build(
                 option=_DUMPS_OPTIONS,
             )
         )
-    return DecidedBatch(payloads, columns.click_ids, columns.slices, invalid, categories, reasons)
+    return DecidedBatch(
+        payloads,
+        columns.click_ids,
+        columns.event_times,
+        columns.slices,
+        invalid,
+        categories,
+        reasons,
+    )

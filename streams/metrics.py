@@ -28,6 +28,14 @@ class WorkerMetrics:
         self.degraded = Counter(
             "slidr_degraded_decisions", "Fail-open decisions", ["why"], registry=r
         )
+        # A click decided again (redelivered) that got its first decision back from the cache;
+        # and batches whose decisions the cache did not take (a later duplicate may differ).
+        self.repeated_decisions = Counter(
+            "slidr_repeated_decisions", "Clicks given the decision they got before", registry=r
+        )
+        self.decision_cache_errors = Counter(
+            "slidr_decision_cache_errors", "Batches the decision cache did not take", registry=r
+        )
         self.invalidation_rate = Gauge(
             "slidr_invalidation_rate", "Share of invalid decisions in the last batch", ["slice"],
             registry=r,

@@ -29,6 +29,7 @@ from slidr.model_record import ModelRecord
 from slidr.settings import Settings
 from streams.decide import DecidedBatch, DecisionColumns, Stamp, decide, fail_open
 from streams.feature_store import FeatureStore, FeatureStoreUnavailable
+from streams.feature_store.decisions import DecisionCache, DecisionCacheUnavailable
 from streams.givt import GivtFilter
 from streams.metrics import WorkerMetrics, observe_many
 from streams.scorer import ModelUnavailable, ScorerUnavailable
@@ -126,8 +127,11 @@ class ClickPipeline:
         model: ServingModel,
         metrics: WorkerMetrics,
         givt: GivtFilter | None = None,
+        decisions: DecisionCache | None = None,
     ) -> None:
         self.settings = settings
+        #: Gives a redelivered click its first decision (None: every delivery decides afresh).
+        self.decisions = decisions
         #: GIVT lists, asked before the model (None: every click goes to the model).
         self.givt = givt
         self.store = store
@@ -187,9 +191,27 @@ class ClickPipeline:
             )  # fmt: skip
             decided += await self._decide_alone(accepted, clicks, batch_ctx, outcome)
         for part in decided:
+            await self._first_decisions(part)
             outcome.add(part)
         self._count(decided, accepted)
         return outcome
+
+    async def _first_decisions(self, decided: DecidedBatch) -> None:
+        """Replace the decision of each click decided before with that first decision."""
+        if self.decisions is None:
+            return
+        try:
+            repeated = await self.decisions.claim(
+                decided.click_ids, decided.event_times, decided.payloads
+            )
+        except DecisionCacheUnavailable as exc:
+            # Published as decided: a duplicate of a click decided before is then ordered by
+            # the final-decision rule (slidr.events.final_order), never lost.
+            log.warning("%s; publishing the batch's decisions as decided", exc)
+            self.metrics.decision_cache_errors.inc()
+            return
+        if repeated:
+            self.metrics.repeated_decisions.inc(repeated)
 
     async def _decide(
         self,

@@ -2,61 +2,19 @@
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, cast
 
-import orjson
 import typer
-from confluent_kafka import Consumer, TopicPartition
 from rich.table import Table
 
+from slidr.billing import read_ledger
 from slidr.console import make_console
-from slidr.errors import StackError
 from slidr.events import IvtCategory
-from slidr.kafka_config import client_config
 from slidr.settings import get_settings
-from slidr.stack.service import port_open
 
 console = make_console()
-
-
-def _read_all(topic: str, idle_s: float) -> list[dict[str, object]]:
-    """Every message of ``topic`` from the beginning, without joining any consumer group."""
-    settings = get_settings()
-    if not port_open(settings.kafka.host, settings.kafka.port):
-        raise StackError(f"no Kafka broker at {settings.kafka.bootstrap}: run `slidr stack up`")
-    consumer = Consumer(
-        client_config(
-            settings.kafka, {"group.id": f"slidr-cli-{uuid.uuid4()}", "enable.auto.commit": False}
-        )
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        ends: dict[int, int] = {}
-        starts = []
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                ends[p] = high
-                starts.append(TopicPartition(topic, p, low))
-        consumer.assign(starts)
-        out: list[dict[str, object]] = []
-        last = time.monotonic()
-        while ends and time.monotonic() - last < idle_s:
-            for msg in consumer.consume(1000, timeout=0.5):
-                value, partition, offset = msg.value(), msg.partition(), msg.offset()
-                if msg.error() is not None or value is None or partition is None:
-                    continue
-                last = time.monotonic()
-                out.append(orjson.loads(value))
-                if (offset or 0) + 1 >= ends.get(partition, 0):
-                    ends.pop(partition, None)
-        return out
-    finally:
-        consumer.close()
 
 
 def _truth(path: Path | None) -> dict[str, bool]:
@@ -84,11 +42,12 @@ def decisions(
     """Summarise the decisions topic per slice: clicks, GIVT (invalid by a list, before the
     model), the model's invalidation rate (IVR, on the clicks it judged) and degraded."""
     settings = get_settings()
-    rows = _read_all(settings.topics.decisions, idle_s)
-    if not rows:
+    ledger = read_ledger(settings, idle_s=idle_s)
+    if not len(ledger):
         console.print(f"no decisions on {settings.topics.decisions} yet")
         raise typer.Exit(1)
-    latest = {str(r["click_id"]): r for r in rows}  # billing's view: last decision per click
+    # Billing's view: the final decision of each click (replays included).
+    latest = {d.click_id: d.model_dump(mode="json") for d in ledger.final()}
     labels = _truth(truth)
     totals: Counter[str] = Counter()
     invalid: Counter[str] = Counter()
@@ -125,7 +84,7 @@ def decisions(
             + ", ".join(f"{reason}: {c:,}" for reason, c in sorted(givt_reasons.items()))
         )
     console.print(
-        f"{len(rows):,} messages, {len(latest):,} distinct clicks; model versions: "
+        f"{ledger.decisions:,} messages, {len(latest):,} distinct clicks; model versions: "
         + ", ".join(f"v{v}: {c:,}" for v, c in sorted(versions.items()))
     )
     if labels:

@@ -25,6 +25,7 @@ def _register() -> None:
     # subcommand that needs it.
     from slidr.cli import (
         archive,
+        billing,
         calibrate,
         contracts,
         decisions,
@@ -43,6 +44,7 @@ def _register() -> None:
     app.command(name="topics")(topics.topics)
     app.command(name="worker")(worker.worker)
     app.command(name="decisions")(decisions.decisions)
+    app.command(name="billing")(billing.billing)
     app.command(name="archive")(archive.archive)
     app.add_typer(importer.app, name="import")
     app.command(name="train")(train.train)
