@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis
 from confluent_kafka import (
     Consumer,
     ConsumerGroupState,
@@ -60,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from slidr.events import DeviceType
 from slidr.kafka_config import client_config
+from slidr.redis_config import sync_client
 from slidr.settings import RedisSettings, Settings, TopicSettings, WorkerSettings
 from slidr.stack import LocalStack
 from slidr.topics import admin_client, ensure_topics
@@ -387,7 +387,8 @@ def wait_stable(settings: Settings, members: int, timeout_s: float = 90) -> floa
 
 
 def redis_calls(settings: Settings) -> int:
-    stats = redis.Redis(port=settings.redis.port).info("commandstats")
+    with sync_client(settings.redis) as client:
+        stats = client.info("commandstats")
     scripts = ("cmdstat_evalsha", "cmdstat_eval")
     return sum(int(v["calls"]) for k, v in stats.items() if k in scripts)
 

@@ -171,6 +171,20 @@ class RedisSettings(_Section):
     #: first time. Redelivery comes from offsets not yet committed (a crash, a rebalance), so
     #: minutes are enough; past it, a redelivered click is treated as new (docs/redis-keys.md).
     row_horizon_s: int = Field(default=600, ge=1)
+    #: TLS to every Redis node, for every client (the feature store, the stack's checks,
+    #: replays, benchmarks: slidr/redis_config.py). The local stack then serves TLS only:
+    #: ``port`` is each node's tls-port and no plaintext port is open.
+    tls: bool = False
+    #: PEM CA bundle that signed the nodes' certificates (None: the system CAs). The local
+    #: stack also checks client certificates against it.
+    tls_cafile: Path | None = None
+    #: Optional client certificate and its unencrypted PEM key (mutual TLS: the local stack
+    #: then requires one from every client, ``tls-auth-clients yes``).
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    #: Local stack only: every node's certificate chain and unencrypted PEM key.
+    server_certfile: Path | None = None
+    server_keyfile: Path | None = None
 
     @field_validator("cluster_nodes")
     @classmethod
@@ -184,11 +198,22 @@ class RedisSettings(_Section):
         # An ACL user without a password would be refused at every connection.
         if self.username is not None and self.password is None:
             raise ValueError("SLIDR_REDIS__USERNAME needs SLIDR_REDIS__PASSWORD")
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError(
+                "a Redis client certificate needs both SLIDR_REDIS__TLS_CERTFILE and "
+                "SLIDR_REDIS__TLS_KEYFILE"
+            )
+        if (self.server_certfile is None) != (self.server_keyfile is None):
+            raise ValueError(
+                "the local Redis's certificate needs both SLIDR_REDIS__SERVER_CERTFILE and "
+                "SLIDR_REDIS__SERVER_KEYFILE"
+            )
         return self
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/{self.db}"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}"
 
 
 #: Header Triton checks on its restricted model-repository API (``TritonSettings.repository_key``);

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
-import ipaddress
 import os
 import subprocess
 import threading
@@ -14,10 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from pydantic import SecretStr, ValidationError
 
 from slidr.errors import StackError
@@ -27,6 +22,7 @@ from slidr.stack.kafka_broker import KafkaService
 from slidr.topics import missing_topics
 from streams.archive.consumer import Archiver
 from tests.factories import mixed_traffic
+from tests.pki import make_pki
 from tests.stack_fixtures import free_ports, settings_env
 from tests.worker_harness import SLIDR, WorkerProcess, consume, isolated, produce
 
@@ -163,59 +159,7 @@ def test_incomplete_security_settings_are_refused_naming_the_variables() -> None
 
 def _pki(root: Path) -> tuple[Path, dict[str, Path], dict[str, Path]]:
     """A CA, a broker certificate for 127.0.0.1/localhost and a client certificate (PEM)."""
-    now = dt.datetime.now(dt.UTC)
-
-    def key_pair() -> rsa.RSAPrivateKey:
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    ca_key = key_pair()
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(name("slidr test CA"))
-        .issuer_name(name("slidr test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca = root / "ca.pem"
-    ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    certs, keys = {}, {}
-    for who in ("broker", "client"):
-        key = key_pair()
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name(f"slidr {who}"))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        certs[who] = root / f"{who}.pem"
-        certs[who].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        keys[who] = root / f"{who}-key.pem"
-        keys[who].write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        keys[who].chmod(0o600)
-    return ca, certs, keys
+    return make_pki(root, ("broker", "client"))
 
 
 def _secure_broker(stack: Settings, root: Path, **security: object) -> Iterator[Settings]:

@@ -4,24 +4,35 @@ One node at ``redis.port``, or, with ``redis.cluster_nodes`` = N >= 3, a Redis C
 masters on ports port .. port + N - 1 (cluster bus on each port + 10000), formed with
 ``redis-cli --cluster create``. Every node gets ``maxmemory`` and its policy from the settings.
 The password goes in a 0600 ``redis.conf`` beside each node's data, never on the command line;
-with ``redis.username`` that file defines the ACL user and turns the default user off.
+with ``redis.username`` that file defines the ACL user (limited to the key prefixes and
+:data:`slidr.redis_config.APP_COMMANDS`) and turns the default user off. With ``redis.tls`` every
+node serves TLS only on its port (and the cluster bus too), with ``server_certfile``, checked
+against ``tls_cafile``; a client certificate is then required when the settings have one.
+Debian's redis-server is built with TLS (it links libssl).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import subprocess
 from pathlib import Path
 
 import redis
+from pydantic import SecretStr
 
 from slidr.errors import StackError
+from slidr.redis_config import acl_commands, explain, sync_client
 from slidr.settings import Settings
 from slidr.stack.process import ManagedProcess, ProcessGroup, wait_until, write_private
 from slidr.stack.service import Health, require_program
 
 _INSTALL = "apt-get install -y redis-server"
+#: The user `redis-cli --cluster create` forms a cluster as (the slidr user may not change a
+#: cluster): defined with a fresh random password at each start, deleted once the cluster is
+#: formed.
+CLUSTER_ADMIN = "slidr-cluster-admin"
 
 
 class RedisService:
@@ -43,6 +54,7 @@ class RedisService:
             if pid_file.stem not in names
         )
         self.proc = ProcessGroup("redis", members, strays)
+        self._admin_password: str | None = None
 
     @property
     def cluster(self) -> bool:
@@ -67,15 +79,7 @@ class RedisService:
             require_program("redis-cli", "it forms the local Redis Cluster", _INSTALL)
 
     def _client(self, port: int, timeout_s: float) -> redis.Redis:
-        password = self.settings.password
-        return redis.Redis(
-            host=self.settings.host,
-            port=port,
-            db=0 if self.cluster else self.settings.db,  # a cluster node has only db 0
-            username=self.settings.username,
-            password=password.get_secret_value() if password else None,
-            socket_timeout=timeout_s,
-        )
+        return sync_client(self.settings, port=port, timeout_s=timeout_s)
 
     def client(self) -> redis.Redis:
         """A client of the (first) node."""
@@ -91,7 +95,7 @@ class RedisService:
             require_program("redis-server", "", _INSTALL),
             str(self._write_config(data_dir)),  # first: redis-server reads a file only there
             "--bind", s.host,
-            "--port", str(port),
+            *self._listener(port),
             "--save", "",
             "--appendonly", "no",
             "--dir", str(data_dir),
@@ -101,6 +105,29 @@ class RedisService:
         ]  # fmt: skip
         if self.cluster:
             argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        return argv
+
+    def _listener(self, port: int) -> list[str]:
+        """``--port``, or with TLS no plaintext port and ``--tls-port`` with its files."""
+        s = self.settings
+        if not s.tls:
+            return ["--port", str(port)]
+        if s.server_certfile is None or s.server_keyfile is None or s.tls_cafile is None:
+            raise StackError(
+                "a TLS Redis needs its certificate and the CA: set SLIDR_REDIS__SERVER_CERTFILE, "
+                "SLIDR_REDIS__SERVER_KEYFILE and SLIDR_REDIS__TLS_CAFILE"
+            )
+        argv = [
+            "--port", "0",
+            "--tls-port", str(port),
+            "--tls-cert-file", str(s.server_certfile),
+            "--tls-key-file", str(s.server_keyfile),
+            "--tls-ca-cert-file", str(s.tls_cafile),
+            # a client certificate is required when the settings give one to the clients
+            "--tls-auth-clients", "yes" if s.tls_certfile is not None else "no",
+        ]  # fmt: skip
+        if self.cluster:
+            argv += ["--tls-cluster", "yes", "--tls-replication", "yes"]
         return argv
 
     def _write_config(self, data_dir: Path) -> Path:
@@ -117,17 +144,20 @@ class RedisService:
             lines += [f"requirepass {secret}", f"masterauth {secret}"]
         elif password is not None and user is not None:
             keys = " ".join(_config_quote(f"~{prefix}*") for prefix in self._key_prefixes)
-            # All commands: the stack's health checks, `redis-cli --cluster create` and the
-            # tests' admin reads need CLUSTER, CONFIG, INFO and CLIENT; the keys are what the
-            # user is limited to. The default user, passwordless, is off.
+            # The user's keys and the commands the store and the stack's checks send, no
+            # other; the default user, passwordless, is off. No replicas (--cluster-replicas
+            # 0): one would need a user of its own with PSYNC and REPLCONF (docs/security.md).
             lines += [
                 f"user {_config_quote(user)} reset on "
-                f"{_config_quote('>' + password.get_secret_value())} {keys} +@all",
+                f"{_config_quote('>' + password.get_secret_value())} {keys} {acl_commands()}",
                 "user default off",
-                # No replicas today (--cluster-replicas 0); one would log in as this user.
-                f"masteruser {_config_quote(user)}",
-                f"masterauth {_config_quote(password.get_secret_value())}",
             ]
+            if self.cluster:
+                assert self._admin_password is not None  # start() draws it first
+                lines.append(
+                    f"user {CLUSTER_ADMIN} reset on "
+                    f"{_config_quote('>' + self._admin_password)} ~* &* +@all"
+                )
         data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / "redis.conf"
         write_private(path, "\n".join(lines) + "\n")
@@ -138,6 +168,7 @@ class RedisService:
             self.proc.members[0].start(self._argv(self.settings.port, self.workdir))
             wait_until(lambda: self.health().ok, "redis PING", 15, self.proc)
             return
+        self._admin_password = secrets.token_urlsafe(32)
         for member, port in zip(self.proc.members, self.ports, strict=True):
             node_dir = self.workdir / f"node-{port}"
             node_dir.mkdir(parents=True, exist_ok=True)
@@ -147,16 +178,50 @@ class RedisService:
             member.start(self._argv(port, node_dir))
         wait_until(self._all_ping, "redis cluster nodes PING", 15, self.proc)
         self._create_cluster()
+        self._drop_cluster_admin()
         wait_until(lambda: self.health().ok, "redis cluster_state ok", 30, self.proc)
+
+    def _admin(self) -> tuple[str | None, str | None]:
+        """(user, password) that may form the cluster: the cluster admin with an ACL user."""
+        s = self.settings
+        if s.username is not None:
+            return CLUSTER_ADMIN, self._admin_password
+        return None, s.password.get_secret_value() if s.password else None
+
+    def _drop_cluster_admin(self) -> None:
+        user, password = self._admin()
+        if user is None:
+            return
+        admin = self.settings.model_copy(
+            update={"username": user, "password": SecretStr(password or "")}
+        )
+        for port in self.ports:
+            # DELUSER closes the admin's own connection, often before the reply
+            with (
+                contextlib.closing(sync_client(admin, port=port)) as client,
+                contextlib.suppress(redis.ConnectionError),
+            ):
+                client.acl_deluser(CLUSTER_ADMIN)
+        self._admin_password = None
+
+    def _tls_cli_args(self) -> list[str]:
+        s = self.settings
+        if not s.tls:
+            return []
+        argv = ["--tls", "--cacert", str(s.tls_cafile)]
+        if s.tls_certfile is not None:
+            argv += ["--cert", str(s.tls_certfile), "--key", str(s.tls_keyfile)]
+        return argv
 
     def _create_cluster(self) -> None:
         env = dict(os.environ)
-        if self.settings.password is not None:
-            env["REDISCLI_AUTH"] = self.settings.password.get_secret_value()  # not on argv
+        user, password = self._admin()
+        if password is not None:
+            env["REDISCLI_AUTH"] = password  # not on argv
         nodes = [f"{self.settings.host}:{port}" for port in self.ports]
         cli = require_program("redis-cli", "", _INSTALL)
-        user = ["--user", self.settings.username] if self.settings.username else []
-        argv = [cli, *user, "--cluster", "create", *nodes, "--cluster-replicas", "0"]
+        argv = [cli, *(["--user", user] if user else []), *self._tls_cli_args()]
+        argv += ["--cluster", "create", *nodes, "--cluster-replicas", "0"]
         argv.append("--cluster-yes")
         try:
             result = subprocess.run(
@@ -179,15 +244,11 @@ class RedisService:
                     client.ping()
                     return Health(True, "PING ok")
                 info = client.cluster("INFO")
-            except redis.AuthenticationError as exc:
-                # Typically a node still running with other credentials than the settings'.
-                return Health(
-                    False,
-                    f"port {port} refused the login ({exc}): check SLIDR_REDIS__USERNAME and "
-                    "SLIDR_REDIS__PASSWORD",
-                )
             except redis.RedisError as exc:
-                return Health(False, f"no reply from port {port}: {exc}")
+                # A login refused (typically a node still running with other credentials than
+                # the settings') or a TLS handshake failed: the settings to check.
+                hint = explain(exc, f"port {port}", self.settings)
+                return Health(False, hint or f"no reply from port {port}: {exc}")
         fields = _cluster_info(info)
         state = fields.get("cluster_state", "?")
         known = int(fields.get("cluster_known_nodes", "0"))

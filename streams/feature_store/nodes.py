@@ -37,6 +37,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from slidr.redis_config import client_options, explain, ssl_context
 from slidr.settings import RedisSettings
 from streams.feature_store.script import Script
 
@@ -126,21 +127,16 @@ def _error(reply: hiredis.ReplyError) -> ResponseError:
     return kind(rest) if kind else ResponseError(message)
 
 
-def _login_hint(exc: _E, where: str) -> _E | AuthenticationError:
-    """A refused login (wrong user or password, or none given) as an error naming the settings
-    to fix; any other error unchanged. Redis never echoes the password back."""
-    # The cluster client wraps the refusal in a RedisClusterException (not a RedisError).
-    cause = exc.__cause__ or exc.__context__ or exc
-    refused = (cause, exc)
-    if not any(
-        isinstance(e, AuthenticationError) or str(e).startswith(("NOAUTH", "WRONGPASS"))
-        for e in refused
-    ):
+def _hinted(exc: _E, where: str, settings: RedisSettings) -> _E | RedisError:
+    """A refused login (wrong user or password, or none given) or a failed TLS handshake as an
+    error naming the settings to fix (slidr.redis_config.explain); any other error unchanged."""
+    hint = explain(exc, where, settings)
+    if hint is None:
         return exc
-    return AuthenticationError(
-        f"{where} refused the login ({cause}): check SLIDR_REDIS__USERNAME and "
-        "SLIDR_REDIS__PASSWORD"
-    )
+    # The cluster client wraps a refusal in a RedisClusterException (not a RedisError).
+    if "refused the login" in hint:
+        return AuthenticationError(hint)
+    return RedisConnectionError(hint)
 
 
 class _Protocol(asyncio.Protocol):
@@ -203,6 +199,8 @@ class Link:
     def __init__(self, host: str, port: int, settings: RedisSettings, timeout_s: float) -> None:
         self.name = f"{host}:{port}"
         self._host, self._port = host, port
+        self._settings = settings
+        self._ssl = ssl_context(settings)
         password = settings.password.get_secret_value() if settings.password else None
         self._hello: list[list[bytes | str | int]] = []
         if password is not None:
@@ -251,16 +249,24 @@ class Link:
         loop = asyncio.get_running_loop()
         try:
             _, fresh = await asyncio.wait_for(
-                loop.create_connection(_Protocol, self._host, self._port), self._timeout_s
+                loop.create_connection(
+                    _Protocol,
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl else None,
+                ),
+                self._timeout_s,
             )
         except (OSError, TimeoutError) as exc:
-            raise RedisConnectionError(f"Error connecting to {self.name}: {exc}") from exc
+            error = RedisConnectionError(f"Error connecting to {self.name}: {exc}")
+            raise _hinted(error, self.name, self._settings) from exc
         try:
             for command in self._hello:
                 await self._reply(fresh, command)
         except RedisError as exc:
             fresh.fail(RedisConnectionError(f"{self.name}: refused the connection"))
-            raise _login_hint(exc, self.name) from exc
+            raise _hinted(exc, self.name, self._settings) from exc
         self._protocol = fresh
         return fresh
 
@@ -283,19 +289,13 @@ class Link:
 
 
 def _client_options(settings: RedisSettings, timeout_s: float) -> dict[str, Any]:
-    password = settings.password.get_secret_value() if settings.password else None
-    return {
-        "username": settings.username,
-        "password": password,
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "client_name": CLIENT_NAME,
-    }
+    return {**client_options(settings, timeout_s), "client_name": CLIENT_NAME}
 
 
 class SingleNode:
     def __init__(self, settings: RedisSettings, timeout_s: float) -> None:
         self._name = f"{settings.host}:{settings.port}"
+        self._settings = settings
         self._link = Link(settings.host, settings.port, settings, timeout_s)
         self._redis = aioredis.Redis(
             host=settings.host,
@@ -325,7 +325,7 @@ class SingleNode:
         try:
             reply = await self._redis.execute_command(*command)  # type: ignore[no-untyped-call]
         except RedisError as exc:
-            raise _login_hint(exc, self._name) from exc
+            raise _hinted(exc, self._name, self._settings) from exc
         return {self._name: reply}
 
     async def refresh(self) -> None:
@@ -358,7 +358,7 @@ class ClusterNodes:
             try:
                 await self._cluster.initialize()
             except (RedisError, RedisClusterException) as exc:
-                raise _login_hint(exc, "Redis Cluster") from exc
+                raise _hinted(exc, "Redis Cluster", self._settings) from exc
             self._ready = True
         return self._cluster
 
