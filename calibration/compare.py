@@ -24,9 +24,10 @@ class PolicyRates:
     per_slice_truth: dict[str, TruthRates] | None
 
     def as_dict(self) -> dict[str, Any]:
+        # Each rate with its 95 % Wilson interval (``*_ci``): unweighted shares of clicks.
         return {
-            "overall": self.overall.as_dict(),
-            "per_slice": {k: v.as_dict() for k, v in self.per_slice.items()},
+            "overall": self.overall.as_dict() | self.overall.intervals(),
+            "per_slice": {k: v.as_dict() | v.intervals() for k, v in self.per_slice.items()},
             "truth": None if self.truth is None else self.truth.as_dict(),
             "per_slice_truth": None
             if self.per_slice_truth is None

@@ -15,7 +15,7 @@ import numpy as np
 
 from calibration.calibrate import CalibrationOutcome, Policy, SliceFit
 from calibration.fit import FitMethod, hull_at, quadratic_at
-from slidr.metrics import Curve
+from slidr.metrics import REPORT_CONFIDENCE, Curve, wilson, z_two_sided
 from slidr.model_record import ROOT_SLICE, lookup_threshold
 
 if TYPE_CHECKING:
@@ -54,7 +54,17 @@ def _policy_points(ax: Axes, outcome: CalibrationOutcome, c: Curve, unit: str) -
             if math.isnan(t):
                 continue
             (fpr, ivr), shown = point_at_threshold(c, t), f"{label} ({t:.3f})"
-        ax.plot(fpr, ivr, marker=marker, linestyle="none", markersize=7, label=shown, zorder=3)
+        # The FPR's 95 % Wilson interval where the clicks decided are the unit's own.
+        day = result.calibration_day
+        counts = day.overall if unit == ROOT_SLICE else day.per_slice.get(unit)
+        xerr = None
+        if counts is not None and counts.purchasing:
+            low, high = wilson(fpr, counts.purchasing, z_two_sided(REPORT_CONFIDENCE))
+            xerr = [[max(fpr - low, 0.0)], [max(high - fpr, 0.0)]]
+        ax.errorbar(
+            fpr, ivr, xerr=xerr, marker=marker, linestyle="none", markersize=7, label=shown,
+            zorder=3, capsize=2,
+        )  # fmt: skip
         widest = max(widest, fpr)
     return widest
 

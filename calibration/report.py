@@ -13,7 +13,7 @@ from rich.table import Column, Table
 from calibration.calibrate import CalibrationOutcome, Policy
 from calibration.plots import plot_slices
 from slidr.console import make_console
-from slidr.metrics import Rates, TruthRates
+from slidr.metrics import REPORT_CONFIDENCE, Rates, TruthRates, z_two_sided
 
 REPORT_FILE = "calibration-report.json"
 _POLICY_TITLES = {
@@ -132,8 +132,17 @@ def slice_table(outcome: CalibrationOutcome) -> Table:
     return table
 
 
+def _with_interval(r: Rates, metric: str) -> str:
+    """A rate and its 95 % Wilson interval, in percent: "1.95% [1.31, 2.89]"."""
+    value = float(getattr(r, metric))
+    if math.isnan(value):
+        return "-"
+    low, high = r.interval(metric, z_two_sided(REPORT_CONFIDENCE))
+    return f"{value:.2%} [{low * 100:.2f}, {high * 100:.2f}]"
+
+
 def _rates_cells(r: Rates, truth: TruthRates | None) -> list[str]:
-    cells = [_pct(r.ivr), _pct(r.fpr), _pct(r.coverage)]
+    cells = [_with_interval(r, m) for m in ("ivr", "fpr", "coverage")]
     if truth is not None:
         cells += [_pct(truth.bot_recall), _pct(truth.human_fpr)]
     return cells

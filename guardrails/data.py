@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from guardrails.report import Check, GuardrailError, GuardrailReport, Status, format_value
+from slidr.metrics import REPORT_CONFIDENCE, wilson, z_one_sided, z_two_sided
 from slidr.settings import GuardrailSettings
 
 if TYPE_CHECKING:
@@ -196,6 +198,26 @@ def _checks(result: Mapping[str, Any], index_column: str | None = None) -> list[
     return [_check(r, index_column) for r in result["results"]]
 
 
+def judge_density(check: Check, week: pd.DataFrame, settings: GuardrailSettings) -> Check:
+    """The human-density check with its uncertainty: an hour's density is a share of its
+    clicks, so a failed check stays failed only if some hour's one-sided Wilson upper bound is
+    below the minimum at the stated confidence; otherwise it is reported unsure. The interval
+    shown is the worst hour's."""
+    low = settings.min_human_density
+    if check.status is Status.SKIPPED or week.empty or low <= 0:
+        return check
+    density = week["human_density"].to_numpy(dtype=np.float64)
+    clicks = week["clicks"].to_numpy(dtype=np.float64)
+    worst = int(np.argmin(density))
+    z = z_one_sided(settings.confidence)
+    upper = np.array([wilson(d, n, z)[1] for d, n in zip(density, clicks, strict=True)])
+    interval = wilson(float(density[worst]), float(clicks[worst]), z_two_sided(REPORT_CONFIDENCE))
+    status = check.status
+    if status is Status.FAILED and not (upper < low).any():
+        status = Status.UNSURE
+    return replace(check, status=status, interval=interval)
+
+
 def check_training_data(
     frame: pd.DataFrame, new_day: str, settings: GuardrailSettings, out_dir: Path
 ) -> GuardrailReport:
@@ -225,12 +247,16 @@ def check_training_data(
         results["hours_of_week"] = _validate(
             context, week, suites.hours_of_week_suite(settings), "when"
         )
-        checks += _checks(results["hours_of_week"], "when")
+        checks += [
+            judge_density(c, week, settings) if c.name == "hour_of_week:human_density" else c
+            for c in _checks(results["hours_of_week"], "when")
+        ]
     else:
         checks.append(Check("values and hours", Status.SKIPPED, None, "", "fix the schema first"))
     report = GuardrailReport(f"training data {new_day}", tuple(checks))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / VALIDATION_FILE).write_text(json.dumps(results, indent=2))
     report.save(out_dir, REPORT_STEM)
-    log.info("data guardrails for %s: %s", new_day, "passed" if report.passed else "refused")
+    verdict = "refused" if report.refused else "passed" if report.passed else "passed, unsure"
+    log.info("data guardrails for %s: %s", new_day, verdict)
     return report

@@ -4,52 +4,142 @@ Inputs are IVR, FPR and robotic coverage (``slidr.metrics.Rates``) per slice, an
 the key ``"all"``, each at that model's calibrated thresholds on the held-out day. The candidate
 must stay within absolute bounds and the FPR budget, and must not move any slice too far from
 what the serving model does on the same day.
+
+Every figure is a rate on a sample of the day's clicks (at 1 % FPR of 500 purchasing clicks,
+five of them), so a check refuses only when its bound is exceeded with the stated confidence
+(``GuardrailSettings.confidence``): the one-sided Wilson bound of the rate (Newcombe's interval
+for a change between two rates) lies beyond it. A point estimate beyond the bound, but not
+with that confidence, is reported ``unsure`` and does not refuse. Every check carries the
+two-sided interval and how sure it is that the bound is exceeded (the score test's one-sided
+confidence). The rates are unweighted shares of clicks, so the click counts are the sample
+sizes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from statistics import NormalDist
 
 from guardrails.report import Check, GuardrailError, GuardrailReport, Status
-from slidr.metrics import Rates
+from slidr.metrics import (
+    REPORT_CONFIDENCE,
+    Rates,
+    difference_interval,
+    wilson,
+    z_one_sided,
+    z_two_sided,
+)
 from slidr.settings import GuardrailSettings
+
+#: An interval at a given z: (low, high).
+Bounds = Callable[[float], tuple[float, float]]
+_Z_MAX = 8.0
 
 #: The key of the overall figures in a rates mapping.
 OVERALL = "all"
 
 
+def _out(bounds: Bounds, z: float, low: float | None, high: float | None) -> bool:
+    """The one-sided interval at ``z`` lies wholly beyond a bound."""
+    lo, hi = bounds(z)
+    return (high is not None and lo > high) or (low is not None and hi < low)
+
+
+def _inside(bounds: Bounds, z: float, low: float | None, high: float | None) -> bool:
+    lo, hi = bounds(z)
+    return (high is None or hi <= high) and (low is None or lo >= low)
+
+
+def _largest_z(holds: Callable[[float], bool]) -> float:
+    """The largest z in [0, _Z_MAX] at which ``holds`` (monotone: true up to some z)."""
+    if holds(_Z_MAX):
+        return _Z_MAX
+    a, b = 0.0, _Z_MAX
+    for _ in range(40):
+        mid = (a + b) / 2
+        a, b = (mid, b) if holds(mid) else (a, mid)
+    return a
+
+
+def sure_out(bounds: Bounds, low: float | None, high: float | None) -> float:
+    """How sure it is that the true figure is beyond a bound: the one-sided confidence at
+    which its interval just clears the bound (below 0.5 when the point is within)."""
+    phi = NormalDist().cdf
+    if _out(bounds, 0.0, low, high):
+        return phi(_largest_z(lambda z: _out(bounds, z, low, high)))
+    if _inside(bounds, 0.0, low, high):
+        return 1.0 - phi(_largest_z(lambda z: _inside(bounds, z, low, high)))
+    return 0.5
+
+
+def judged(
+    name: str,
+    observed: float,
+    bounds: Bounds,
+    settings: GuardrailSettings,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    bound: str = "",
+    detail: str = "",
+) -> Check:
+    """A check of an estimated figure: failed when out of bounds with confidence, unsure when
+    only its point estimate is, else passed; with its interval and how sure."""
+    limits = [f">= {low:g}"] if low is not None else []
+    limits += [f"<= {high:g}"] if high is not None else []
+    bound = bound or " and ".join(limits)
+    if math.isnan(observed):
+        return Check(name, Status.FAILED, observed, bound, "not measurable on the held-out day")
+    if _out(bounds, z_one_sided(settings.confidence), low, high):
+        status = Status.FAILED
+    elif _out(bounds, 0.0, low, high):
+        status = Status.UNSURE
+    else:
+        status = Status.PASSED
+    interval = bounds(z_two_sided(REPORT_CONFIDENCE))
+    sure = sure_out(bounds, low, high)
+    return Check(name, status, observed, bound, detail, interval, sure)
+
+
+def _rate_bounds(rate: float, n: int) -> Bounds:
+    return lambda z: wilson(rate, n, z)
+
+
 def _bounded(
     name: str,
     observed: float,
+    n: int,
+    settings: GuardrailSettings,
     *,
     low: float | None = None,
     high: float | None = None,
     detail: str = "",
 ) -> Check:
-    """``observed`` within [low, high]; NaN (nothing to measure on the day) fails."""
-    limits = [f">= {low:g}"] if low is not None else []
-    limits += [f"<= {high:g}"] if high is not None else []
-    bound = " and ".join(limits)
-    if math.isnan(observed):
-        return Check(name, Status.FAILED, observed, bound, "not measurable on the held-out day")
-    ok = (low is None or observed >= low) and (high is None or observed <= high)
-    return Check(name, Status.PASSED if ok else Status.FAILED, observed, bound, detail)
+    """``observed``, a share of ``n`` clicks, within [low, high]; NaN fails."""
+    bounds = _rate_bounds(observed, n)
+    return judged(name, observed, bounds, settings, low=low, high=high, detail=detail)
 
 
 def _absolute(overall: Rates, settings: GuardrailSettings, budget: float) -> list[Check]:
-    slack = settings.fpr_budget_slack
+    slack, s = settings.fpr_budget_slack, settings
     return [
-        _bounded("ivr", overall.ivr, low=settings.min_ivr, high=settings.max_ivr),
+        _bounded("ivr", overall.ivr, overall.clicks, s, low=s.min_ivr, high=s.max_ivr),
         _bounded(
             "fpr_budget",
             overall.fpr,
+            overall.purchasing,
+            s,
             high=budget + slack,
             detail=f"budget {budget:g} + slack {slack:g}; {overall.purchasing:,} purchasing clicks",
         ),
-        _bounded("fpr_ceiling", overall.fpr, high=settings.max_fpr),
-        _bounded("coverage", overall.coverage, low=settings.min_coverage),
+        _bounded("fpr_ceiling", overall.fpr, overall.purchasing, s, high=s.max_fpr),
+        _bounded("coverage", overall.coverage, overall.robotic, s, low=s.min_coverage),
     ]
+
+
+def _change_bounds(candidate: tuple[float, int], serving: tuple[float, int]) -> Bounds:
+    return lambda z: difference_interval(candidate, serving, z)
 
 
 def _change(
@@ -57,14 +147,17 @@ def _change(
 ) -> list[Check]:
     if candidate.clicks == 0 or serving.clicks == 0:
         return [Check(f"change:{name}", Status.SKIPPED, None, "", "no clicks on the held-out day")]
-    ivr = candidate.ivr - serving.ivr
+    limit = settings.max_ivr_change
     checks = [
-        Check(
+        judged(
             f"ivr_change:{name}",
-            Status.PASSED if abs(ivr) <= settings.max_ivr_change else Status.FAILED,
-            ivr,
-            f"|change| <= {settings.max_ivr_change:g}",
-            f"candidate {candidate.ivr:.4f} vs serving {serving.ivr:.4f}",
+            candidate.ivr - serving.ivr,
+            _change_bounds((candidate.ivr, candidate.clicks), (serving.ivr, serving.clicks)),
+            settings,
+            low=-limit,
+            high=limit,
+            bound=f"|change| <= {limit:g}",
+            detail=f"candidate {candidate.ivr:.4f} vs serving {serving.ivr:.4f}",
         )
     ]
     purchasing = min(candidate.purchasing, serving.purchasing)
@@ -79,14 +172,16 @@ def _change(
             )
         )
         return checks
-    fpr = candidate.fpr - serving.fpr
     checks.append(
-        Check(
+        judged(
             f"fpr_increase:{name}",
-            Status.PASSED if fpr <= settings.max_fpr_increase else Status.FAILED,
-            fpr,
-            f"<= {settings.max_fpr_increase:g}",
-            f"candidate {candidate.fpr:.4f} vs serving {serving.fpr:.4f}",
+            candidate.fpr - serving.fpr,
+            _change_bounds(
+                (candidate.fpr, candidate.purchasing), (serving.fpr, serving.purchasing)
+            ),
+            settings,
+            high=settings.max_fpr_increase,
+            detail=f"candidate {candidate.fpr:.4f} vs serving {serving.fpr:.4f}",
         )
     )
     return checks

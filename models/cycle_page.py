@@ -55,7 +55,7 @@ _PLOT_CAPTIONS = {
     HOURLY_IVR_PLOT: f"IVR per hour of day at FPR <= {HEADLINE_FPR:.1%} (held-out day)",
 }
 #: Failed checks first: they are what a reader opens the page for.
-_STATUS_ORDER = {Status.FAILED: 0, Status.SKIPPED: 1, Status.PASSED: 2}
+_STATUS_ORDER = {Status.FAILED: 0, Status.UNSURE: 1, Status.SKIPPED: 2, Status.PASSED: 3}
 
 
 @dataclass
@@ -97,6 +97,8 @@ def _figure(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.2%}"
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return "[" + ", ".join(_figure(v) for v in value) + "]"
     return str(value)
 
 
@@ -115,12 +117,30 @@ def _figures_table(figures: dict[str, dict[str, Any]], day: str) -> _Table | Non
     )
 
 
+def _verdict(report: GuardrailReport) -> str:
+    """Passed, passed with unsure checks, or refused; with how sure the weakest verdict is."""
+    if report.refused:
+        sure = min((c.sure for c in report.refusing if c.sure is not None), default=None)
+        how = (
+            ""
+            if sure is None
+            else f"; the least sure refusing check is out of bounds with {sure:.1%} confidence"
+        )
+        unsure = len(report.failed) - len(report.refusing)
+        counted = f", {unsure} of them unsure" if unsure else ""
+        return f"refused ({len(report.failed)} failed){counted}{how}"
+    unsure = len(report.failed)
+    if unsure:
+        return f"passed; {unsure} unsure: out of bounds on the point estimate only (not refused)"
+    return "passed"
+
+
 def _guardrail(report: GuardrailReport) -> dict[str, Any]:
     checks = sorted(report.checks, key=lambda c: _STATUS_ORDER[c.status])
     return {
         "subject": report.subject,
-        "passed": report.passed,
-        "verdict": "passed" if report.passed else f"refused ({len(report.failed)} failed)",
+        "passed": not report.refused,
+        "verdict": _verdict(report),
         "counts": {s.value: sum(c.status is s for c in report.checks) for s in Status},
         "checks": [
             {
@@ -128,7 +148,7 @@ def _guardrail(report: GuardrailReport) -> dict[str, Any]:
                 "status": c.status.value,
                 "observed": format_value(c.observed),
                 "bound": c.bound,
-                "detail": c.detail,
+                "detail": c.detail + (f" ({c.uncertainty()})" if c.uncertainty() else ""),
             }
             for c in checks
         ],

@@ -26,7 +26,7 @@ from calibration.record import write_record
 from calibration.report import write_report as write_calibration_report
 from guardrails.data import check_training_data
 from guardrails.model import OVERALL, check_candidate
-from guardrails.report import GuardrailReport
+from guardrails.report import GuardrailReport, Status
 from models.cycle_page import CycleParts, write_page
 from models.report import PLOTS
 from models.scoring import feature_rows, version_scorer
@@ -131,10 +131,15 @@ class DailyCycle:
     def _guard(self, parts: CycleParts, step: str, report: GuardrailReport) -> None:
         json_path, _ = report.save(self.run_dir, step.replace(" ", "-"))
         parts.guardrails.append(report)
-        if not report.passed:
-            failed = "; ".join(c.summary() for c in report.failed)
+        if report.refused:
+            failed = "; ".join(c.summary() for c in report.refusing)
             raise CycleStopped(f"{step} refused: {failed} (details: {json_path})")
-        self.say(f"{step}: {len(report.checks)} checks passed")
+        unsure = [c for c in report.failed if c.status is Status.UNSURE]
+        for check in unsure:
+            self.say(f"{step}: unsure, not refused: {check.summary()} ({check.uncertainty()})")
+        self.say(
+            f"{step}: {len(report.checks) - len(unsure)} of {len(report.checks)} checks passed"
+        )
 
     def run(self, archive: Path, day: str) -> CycleResult:
         self.run_dir.mkdir(parents=True, exist_ok=True)

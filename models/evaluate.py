@@ -62,11 +62,16 @@ class Figures:
     #: Ground truth figures; None unless the frame has ``is_bot``.
     truth: TruthRates | None
 
-    def to_dict(self) -> dict[str, float | int | None]:
+    def to_dict(self) -> dict[str, float | int | list[float | int | None] | None]:
         merged: dict[str, float | int] = {**self.rates.as_dict()}
         if self.truth is not None:
             merged.update(self.truth.as_dict())
-        return {key: _json(value) for key, value in merged.items()}
+        out: dict[str, float | int | list[float | int | None] | None] = {
+            key: _json(value) for key, value in merged.items()
+        }
+        # 95 % Wilson intervals: the rates are unweighted shares of the day's clicks.
+        out.update({key: _floats(v) for key, v in self.rates.intervals().items()})
+        return out
 
 
 @dataclass(frozen=True)

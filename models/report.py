@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from rich.table import Table
 
 from models.evaluate import HOURS, Evaluation, EvaluationError, Figures, ModelEvaluation
+from slidr.metrics import REPORT_CONFIDENCE, Rates, z_two_sided
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -64,6 +65,15 @@ def _pct(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}%}"
 
 
+def _ci(r: Rates, metric: str, digits: int = 1) -> str:
+    """A rate with its 95 % Wilson interval: "1.95% [1.3, 2.8]"."""
+    value = float(getattr(r, metric))
+    if math.isnan(value):
+        return "n/a"
+    low, high = r.interval(metric, z_two_sided(REPORT_CONFIDENCE))
+    return f"{value:.{digits}%} [{low * 100:.{digits}f}, {high * 100:.{digits}f}]"
+
+
 def _num(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
 
@@ -80,9 +90,9 @@ def _row(
         _threshold(threshold),
         _num(model.auc_purchased),
         _num(model.auc_label),
-        _pct(f.rates.ivr),
-        _pct(f.rates.fpr, 2),
-        _pct(f.rates.coverage),
+        _ci(f.rates, "ivr"),
+        _ci(f.rates, "fpr", 2),
+        _ci(f.rates, "coverage"),
     ]
     if f.truth is not None:
         row += [_pct(f.truth.bot_recall), _pct(f.truth.precision), _pct(f.truth.human_fpr, 2)]
@@ -101,7 +111,8 @@ def summary_title(evaluation: Evaluation, *, headline_fpr: float = HEADLINE_FPR)
 
 
 SUMMARY_CAPTION = (
-    "AUC purch.: ROC-AUC of a low score for purchasing clicks; AUC label: ROC-AUC of the weak label"
+    "AUC purch.: ROC-AUC of a low score for purchasing clicks; AUC label: ROC-AUC of the weak "
+    "label; [low, high]: 95 % Wilson interval in %"
 )
 
 
@@ -131,6 +142,14 @@ def summary_table(evaluation: Evaluation, *, headline_fpr: float = HEADLINE_FPR)
     for row in summary_rows(evaluation, headline_fpr=headline_fpr):
         table.add_row(*row)
     return table
+
+
+def _bar(value: float, interval: tuple[float, float]) -> list[list[float]] | None:
+    """An error bar from an interval around ``value``; None where either is not finite."""
+    low, high = interval
+    if not all(math.isfinite(v) for v in (value, low, high)):
+        return None
+    return [[max(value - low, 0.0)], [max(high - value, 0.0)]]
 
 
 def _figure(panels: int) -> tuple[Figure, list[Axes]]:
@@ -165,12 +184,18 @@ def plot_curves(evaluation: Evaluation, metric: Literal["ivr", "coverage"], path
             (line,) = ax.plot(c.fpr, getattr(c, metric), label=name, linewidth=1.4)
             if model.served is not None:
                 served = model.served.overall if panel == "all" else model.served.slices[panel]
-                ax.plot(
-                    served.rates.fpr,
-                    getattr(served.rates, metric),
+                # The served point with its 95 % Wilson intervals on both axes.
+                z = z_two_sided(REPORT_CONFIDENCE)
+                x, y = served.rates.fpr, getattr(served.rates, metric)
+                ax.errorbar(
+                    x,
+                    y,
+                    xerr=_bar(x, served.rates.interval("fpr", z)),
+                    yerr=_bar(y, served.rates.interval(metric, z)),
                     marker="o",
                     color=line.get_color(),
                     linestyle="none",
+                    capsize=2,
                 )
         for point in evaluation.fpr_points:
             ax.axvline(point, color="grey", linestyle=":", linewidth=0.8)
@@ -180,7 +205,7 @@ def plot_curves(evaluation: Evaluation, metric: Literal["ivr", "coverage"], path
         ax.set_xlabel("FPR (purchasing clicks invalidated)")
         ax.set_ylabel(label)
     axes[0].legend(fontsize=8, loc="lower right")
-    figure.suptitle(f"{label} against FPR; dots: served thresholds")
+    figure.suptitle(f"{label} against FPR; dots: served thresholds, bars: 95 % intervals")
     figure.savefig(path, dpi=_DPI)
     return path
 

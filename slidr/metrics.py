@@ -11,7 +11,9 @@ numpy only: the streaming path, calibration and replay all use these definitions
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,63 @@ import numpy.typing as npt
 
 Floats = npt.NDArray[np.floating[Any]]
 Bools = npt.NDArray[np.bool_]
+
+#: Confidence of the two-sided intervals every report shows beside a rate.
+REPORT_CONFIDENCE = 0.95
+
+
+def z_two_sided(confidence: float) -> float:
+    """The normal quantile of a two-sided interval at ``confidence`` (0.95 -> 1.96)."""
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def z_one_sided(confidence: float) -> float:
+    """The normal quantile of a one-sided bound at ``confidence`` (0.95 -> 1.645; 0.5 -> 0)."""
+    return NormalDist().inv_cdf(confidence)
+
+
+def wilson(rate: float, n: float, z: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``rate`` observed on ``n`` trials.
+
+    ``n`` may be an effective sample size (Kish's, for a weighted proportion); z = 0 gives the
+    point itself, NaN rate or n = 0 gives (NaN, NaN).
+
+    >>> [round(v, 4) for v in wilson(0.02, 500, 1.96)]
+    [0.0109, 0.0364]
+    >>> wilson(0.0, 100, 1.96)[0]
+    0.0
+    """
+    if n <= 0 or math.isnan(rate):
+        return math.nan, math.nan
+    p = min(max(rate, 0.0), 1.0)
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def difference_interval(
+    a: tuple[float, float], b: tuple[float, float], z: float
+) -> tuple[float, float]:
+    """Newcombe's hybrid score interval of ``rate_a - rate_b``, each given as (rate, n).
+
+    Treats the two as independent samples; on the same clicks (positively correlated) it is
+    wider than the truth, so a verdict on it errs towards not refusing.
+    """
+    (pa, na), (pb, nb) = a, b
+    la, ua = wilson(pa, na, z)
+    lb, ub = wilson(pb, nb, z)
+    d = pa - pb
+    return (
+        d - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2),
+        d + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2),
+    )
+
+
+def effective_size(weights: Floats) -> float:
+    """Kish's effective sample size of weighted observations: (sum w)^2 / sum w^2."""
+    squares = float(np.square(weights).sum())
+    return float(weights.sum()) ** 2 / squares if squares > 0 else 0.0
 
 
 def _share(hit: Bools, among: Bools) -> float:
@@ -39,6 +98,16 @@ class Rates:
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
+
+    def interval(self, metric: str, z: float) -> tuple[float, float]:
+        """Wilson interval of ``metric`` (ivr, fpr or coverage) on its own denominator."""
+        n = {"ivr": self.clicks, "fpr": self.purchasing, "coverage": self.robotic}[metric]
+        return wilson(float(getattr(self, metric)), n, z)
+
+    def intervals(self, confidence: float = REPORT_CONFIDENCE) -> dict[str, list[float]]:
+        """``{"ivr_ci": [low, high], "fpr_ci": ..., "coverage_ci": ...}`` at ``confidence``."""
+        z = z_two_sided(confidence)
+        return {f"{m}_ci": list(self.interval(m, z)) for m in ("ivr", "fpr", "coverage")}
 
 
 def rates(invalid: Bools, purchased: Bools, robotic: Bools) -> Rates:

@@ -394,6 +394,10 @@ class GuardrailSettings(_Section):
     max_hours_without_purchases: int = Field(default=2, ge=0, le=23)
     #: Largest share of nulls in a required column (features, labels, keys).
     max_null_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    #: A check of an estimated figure (a rate on a sample of clicks) refuses only when its bound
+    #: is exceeded with this one-sided confidence; beyond it on its point estimate only, the
+    #: check is reported "unsure" and does not refuse (docs/guardrails.md). 0.5: point estimates.
+    confidence: float = Field(default=0.95, ge=0.5, lt=1.0)
     # --- model: the candidate's figures on the held-out day, at its calibrated thresholds ---
     #: Overall IVR bounds: below, the model invalidates (almost) nothing; above, far too much.
     min_ivr: float = Field(default=0.01, ge=0.0, le=1.0)
