@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shlex
 import shutil
+import stat
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from google.protobuf import text_format  # type: ignore[import-untyped]
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 from tritonclient.grpc import model_config_pb2
 
 from models.heuristic import ONNX_FILE
+from slidr.redis_config import acl_commands, sync_client
 from slidr.settings import (
     PROJECT_ROOT,
     KafkaSettings,
@@ -25,7 +30,9 @@ from slidr.settings import (
     TritonSettings,
 )
 from slidr.stack.triton_server import TritonService, pytriton_root, restricted_api_flags
+from streams.feature_store import RedisFeatureStore
 from tests.stack_fixtures import free_ports, private_settings
+from tests.test_feature_store import T0, make_click
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 #: The compose file refuses to start Triton without a repository key; this one is the tests'.
@@ -34,15 +41,23 @@ REPOSITORY_KEY = "compose-test-repository-key-0123456789"
 SLIDR_SERVICES = ("topics", "worker")
 
 
+#: ... nor Redis without the slidr user's password: this one is the tests' (a quote, a space, a
+#: dollar and a backslash: the container's script must pass it through untouched).
+REDIS_PASSWORD = 'compose "test" $HOME \\ redis-pw'
+
+
 def docker_compose(
-    *args: str, key: str | None = REPOSITORY_KEY
+    *args: str, key: str | None = REPOSITORY_KEY, redis_password: str | None = REDIS_PASSWORD
 ) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("docker-compose")
     if exe is None:  # a failure, not a skip: CI must run this check
         pytest.fail("docker-compose is not installed: `make setup` installs it with apt")
-    env = {k: v for k, v in os.environ.items() if k != "SLIDR_TRITON__REPOSITORY_KEY"}
+    secrets = ("SLIDR_TRITON__REPOSITORY_KEY", "SLIDR_REDIS__PASSWORD", "SLIDR_REDIS__USERNAME")
+    env = {k: v for k, v in os.environ.items() if k not in secrets}
     if key is not None:
         env["SLIDR_TRITON__REPOSITORY_KEY"] = key
+    if redis_password is not None:
+        env["SLIDR_REDIS__PASSWORD"] = redis_password
     return subprocess.run(
         [exe, "-f", str(COMPOSE), *args],
         capture_output=True,
@@ -142,11 +157,102 @@ def test_kafka_is_three_brokers_where_the_settings_say(services: dict[str, Any])
     assert set(names) <= set(services["topics"]["depends_on"])
 
 
+def redis_script(services: dict[str, Any]) -> str:
+    """The shell script the redis container runs, as its shell reads it."""
+    command = services["redis"]["command"]
+    assert command[:2] == ["sh", "-ec"], command
+    return str(command[2]).replace("$$", "$")  # docker-compose's escape of a literal $
+
+
+def redis_server_argv(services: dict[str, Any]) -> list[str]:
+    (line,) = [x for x in redis_script(services).splitlines() if x.startswith("exec redis-server")]
+    return shlex.split(line)[1:]
+
+
 def test_redis_listens_where_the_settings_say(services: dict[str, Any]) -> None:
     r = RedisSettings()
-    command = services["redis"]["command"]
+    command = redis_server_argv(services)
     assert (flag(command, "--bind"), flag(command, "--port")) == (r.host, str(r.port))
-    assert flag(services["redis"]["healthcheck"]["test"], "-p") == str(r.port)
+    assert f"-p {r.port} ping" in services["redis"]["healthcheck"]["test"][1]
+
+
+def test_redis_admits_only_the_slidr_user_with_the_narrow_acl(services: dict[str, Any]) -> None:
+    """The same user, key prefixes and commands as the local stack's, the default user off;
+    the password from the environment, given to the worker only."""
+    script = redis_script(services)
+    keys = f"~{RedisSettings().key_prefix}* ~{ReplaySettings().redis_prefix}*"
+    assert f'"{keys} {acl_commands()}"' in script
+    assert "user default off" in script and "--aclfile" in script
+    assert REDIS_PASSWORD not in script and "requirepass" not in script
+    env = services["redis"]["environment"]
+    assert (env["SLIDR_REDIS__USERNAME"], env["SLIDR_REDIS__PASSWORD"]) == (
+        "slidr",
+        REDIS_PASSWORD.replace("$", "$$"),
+    )
+    holders = {
+        name
+        for name, service in services.items()
+        if "SLIDR_REDIS__PASSWORD" in service.get("environment", {})
+    }
+    assert holders == {"redis", "worker"}
+    worker = services["worker"]["environment"]
+    assert worker["SLIDR_REDIS__USERNAME"] == env["SLIDR_REDIS__USERNAME"]
+    assert worker["SLIDR_REDIS__PASSWORD"] == env["SLIDR_REDIS__PASSWORD"]
+
+
+def test_compose_refuses_to_start_without_a_redis_password() -> None:
+    done = docker_compose("config", "-q", redis_password=None)
+    assert done.returncode != 0
+    assert "set SLIDR_REDIS__PASSWORD" in done.stderr
+
+
+@pytest.mark.integration
+async def test_the_compose_redis_script_runs_a_locked_redis(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    """The container's script, run here with Debian's redis-server on a free port: the slidr
+    user counts features and cannot administer, the default user is refused, the password is
+    neither on the command line nor in the ACL file (0600)."""
+    (port,) = free_ports(1)
+    script = redis_script(services).replace("16379", str(port))
+    env = {
+        "PATH": os.environ["PATH"],
+        "TMPDIR": str(tmp_path),
+        "SLIDR_REDIS__USERNAME": "slidr",
+        "SLIDR_REDIS__PASSWORD": REDIS_PASSWORD,
+    }
+    proc = subprocess.Popen(["sh", "-ec", script], env=env, stdout=subprocess.DEVNULL)
+    settings = RedisSettings(
+        port=port,
+        username="slidr",
+        password=SecretStr(REDIS_PASSWORD),
+        key_prefix=f"{RedisSettings().key_prefix}compose-test:",
+    )
+    try:
+        client = sync_client(settings)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        with client:
+            assert client.ping()
+            for refused in (("FLUSHALL",), ("CONFIG", "SET", "maxmemory", "1"), ("KEYS", "*")):
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    client.execute_command(*refused)
+        with pytest.raises(redis.AuthenticationError), redis.Redis(port=port) as default:
+            default.ping()
+        async with RedisFeatureStore(settings, timeout_s=2.0) as store:
+            assert (await store.features([make_click("a", T0)])).shape[0] == 1
+            assert await store.drop_namespace() > 0
+        acl = tmp_path / "slidr-users.acl"
+        assert stat.S_IMODE(acl.stat().st_mode) == 0o600
+        assert REDIS_PASSWORD not in acl.read_text()
+        assert REDIS_PASSWORD.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_triton_listens_and_loads_what_the_settings_say(services: dict[str, Any]) -> None:
