@@ -86,6 +86,23 @@ class GivtReason(StrEnum):
     DATACENTER = "givt:datacenter"
 
 
+#: Every fail-open reason code starts with this.
+DEGRADED_PREFIX = "degraded:"
+
+
+class DegradedReason(StrEnum):
+    """Why a batch was decided fail-open: the metric label, the logged range, and (prefixed
+    with DEGRADED_PREFIX) the reason code of each of its decisions."""
+
+    REDIS_UNAVAILABLE = "redis_unavailable"
+    TRITON_UNAVAILABLE = "triton_unavailable"
+
+    @property
+    def code(self) -> str:
+        """The reason code a fail-open decision carries, e.g. ``degraded:redis_unavailable``."""
+        return f"{DEGRADED_PREFIX}{self.value}"
+
+
 class DeadLetterReason(StrEnum):
     """Stable codes: dashboards and the dead-letter counter are keyed by these."""
 

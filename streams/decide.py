@@ -16,7 +16,15 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from slidr.events import SCHEMA_VERSION, Click, GivtReason, IvtCategory, Verdict, slice_name
+from slidr.events import (
+    SCHEMA_VERSION,
+    Click,
+    DegradedReason,
+    GivtReason,
+    IvtCategory,
+    Verdict,
+    slice_name,
+)
 from slidr.features import FEATURE_HASH, INDEX
 from slidr.model_record import ModelRecord
 
@@ -168,7 +176,7 @@ def decide(columns: DecisionColumns, scores: npt.NDArray[np.float32], stamp: Sta
     return _build(columns, stamp, thresholds, score_list, invalid, reasons, categories)
 
 
-def fail_open(columns: DecisionColumns, why: str, stamp: Stamp) -> DecidedBatch:
+def fail_open(columns: DecisionColumns, why: DegradedReason, stamp: Stamp) -> DecidedBatch:
     """Valid decisions marked degraded (no ivt_category: nothing judged them): an outage never
     blocks billing or invalidates humans. GIVT clicks need neither Redis nor Triton and are
     decided by their list as usual."""
@@ -176,7 +184,7 @@ def fail_open(columns: DecisionColumns, why: str, stamp: Stamp) -> DecidedBatch:
     givt = list(columns.givt) or [None] * len(columns)
     invalid = np.asarray([listed is not None for listed in givt], dtype=bool)
     scores = [GIVT_SCORE if listed is not None else 0.0 for listed in givt]
-    reasons = [[listed.value] if listed is not None else [f"degraded:{why}"] for listed in givt]
+    reasons = [[listed.value] if listed is not None else [why.code] for listed in givt]
     categories = [IvtCategory.GIVT if listed is not None else None for listed in givt]
     return _build(columns, stamp, thresholds, scores, invalid, reasons, categories)
 

@@ -21,6 +21,7 @@ from slidr.events import (
     Click,
     DeadLetter,
     DeadLetterReason,
+    DegradedReason,
     IvtCategory,
     Verdict,
     parse_click_message,
@@ -64,7 +65,7 @@ class BatchOutcome:
     decisions: list[bytes] = field(default_factory=list)
     click_ids: list[str] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    degraded_why: str | None = None
+    degraded_why: DegradedReason | None = None
 
     def add(self, decided: DecidedBatch) -> None:
         self.decisions += decided.payloads
@@ -97,9 +98,9 @@ class DegradedRanges:
 
     def __init__(self) -> None:
         self.open: dict[int, tuple[int, int]] = {}
-        self.why: str | None = None
+        self.why: DegradedReason | None = None
 
-    def add(self, why: str, offsets: Sequence[tuple[int | None, int | None]]) -> None:
+    def add(self, why: DegradedReason, offsets: Sequence[tuple[int | None, int | None]]) -> None:
         if self.why is None:
             log.warning("failing open: %s; decisions are valid and marked degraded", why)
         self.why = why
@@ -243,9 +244,9 @@ class ClickPipeline:
             if isinstance(exc, ModelUnavailable):  # unloaded under us: follow the pointer
                 self.model.lost(model.version, str(exc))
             why = (
-                "redis_unavailable"
+                DegradedReason.REDIS_UNAVAILABLE
                 if isinstance(exc, FeatureStoreUnavailable)
-                else "triton_unavailable"
+                else DegradedReason.TRITON_UNAVAILABLE
             )
             self.degraded.add(why, [offsets[i] for i in to_score])
             self.metrics.degraded.labels(why).inc(len(to_score))

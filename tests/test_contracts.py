@@ -22,7 +22,15 @@ from replay.request import ReplayRequest
 from replay.summary import ReplayProgress, ReplayState, ReplaySummary, SliceCounts
 from slidr.cli.main import _register, app
 from slidr.contracts import CONTRACTS, CONTRACTS_DIR, REGENERATE, Model, render_all, stale_files
-from slidr.events import Click, DeadLetter, DeadLetterReason, DeviceType, GivtReason, Purchase
+from slidr.events import (
+    Click,
+    DeadLetter,
+    DeadLetterReason,
+    DegradedReason,
+    DeviceType,
+    GivtReason,
+    Purchase,
+)
 from slidr.features import FEATURE_HASH, N_FEATURES
 from slidr.model_record import ModelRecord
 from slidr.settings import Settings
@@ -125,7 +133,7 @@ def _real_events() -> list[tuple[str, bytes]]:
     givt = decide(listed, scores[:1], stamp)
     assert givt.categories[0] == "givt" and live.categories[0] == "sivt"
     degraded = fail_open(
-        DecisionColumns.of(clicks, fields, offsets, None), "redis_unavailable", stamp
+        DecisionColumns.of(clicks, fields, offsets, None), DegradedReason.REDIS_UNAVAILABLE, stamp
     )
     replayed = decide(
         DecisionColumns.of(clicks, fields, [(0, 10), (1, 11), (2, 12)], features),

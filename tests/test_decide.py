@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slidr.events import DeviceType
+from slidr.events import DegradedReason, DeviceType
 from slidr.features import INDEX, N_FEATURES
 from slidr.model_record import ModelMismatch, load_record, serving_version, write_serving_pointer
 from streams.decide import DecisionColumns, Stamp, decide, fail_open
@@ -53,7 +53,9 @@ def test_reason_codes_name_the_signals(repo: Path) -> None:
 def test_fail_open_is_valid_and_degraded(repo: Path) -> None:
     record = load_record(repo, "slidr", 1, default_threshold=0.5)
     columns = DecisionColumns.of([make_click(0)], record.slice_fields, [(2, 40)], None)
-    [decision] = validated(fail_open(columns, "redis_unavailable", Stamp(record, NOW, 1.0)))
+    [decision] = validated(
+        fail_open(columns, DegradedReason.REDIS_UNAVAILABLE, Stamp(record, NOW, 1.0))
+    )
     assert decision.verdict == "valid" and decision.degraded
     assert decision.reason_codes == ["degraded:redis_unavailable"]
     assert (decision.source_partition, decision.source_offset) == (2, 40)

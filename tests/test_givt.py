@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from slidr.events import Click, GivtReason, IvtCategory, Verdict
+from slidr.events import Click, DegradedReason, GivtReason, IvtCategory, Verdict
 from slidr.features import N_FEATURES
 from slidr.model_record import ModelRecord
 from slidr.settings import PROJECT_ROOT, GivtSettings
@@ -224,7 +224,9 @@ def test_fail_open_still_decides_givt_clicks() -> None:
     clicks = [make_click(0), make_click(1, user_agent=CRAWLERS[2])]
     givt = [None, GivtReason.DECLARED_BOT]
     decided = fail_open(
-        _columns(clicks, None, givt), "redis_unavailable", Stamp(RECORD, datetime.now(UTC))
+        _columns(clicks, None, givt),
+        DegradedReason.REDIS_UNAVAILABLE,
+        Stamp(RECORD, datetime.now(UTC)),
     )
     plain, bot = validated(decided)
     assert plain.degraded and plain.ivt_category is None and plain.verdict is Verdict.VALID

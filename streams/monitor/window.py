@@ -8,12 +8,13 @@ from typing import Any
 
 import orjson
 
+from slidr.events import DegradedReason
 from slidr.registry import SCORE_BINS
 
 #: Buckets per window; the window slides by one bucket (window_s / BUCKETS) at a time.
 BUCKETS = 12
-#: The fail-open reason code of a click Triton did not score (see streams/decide.py).
-MODEL_ERROR = "degraded:triton_unavailable"
+#: The fail-open reason code of a click Triton did not score.
+MODEL_ERROR = DegradedReason.TRITON_UNAVAILABLE.code
 
 
 @dataclass(frozen=True)
