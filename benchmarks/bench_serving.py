@@ -176,6 +176,7 @@ def through_triton(root: Path, net: Any, requests: int) -> dict[str, Any]:
     from models.export import export_version
     from slidr.registry import TritonVersions
     from slidr.stack.triton_server import TritonService
+    from slidr.triton_config import grpc_options
     from tests.stack_fixtures import private_settings  # run from the repository root
 
     settings = private_settings(root)  # a private repository holding the day-zero version
@@ -185,7 +186,9 @@ def through_triton(root: Path, net: Any, requests: int) -> dict[str, Any]:
     service.check_prerequisites()
     service.start()  # serves the day-zero version only
     results: dict[str, Any] = {}
-    client = triton_grpc.InferenceServerClient(settings.triton.grpc_url)
+    client = triton_grpc.InferenceServerClient(
+        settings.triton.grpc_url, **grpc_options(settings.triton)
+    )
     try:
         onnx_version, onnx_dir = export_version(net, repo, name, {}, rows(256))
         torch_dir = onnx_dir.parent / str(onnx_version + 1)

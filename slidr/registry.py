@@ -41,6 +41,7 @@ from slidr.model_record import (
     write_serving_pointer,
 )
 from slidr.settings import Settings, TritonSettings
+from slidr.triton_config import explain, grpc_options
 
 log = logging.getLogger(__name__)
 
@@ -471,11 +472,16 @@ class TritonVersions:
         config.version_policy.specific.versions[:] = sorted(versions)
         return str(json_format.MessageToJson(config, preserving_proto_field_name=True))
 
+    def _client(self) -> triton_grpc.InferenceServerClient:
+        return triton_grpc.InferenceServerClient(
+            self.settings.grpc_url, **grpc_options(self.settings)
+        )
+
     def load(self, versions: Collection[int]) -> None:
         if self.loaded() == set(versions):
             return  # a load request reloads the model: seconds, under traffic
         name = self.settings.model_name
-        client = triton_grpc.InferenceServerClient(self.settings.grpc_url)
+        client = self._client()
         try:
             config = self._config(client, versions)
             client.load_model(
@@ -500,7 +506,7 @@ class TritonVersions:
             client.close()
 
     def loaded(self) -> set[int]:
-        client = triton_grpc.InferenceServerClient(self.settings.grpc_url)
+        client = self._client()
         try:
             index: Any = client.get_model_repository_index(
                 headers=self.settings.repository_headers,
@@ -512,7 +518,8 @@ class TritonVersions:
                 what = "a repository index request"
                 message = self._deadline(what, self.control_timeout_s, "control_timeout_s")
             else:
-                message = f"Triton at {self.settings.grpc_url} did not answer: {exc.message()}"
+                answer = explain(exc.message() or str(exc), self.settings)
+                message = f"Triton at {self.settings.grpc_url} did not answer: {answer}"
             raise RegistryError(message) from exc
         finally:
             client.close()

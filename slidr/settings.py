@@ -239,6 +239,33 @@ class TritonSettings(_Section):
     #: docker-compose and the local stack start Triton restricted to this header value, and the
     #: registry sends it. Unset: the API is open to whoever reaches the ports (loopback).
     repository_key: SecretStr | None = None
+    #: gRPC over TLS for every gRPC client (the worker's scorer, replays, the registry:
+    #: slidr/triton_config.py). The local stack then serves gRPC over TLS only; HTTP and
+    #: metrics stay plaintext on ``host`` (loopback).
+    grpc_tls: bool = False
+    #: PEM CA bundle that signed Triton's certificate (None: gRPC's default roots).
+    grpc_tls_cafile: Path | None = None
+    #: Optional client certificate and its unencrypted PEM key (mutual TLS: the local stack then
+    #: requires one, checked against ``grpc_tls_cafile``).
+    grpc_tls_certfile: Path | None = None
+    grpc_tls_keyfile: Path | None = None
+    #: Local stack only: Triton's gRPC certificate chain and unencrypted PEM key.
+    grpc_server_certfile: Path | None = None
+    grpc_server_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> TritonSettings:
+        if (self.grpc_tls_certfile is None) != (self.grpc_tls_keyfile is None):
+            raise ValueError(
+                "a Triton client certificate needs both SLIDR_TRITON__GRPC_TLS_CERTFILE and "
+                "SLIDR_TRITON__GRPC_TLS_KEYFILE"
+            )
+        if (self.grpc_server_certfile is None) != (self.grpc_server_keyfile is None):
+            raise ValueError(
+                "the local Triton's certificate needs both SLIDR_TRITON__GRPC_SERVER_CERTFILE "
+                "and SLIDR_TRITON__GRPC_SERVER_KEYFILE"
+            )
+        return self
 
     @property
     def grpc_url(self) -> str:

@@ -20,6 +20,7 @@ from slidr.errors import SlidrError
 from slidr.features import N_FEATURES
 from slidr.model_record import ModelMismatch
 from slidr.settings import TritonSettings
+from slidr.triton_config import explain, grpc_options
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ class TritonScorer:
         self.timeout_s = timeout_s
         self.control_timeout_s = settings.control_timeout_s
         self.url = settings.grpc_url
-        self.client = triton_aio.InferenceServerClient(settings.grpc_url)
+        self.settings = settings
+        self.client = triton_aio.InferenceServerClient(settings.grpc_url, **grpc_options(settings))
 
     async def check(self, version: int, batch_size: int) -> None:
         """Refuse to start against a server or model that does not fit this worker."""
@@ -84,8 +86,9 @@ class TritonScorer:
                     f"Triton at {self.url} did not answer within {deadline} s while checking "
                     f"{where} (SLIDR_TRITON__CONTROL_TIMEOUT_S)"
                 ) from exc
+            message = explain(exc.message() or str(exc), self.settings)
             raise ScorerUnavailable(
-                f"Triton at {self.url} did not answer while checking {where}: {exc.message()}"
+                f"Triton at {self.url} did not answer while checking {where}: {message}"
             ) from exc
         inputs = {i["name"]: i for i in meta["inputs"]}
         outputs = {o["name"]: o for o in meta["outputs"]}

@@ -240,7 +240,7 @@ async def test_the_compose_redis_script_runs_a_locked_redis(
             assert client.ping()
             for refused in (("FLUSHALL",), ("CONFIG", "SET", "maxmemory", "1"), ("KEYS", "*")):
                 with pytest.raises(redis.exceptions.NoPermissionError):
-                    client.execute_command(*refused)
+                    client.execute_command(*refused)  # type: ignore[no-untyped-call]
         with pytest.raises(redis.AuthenticationError), redis.Redis(port=port) as default:
             default.ping()
         async with RedisFeatureStore(settings, timeout_s=2.0) as store:

@@ -56,6 +56,30 @@ def restricted_api_flags(settings: TritonSettings) -> list[str]:
     return [f"--grpc-restricted-protocol={spec}", f"--http-restricted-api={spec}"]
 
 
+def grpc_tls_flags(settings: TritonSettings) -> list[str]:
+    """tritonserver flags serving gRPC over TLS (mutual when the clients have a certificate)."""
+    if not settings.grpc_tls:
+        return []
+    if settings.grpc_server_certfile is None or settings.grpc_server_keyfile is None:
+        raise StackError(
+            "a TLS Triton needs its certificate: set SLIDR_TRITON__GRPC_SERVER_CERTFILE and "
+            "SLIDR_TRITON__GRPC_SERVER_KEYFILE"
+        )
+    flags = [
+        "--grpc-use-ssl=true",
+        f"--grpc-server-cert={settings.grpc_server_certfile}",
+        f"--grpc-server-key={settings.grpc_server_keyfile}",
+    ]
+    if settings.grpc_tls_certfile is not None:
+        if settings.grpc_tls_cafile is None:
+            raise StackError(
+                "mutual TLS to Triton needs the CA of the client certificates: set "
+                "SLIDR_TRITON__GRPC_TLS_CAFILE"
+            )
+        flags += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={settings.grpc_tls_cafile}"]
+    return flags
+
+
 class TritonService:
     name = "triton"
 
@@ -128,6 +152,7 @@ class TritonService:
             "--cuda-memory-pool-byte-size=0:0",
             "--log-verbose=0",
             *restricted_api_flags(s),
+            *grpc_tls_flags(s),
         ]
         self.proc.start(argv, env=self._env(), secrets=secret_values(s))
         wait_until(lambda: self.health().ok, "Triton model readiness", 120, self.proc)
