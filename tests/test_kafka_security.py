@@ -6,20 +6,24 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import os
+import signal
 import subprocess
 import threading
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from pydantic import SecretStr, ValidationError
 
 from slidr.errors import StackError
 from slidr.kafka_config import client_config, faust_credentials
-from slidr.settings import PROJECT_ROOT, ArchiveSettings, KafkaSettings, Settings
+from slidr.settings import PROJECT_ROOT, ArchiveSettings, KafkaSettings, MonitorSettings, Settings
 from slidr.stack.kafka_broker import KafkaService
-from slidr.topics import missing_topics
+from slidr.topics import ensure_topics, missing_topics
 from streams.archive.consumer import Archiver
 from tests.factories import mixed_traffic
 from tests.pki import make_pki
@@ -83,7 +87,7 @@ def test_every_kafka_client_in_the_project_is_built_from_the_security_settings()
     expected = [
         "streams/produce.py", "slidr/topics.py", "streams/archive/consumer.py",
         "streams/monitor/consumer.py", "replay/ranges.py", "slidr/cli/replay.py",
-        "slidr/cli/topics.py", "slidr/cli/decisions.py", "slidr/simulate/sinks.py",
+        "slidr/cli/topics.py", "slidr/topic_reader.py", "slidr/simulate/sinks.py",
         "slidr/stack/kafka_broker.py",
     ]  # fmt: skip
     for module in expected:
@@ -238,6 +242,99 @@ def test_worker_and_archiver_run_through_a_scram_broker(
     broker_log = KafkaService(sasl_settings).proc.log_file.read_text()
     assert broker_log and PASSWORD not in broker_log
     _decide_and_archive(sasl_settings, tmp_path)
+
+
+def _metric(port: int, name: str) -> float:
+    """The sum of a Prometheus metric's samples on a local endpoint (0 while it is down)."""
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+    except OSError:
+        return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line.startswith((name + "{", name + " "))
+    )
+
+
+def _watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
+    """(low, high) of every non-empty partition of the clicks topic."""
+    consumer = Consumer(client_config(settings.kafka, {"group.id": f"probe-{uuid.uuid4()}"}))
+    try:
+        marks = {
+            p: consumer.get_watermark_offsets(TopicPartition(settings.topics.clicks, p), 10)
+            for p in range(settings.topics.partitions)
+        }
+    finally:
+        consumer.close()
+    return {p: (low, high) for p, (low, high) in marks.items() if high > low}
+
+
+@pytest.mark.integration
+def test_replay_agent_and_monitor_run_through_a_scram_broker(
+    sasl_settings: Settings, tmp_path: Path
+) -> None:
+    """Decisions of a worker, read by `slidr monitor`; a signed `slidr replay --submit` served
+    by `slidr replay-agent`, which publishes the replayed decisions: all through SCRAM."""
+    base = isolated(sasl_settings)
+    tag = base.worker.consumer_group
+    monitor_port, agent_port = free_ports(2)
+    replay = base.replay.model_copy(
+        update={
+            "requests_topic": f"{tag}.replay.requests",
+            "progress_topic": f"{tag}.replay.progress",
+            "agent_group": f"{tag}-agent",
+            "metrics_port": agent_port,
+        }
+    )
+    monitor = MonitorSettings(
+        consumer_group=f"{tag}-monitor", from_beginning=True, metrics_port=monitor_port
+    )
+    settings = base.model_copy(update={"replay": replay, "monitor": monitor})
+    ensure_topics(settings)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    clicks = mixed_traffic(40, "scram-replay", start)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    try:
+        produce(settings, clicks)
+        decided = consume(settings, settings.topics.decisions, len(clicks), timeout_s=90)
+    finally:
+        worker.stop()
+    version = decided[0]["model_version"]
+    key = f"sign-{uuid.uuid4().hex}"
+    env = {**os.environ, **settings_env(settings), "SLIDR_REPLAY__SIGNING_KEY": key}
+    logs = {name: tmp_path / f"{name}.log" for name in ("monitor", "agent")}
+    procs = []
+    for name, command in (("monitor", "monitor"), ("agent", "replay-agent")):
+        with logs[name].open("wb") as log:
+            procs.append(subprocess.Popen([SLIDR, command], env=env, stdout=log, stderr=log))
+    try:
+        deadline = time.monotonic() + 90
+        while _metric(monitor_port, "slidr_monitor_decisions_total") < len(clicks):
+            assert time.monotonic() < deadline, logs["monitor"].read_text()[-3000:]
+            time.sleep(0.5)
+        submit = [SLIDR, "replay", "--submit", "--wait-s", "120", "--model-version", str(version)]
+        for partition, (low, high) in _watermarks(settings).items():
+            submit += [f"--from-offset={partition}:{low}", f"--to-offset={partition}:{high - 1}"]
+        done = subprocess.run(
+            submit,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr + logs["agent"].read_text()[-3000:]
+        replayed = consume(settings, settings.topics.replayed_decisions, len(clicks), 60)
+        assert {d["click_id"] for d in replayed} == {c.click_id for c in clicks}
+        assert _metric(agent_port, "slidr_replay_runs_total") >= 1
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    for path in logs.values():
+        text = path.read_text(errors="replace")
+        assert PASSWORD not in text and key not in text
 
 
 @pytest.mark.integration
