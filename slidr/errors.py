@@ -20,3 +20,7 @@ class StackError(SlidrError):
 
 class PrerequisiteMissing(StackError):
     """A program the local stack needs is not installed; the message names how to get it."""
+
+
+class SettingsError(SlidrError, ValueError):
+    """A setting's value is refused; the message names the setting."""

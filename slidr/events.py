@@ -915,7 +915,17 @@ DEFAULT_SLICE_FIELDS: tuple[str, ...] = ("device_type", "logged_in")
 
 
 def slice_name(values: Mapping[str, object], fields: Sequence[str] = DEFAULT_SLICE_FIELDS) -> str:
-    """A slice's name: the values of ``fields`` joined by "/" (logged_in reads "in" or "out")."""
+    """A slice's name: the values of ``fields`` joined by "/" (logged_in reads "in" or "out").
+
+    >>> slice_name({"device_type": DeviceType.APP, "logged_in": False})
+    'app/out'
+    >>> slice_name({"device_type": "desktop", "platform": "linux"}, ("device_type", "platform"))
+    'desktop/linux'
+    >>> slice_name({"ip": "10.0.0.1"}, ("ip",))
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot slice by 'ip'; choose from device_type, logged_in, platform, marketplace
+    """
     parts = []
     for name in fields:
         if name not in SLICE_FIELDS:

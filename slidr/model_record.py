@@ -32,7 +32,13 @@ ROOT_SLICE = "all"
 
 
 def slice_ancestors(name: str) -> Iterator[str]:
-    """``name``, then each parent (the last field dropped), then ``ROOT_SLICE``."""
+    """``name``, then each parent (the last field dropped), then ``ROOT_SLICE``.
+
+    >>> list(slice_ancestors("mobile_web/in/android"))
+    ['mobile_web/in/android', 'mobile_web/in', 'mobile_web', 'all']
+    >>> list(slice_ancestors("all"))
+    ['all']
+    """
     parts = name.split("/")
     for end in range(len(parts), 0, -1):
         yield "/".join(parts[:end])

@@ -13,8 +13,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from slidr.errors import SettingsError
 
 #: The repository (or installed source tree) root: triton_repo/ sits here.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -530,15 +540,30 @@ class Settings(BaseSettings):
     givt: GivtSettings = GivtSettings()
 
     def overriding(self, section: str, **values: object) -> Settings:
-        """A copy with fields of one section replaced; ``None`` keeps the current value.
+        """A copy with fields of one section replaced, validated like the environment's values
+        (a SettingsError names the setting); ``None`` keeps the current value.
 
         For CLI options that default to "whatever the settings say".
+
+        >>> Settings().overriding("worker", batch_size=64).worker.batch_size
+        64
+        >>> Settings().overriding("worker", batch_size=5000)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        slidr.errors.SettingsError: worker.batch_size = 5000: Input should be less than or ...
         """
         changes = {key: value for key, value in values.items() if value is not None}
         if not changes:
             return self
         current = getattr(self, section)
-        return self.model_copy(update={section: current.model_copy(update=changes)})
+        try:
+            updated = type(current).model_validate({**dict(current), **changes})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(map(str, (section, *first["loc"])))
+            shown = changes.get(str(first["loc"][0]), "") if first["loc"] else ""
+            raise SettingsError(f"{where} = {shown}: {first['msg']}") from None
+        return self.model_copy(update={section: updated})
 
 
 @lru_cache(maxsize=1)

@@ -26,13 +26,10 @@ from slidr.settings import Settings
 from streams.batches import take_available
 from streams.faust_app import raw_topic, slidr_app
 from streams.feature_store import FeatureStoreUnavailable, RedisFeatureStore
-from streams.feature_store.decisions import DecisionCache
 from streams.givt import GivtFilter
 from streams.metrics import WorkerMetrics
 from streams.pipeline import BatchOutcome, ClickPipeline, RawClick
 from streams.produce import BatchProducer
-from streams.scorer import TritonScorer
-from streams.serving_model import ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +76,7 @@ def create_app(
 
     async def _pipeline() -> ClickPipeline:
         if "pipeline" not in state:
-            store = RedisFeatureStore(settings.redis, timeout_s=w.redis_timeout_s)
-            scorer = TritonScorer(settings.triton, timeout_s=w.triton_timeout_s)
-            model = ServingModel(settings, scorer, metrics)
-            await model.load()
-            decisions = DecisionCache(settings.redis, timeout_s=w.redis_timeout_s)
-            state["pipeline"] = ClickPipeline(settings, store, model, metrics, givt, decisions)
+            state["pipeline"] = await ClickPipeline.connect(settings, metrics, givt)
             # What start-up built lives as long as the worker: out of the collector's way, so
             # that a collection pass in the middle of a batch scans only what batches allocate.
             gc.freeze()

@@ -29,11 +29,11 @@ from slidr.events import (
 from slidr.model_record import ModelRecord
 from slidr.settings import Settings
 from streams.decide import DecidedBatch, DecisionColumns, Stamp, decide, fail_open
-from streams.feature_store import FeatureStore, FeatureStoreUnavailable
+from streams.feature_store import FeatureStore, FeatureStoreUnavailable, RedisFeatureStore
 from streams.feature_store.decisions import DecisionCache, DecisionCacheUnavailable
 from streams.givt import GivtFilter
 from streams.metrics import WorkerMetrics, observe_many
-from streams.scorer import ModelUnavailable, ScorerUnavailable
+from streams.scorer import ModelUnavailable, ScorerUnavailable, TritonScorer
 from streams.serving_model import ServingModel
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,38 @@ class ClickPipeline:
         self.metrics = metrics
         self.degraded = DegradedRanges()
         self.failed_in_a_row = 0
+
+    @classmethod
+    async def connect(
+        cls,
+        settings: Settings,
+        metrics: WorkerMetrics | None = None,
+        givt: GivtFilter | None = None,
+        *,
+        triton_timeout_s: float | None = None,
+    ) -> ClickPipeline:
+        """The worker's pipeline on the services the settings name, its model loaded: what
+        the worker runs, and what its start-up check builds (then closes) to refuse a model,
+        a server or a Redis that does not fit before consuming anything."""
+        w = settings.worker
+        store = RedisFeatureStore(settings.redis, timeout_s=w.redis_timeout_s)
+        scorer = TritonScorer(settings.triton, timeout_s=triton_timeout_s or w.triton_timeout_s)
+        metrics = metrics or WorkerMetrics()
+        model = ServingModel(settings, scorer, metrics)
+        decisions = DecisionCache(settings.redis, timeout_s=w.redis_timeout_s)
+        pipeline = cls(settings, store, model, metrics, givt, decisions)
+        try:
+            await model.load()
+        except BaseException:
+            await pipeline.aclose()
+            raise
+        return pipeline
+
+    async def aclose(self) -> None:
+        await self.model.scorer.aclose()
+        await self.store.aclose()
+        if self.decisions is not None:
+            await self.decisions.aclose()
 
     def _parse(
         self, batch: Sequence[RawClick], now: datetime

@@ -32,18 +32,14 @@ def _check_topics(settings: Settings) -> None:
 
 async def _preflight(settings: Settings) -> str:
     """Refuse to start on a model, server or feature list that does not fit (clear message)."""
-    from streams.feature_store import RedisFeatureStore
-    from streams.scorer import TritonScorer
-    from streams.serving_model import ServingModel
+    from streams.pipeline import ClickPipeline
 
-    scorer = TritonScorer(settings.triton, timeout_s=5)
-    store = RedisFeatureStore(settings.redis, timeout_s=settings.worker.redis_timeout_s)
+    pipeline = await ClickPipeline.connect(settings, triton_timeout_s=5)
     try:
-        record = await ServingModel(settings, scorer).load()
-        await store.ping()
+        await pipeline.store.ping()
+        record = await pipeline.model.current()
     finally:
-        await scorer.aclose()
-        await store.aclose()
+        await pipeline.aclose()
     return f"model {record.name} v{record.version} ({record.kind})"
 
 
