@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from models.heuristic import HEURISTIC_FILE, ONNX_FILE, heuristic_onnx, heuristic_spec, limit_scores
+from models.heuristic import heuristic_onnx, heuristic_spec, limit_scores
 from slidr.errors import PrerequisiteMissing, SlidrError
 from slidr.features import FEATURE_HASH, FEATURES, N_FEATURES
+from slidr.model_record import HEURISTIC_FILE, METADATA_FILE, ONNX_FILE
 from slidr.settings import TritonSettings
 
 DAY_ZERO_VERSION = 1
@@ -83,6 +84,6 @@ def ensure_day_zero_version(triton: TritonSettings) -> int | None:
         "feature_hash": FEATURE_HASH,
         "features": list(FEATURES),
     }
-    (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     staging.rename(target)  # atomic: Triton never sees a half-written version
     return DAY_ZERO_VERSION

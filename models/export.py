@@ -26,15 +26,22 @@ import numpy.typing as npt
 import torch
 
 from models.day_zero import write_heuristic
-from models.heuristic import HEURISTIC_FILE, ONNX_FILE, ONNX_OPSET
+from models.heuristic import ONNX_OPSET
 from models.network import SlidrNet, predict
 from slidr.errors import SlidrError
 from slidr.features import FEATURE_HASH, FEATURES, N_FEATURES
-from slidr.model_record import model_dir, versions
+from slidr.model_record import (
+    CALIBRATION_FILE,
+    HEURISTIC_FILE,
+    METADATA_FILE,
+    ONNX_FILE,
+    TORCHSCRIPT_FILE,
+    model_dir,
+    versions,
+)
 
 #: Largest difference allowed between in-process, TorchScript and ONNX scores.
 TOLERANCE = 1e-5
-TORCHSCRIPT_FILE = "model.pt"
 
 
 class ExportError(SlidrError):
@@ -110,9 +117,9 @@ def export_version(
         "export_check": {"rows": len(sample), "max_abs_diff": gaps},
         **metadata,
     }
-    (staging / "metadata.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
     if calibration is not None:
-        (staging / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
+        (staging / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2) + "\n")
     target = root / str(version)
     if target.exists():
         shutil.rmtree(staging)

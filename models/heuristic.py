@@ -18,10 +18,6 @@ from slidr.features import FEATURE_HASH, INDEX, N_FEATURES
 if TYPE_CHECKING:
     import onnx
 
-#: What a heuristic version's Python backend reads.
-HEURISTIC_FILE = "heuristic.json"
-#: The artefact every version has, trained (models/export.py) or day-zero, for any backend.
-ONNX_FILE = "model.onnx"
 #: Opset and IR version of every ``model.onnx``: what torch's exporter writes for opset 17, and
 #: what the ONNX Runtime (1.19) of Triton 24.10 reads; onnx's helper would stamp its newest IR.
 ONNX_OPSET = 17

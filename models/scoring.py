@@ -18,7 +18,7 @@ import torch
 from models.heuristic import limit_scores
 from models.network import predict
 from slidr.features import FEATURES
-from slidr.model_record import ModelMismatch, model_dir
+from slidr.model_record import HEURISTIC_FILE, TORCHSCRIPT_FILE, ModelMismatch, model_dir
 
 
 def feature_rows(frame: pd.DataFrame) -> npt.NDArray[np.float32]:
@@ -31,11 +31,11 @@ def version_scorer(
 ) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
     """A function from feature rows to P(robotic), as Triton serves ``version``."""
     vdir = model_dir(repository, model) / str(version)
-    if (vdir / "model.pt").exists():
-        net = torch.jit.load(str(vdir / "model.pt"), map_location="cpu").eval()  # type: ignore[no-untyped-call]
+    if (vdir / TORCHSCRIPT_FILE).exists():
+        net = torch.jit.load(str(vdir / TORCHSCRIPT_FILE), map_location="cpu").eval()  # type: ignore[no-untyped-call]
         return lambda x: predict(net, x)
-    if (vdir / "heuristic.json").exists():
-        spec = json.loads((vdir / "heuristic.json").read_text())
+    if (vdir / HEURISTIC_FILE).exists():
+        spec = json.loads((vdir / HEURISTIC_FILE).read_text())
         return lambda x: limit_scores(spec, x)
     raise ModelMismatch(f"{vdir} holds neither model.pt nor heuristic.json")
 

@@ -25,8 +25,19 @@ from slidr.errors import SlidrError
 from slidr.events import DEFAULT_SLICE_FIELDS, SLICE_FIELDS
 from slidr.features import FEATURE_HASH
 
+# A model's folder and its version folders (triton_repo/slidr/model.py, which runs inside
+# Triton without slidr, spells the artefacts' names again; tests/test_onnx_serving.py checks).
 SERVING_POINTER = "serving.json"
+#: Per version: what it was trained on and how (every version).
+METADATA_FILE = "metadata.json"
+#: Per version: its per-slice thresholds (optional, ``slidr calibrate``).
 CALIBRATION_FILE = "calibration.json"
+#: Per version: the artefact Triton serves, trained (models/export.py) or day-zero.
+ONNX_FILE = "model.onnx"
+#: Per trained version: the same network as TorchScript (offline scoring, the benchmark).
+TORCHSCRIPT_FILE = "model.pt"
+#: Per day-zero version: the velocity heuristic's limits.
+HEURISTIC_FILE = "heuristic.json"
 #: The parent of every slice: its threshold serves clicks of slices pooled all the way up.
 ROOT_SLICE = "all"
 
@@ -124,7 +135,7 @@ def load_record(repository: Path, name: str, version: int, default_threshold: fl
     vdir = model_dir(repository, name) / str(version)
     if not vdir.is_dir():
         raise ModelMismatch(f"model {name!r} has no version {version} in {repository}")
-    meta = _read_json(vdir / "metadata.json")
+    meta = _read_json(vdir / METADATA_FILE)
     if meta.get("feature_hash") != FEATURE_HASH:
         raise ModelMismatch(
             f"model {name!r} version {version} was trained on features "

@@ -34,6 +34,8 @@ from tritonclient.utils import InferenceServerException
 
 from slidr.errors import SlidrError
 from slidr.model_record import (
+    CALIBRATION_FILE,
+    METADATA_FILE,
     SERVING_POINTER,
     model_dir,
     serving_version,
@@ -182,7 +184,7 @@ class Registry:
     def expected(self, version: int) -> Figures | None:
         """The figures predicted for ``version``: its calibration's if recorded, else training's."""
         vdir = self.root / str(version)
-        for source in (_read_json(vdir / "calibration.json"), self.entry(version).metadata):
+        for source in (_read_json(vdir / CALIBRATION_FILE), self.entry(version).metadata):
             if "expected" in source:
                 try:
                     return Figures.model_validate(source["expected"])
@@ -207,7 +209,7 @@ class Registry:
                 )
             entry = _new_entry(
                 version,
-                {**_read_json(vdir / "metadata.json"), **(metadata or {})},
+                {**_read_json(vdir / METADATA_FILE), **(metadata or {})},
                 State.CANDIDATE,
                 "registered",
             )
@@ -363,7 +365,7 @@ class Registry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _adopt(self, version: int, state: State, why: str) -> Entry:
-        metadata = _read_json(self.root / str(version) / "metadata.json")
+        metadata = _read_json(self.root / str(version) / METADATA_FILE)
         return _new_entry(version, metadata, state, why)
 
     def _reconcile(self, book: _Book) -> None:

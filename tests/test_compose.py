@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from ruamel.yaml import YAML
 from tritonclient.grpc import model_config_pb2
 
-from models.heuristic import ONNX_FILE
+from slidr.model_record import ONNX_FILE
 from slidr.redis_config import acl_commands, sync_client
 from slidr.settings import (
     PROJECT_ROOT,

@@ -20,7 +20,6 @@ from tritonclient.utils import InferenceServerException
 from models.day_zero import probe_rows
 from models.export import export_version, upgrade_version
 from models.heuristic import (
-    ONNX_FILE,
     ONNX_IR_VERSION,
     ONNX_OPSET,
     heuristic_onnx,
@@ -29,6 +28,7 @@ from models.heuristic import (
 )
 from models.network import SlidrNet, predict
 from slidr.features import INDEX, N_FEATURES
+from slidr.model_record import HEURISTIC_FILE, ONNX_FILE, TORCHSCRIPT_FILE
 from slidr.settings import PROJECT_ROOT, Settings
 from streams.scorer import TritonScorer
 from tests.stack_fixtures import private_model
@@ -185,3 +185,12 @@ def test_upgrading_an_old_day_zero_version_adds_its_onnx_and_the_current_model_p
     got = onnx_scores(old / ONNX_FILE, x)[:, 0]
     assert np.max(np.abs(got - limit_scores(heuristic_spec(), x))) <= 1e-6
     assert upgrade_version(old) == []  # idempotent
+
+
+def test_the_triton_model_names_the_version_files_as_slidr_does() -> None:
+    # model.py runs inside Triton without slidr, so it spells the names again.
+    source = (PROJECT_ROOT / "triton_repo" / "slidr" / "model.py").read_text()
+    names = {"ONNX_FILE": ONNX_FILE, "HEURISTIC_FILE": HEURISTIC_FILE}
+    names["TORCHSCRIPT_FILE"] = TORCHSCRIPT_FILE
+    for name, value in names.items():
+        assert f'{name} = "{value}"' in source, name
