@@ -17,13 +17,15 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
-from calibration.compare import PolicyRates, global_thresholds, measure
+from calibration.compare import PolicyRates, global_thresholds, invalidated, measure
 from calibration.errors import CalibrationError
 from calibration.fit import FitMethod, IvrFit, fit_ivr
+from calibration.human import Estimate, human_weights, weighted_rate
 from calibration.problem import SliceTerms, SolveFailed, allocation_problem
-from calibration.slices import SliceData, build_slices, check_frame
+from calibration.slices import SliceData, build_shrunk_slices, build_slices, check_frame
 from slidr.events import SLICE_FIELDS
-from slidr.metrics import Curve, Floats, curve, knee
+from slidr.metrics import REPORT_CONFIDENCE, Curve, Floats, curve, knee
+from slidr.model_record import ROOT_SLICE
 from slidr.registry import SCORE_BINS
 from slidr.settings import CalibrationSettings
 
@@ -98,6 +100,9 @@ class CalibrationOutcome:
     comparison: dict[Policy, PolicyResult]
     #: Shares of the held-out day's scores in equal bins over [0, 1] (the monitor's baseline).
     score_histogram: list[float]
+    #: Day ("calibration_day", "evaluation_day") -> slice ("all" too) -> "purchaser" / "human"
+    #: FPR of the served thresholds, with intervals (calibration/human.py).
+    fpr_estimates: dict[str, dict[str, dict[str, Estimate]]] = field(default_factory=dict)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -123,6 +128,14 @@ def _fit_unit(unit: SliceData, s: CalibrationSettings, notes: list[str]) -> Slic
     else:
         # The last point invalidates everything (coverage 1), so some point reaches the floor.
         lo = float(c.fpr[np.argmax(c.coverage >= s.min_coverage)])
+    if lo > s.max_slice_fpr and s.slice_pooling == "shrink":
+        # Every slice decides alone here, and in logged-in slices the heuristic flag is mostly
+        # humans (docs/calibration.md): a floor out of reach would make any budget infeasible.
+        notes.append(
+            f"{unit.name}: coverage {s.min_coverage:.0%} needs FPR {lo:.2%}, above "
+            f"max_slice_fpr {s.max_slice_fpr:.2%}: no coverage floor for this slice"
+        )
+        lo = 0.0
     hi = max(min(s.max_slice_fpr, float(c.fpr[-1])), lo)
     if lo > s.max_slice_fpr:
         notes.append(
@@ -230,7 +243,22 @@ def run(
         )
     check_frame(calib, settings.slice_fields, "calibration")
     check_frame(held_out, settings.slice_fields, "held-out")
-    units, notes = build_slices(calib, settings.min_purchases)
+    weight = fpr_weight(calib, settings)
+    if settings.slice_pooling == "shrink":
+        units, notes, _ = build_shrunk_slices(
+            calib,
+            settings.min_purchases,
+            weight,
+            settings.fpr_budget,
+            settings.max_prior_strength,
+        )
+    else:
+        units, notes = build_slices(calib, settings.min_purchases, weight)
+    if settings.fpr_target == "human":
+        notes.append(
+            "the budget binds the estimated human FPR (stand-ins weighted to all humans, "
+            "calibration/human.py), not the purchaser FPR"
+        )
     fits = [_fit_unit(u, settings, notes) for u in units]
     overall = overall_curve(calib)
     shares = np.array([sf.unit.purchase_share for sf in fits])
@@ -285,4 +313,44 @@ def run(
         solve_ms=solve_ms,
         comparison=_comparison((calib, held_out), overall, kept, default_threshold),
         score_histogram=_histogram(held_out["score"].to_numpy(dtype=np.float64)),
+        fpr_estimates={
+            "calibration_day": fpr_estimates(calib, kept, default_threshold, settings),
+            "evaluation_day": fpr_estimates(held_out, kept, default_threshold, settings),
+        },
     )
+
+
+def fpr_weight(frame: pd.DataFrame, settings: CalibrationSettings) -> Floats:
+    """Each click's weight in the FPR the budget binds (purchasing clicks, or human stand-ins)."""
+    if settings.fpr_target == "purchaser":
+        out: Floats = frame["purchased"].to_numpy(dtype=np.float64)
+        return out
+    return human_weights(
+        frame, with_rfm=settings.human_with_rfm, hour_bands=settings.human_hour_bands
+    )
+
+
+def fpr_estimates(
+    frame: pd.DataFrame,
+    thresholds: Mapping[str, float],
+    default: float,
+    settings: CalibrationSettings,
+) -> dict[str, dict[str, Estimate]]:
+    """Both FPRs of ``thresholds`` on ``frame``, overall ("all") and per slice, with 95 %
+    intervals: the purchaser FPR (Wilson on purchasing clicks) and the estimated human FPR
+    (Wilson on the stand-ins' effective size); the human weights come from ``frame`` itself."""
+    invalid = invalidated(frame, thresholds, default)
+    purchased = frame["purchased"].to_numpy(dtype=np.float64)
+    human = human_weights(
+        frame, with_rfm=settings.human_with_rfm, hour_bands=settings.human_hour_bands
+    )
+    out = {}
+    groups = {ROOT_SLICE: np.arange(len(frame))} | {
+        str(k): v for k, v in frame.groupby("slice", observed=True).indices.items()
+    }
+    for name, rows in groups.items():
+        out[name] = {
+            "purchaser": weighted_rate(invalid[rows], purchased[rows], REPORT_CONFIDENCE),
+            "human": weighted_rate(invalid[rows], human[rows], REPORT_CONFIDENCE),
+        }
+    return out

@@ -41,6 +41,12 @@ def record_of(outcome: CalibrationOutcome, model: str) -> dict[str, Any]:
             "fit": {"method": sf.fit.method.value, "rmse": sf.fit.rmse},
             "click_share": sf.unit.click_share,
             "purchase_share": sf.unit.purchase_share,
+            "fpr": {
+                kind: e.as_dict()
+                for kind, e in outcome.fpr_estimates.get("calibration_day", {})
+                .get(sf.unit.name, {})
+                .items()
+            },
         }
     return {
         "id": f"v{outcome.model_version}-{outcome.created_at:%Y%m%dT%H%M%SZ}-{digest}",
@@ -49,6 +55,12 @@ def record_of(outcome: CalibrationOutcome, model: str) -> dict[str, Any]:
         "thresholds": outcome.thresholds,
         "slice_fields": list(s.slice_fields),
         "fpr_budget": s.fpr_budget,
+        # Which FPR the budget binds, and both FPRs of these thresholds with 95 % intervals.
+        "fpr_target": s.fpr_target,
+        "fpr": {
+            day: {kind: e.as_dict() for kind, e in figures["all"].items()}
+            for day, figures in outcome.fpr_estimates.items()
+        },
         "min_coverage": s.min_coverage,
         "slices": slices,
         "pooled": {

@@ -68,6 +68,10 @@ def report_of(outcome: CalibrationOutcome) -> dict[str, Any]:
             "notes": outcome.notes,
             "data_window": outcome.windows,
             "solve_ms": outcome.solve_ms,
+            "fpr_estimates": {
+                day: {name: {k: e.as_dict() for k, e in f.items()} for name, f in figures.items()}
+                for day, figures in outcome.fpr_estimates.items()
+            },
             "created_at": outcome.created_at.isoformat(),
             "slices": slices,
             "comparison": {
@@ -187,6 +191,25 @@ def comparison_table(outcome: CalibrationOutcome) -> Table:
     return table
 
 
+def fpr_lines(outcome: CalibrationOutcome) -> list[str]:
+    """Both FPRs of the served thresholds, each day, with 95 % intervals."""
+    lines = []
+    for day, figures in outcome.fpr_estimates.items():
+        cells = []
+        for name in sorted(figures, key=lambda n: (n != "all", n)):
+            p, h = figures[name]["purchaser"], figures[name]["human"]
+            cells.append(
+                f"{name}: purchaser {_pct(p.value)} [{_pct(p.low)}, {_pct(p.high)}], "
+                f"human (est.) {_pct(h.value)} [{_pct(h.low)}, {_pct(h.high)}]"
+            )
+        target = outcome.settings.fpr_target
+        lines.append(
+            f"FPR, {day.replace('_', ' ')} (budget {outcome.settings.fpr_budget:.2%} on the "
+            f"{target} FPR): " + "; ".join(cells)
+        )
+    return lines
+
+
 def print_table(outcome: CalibrationOutcome, console: Console | None = None) -> None:
     console = console or make_console()
     console.print(slice_table(outcome))
@@ -196,6 +219,8 @@ def print_table(outcome: CalibrationOutcome, console: Console | None = None) -> 
             "* picked on the held-out day at the slice-level thresholds' FPR there: the "
             "comparison at equal FPR, not a policy one could deploy"
         )
+    for line in fpr_lines(outcome):
+        console.print(line)
     for note in outcome.notes:
         console.print(f"note: {note}")
     style = "green" if outcome.calibrated else "red"

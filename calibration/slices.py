@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from calibration.errors import CalibrationError
-from slidr.metrics import Curve, curve
+from calibration.shrink import Shrinkage, fit_shrinkage
+from slidr.metrics import Curve, Floats, curve
 from slidr.model_record import slice_ancestors
 
 #: Columns of the labelled click frame (docs/datasets.md) that calibration reads.
@@ -65,26 +66,35 @@ def _under(ancestor: str, name: str) -> bool:
 
 
 def _unit(
-    name: str, members: Sequence[str], frame: pd.DataFrame, pooled: bool, totals: tuple[int, int]
+    name: str,
+    members: Sequence[str],
+    frame: pd.DataFrame,
+    pooled: bool,
+    weight: Floats,
+    shrinkage: Shrinkage | None = None,
 ) -> SliceData:
-    rows = frame.loc[frame["slice"].isin(members).to_numpy()]
+    """``weight``: each click's weight in the FPR (purchasing clicks, or weighted stand-ins)."""
+    mask = frame["slice"].isin(members).to_numpy()
+    rows = frame.loc[mask]
     purchased = rows["purchased"].to_numpy(dtype=bool)
     robotic = rows["robotic"].to_numpy(dtype=bool)
+    c = curve(rows["score"].to_numpy(dtype=np.float64), purchased, robotic, weight[mask])
+    if shrinkage is not None:
+        c = shrinkage.shrink(name, c)
     return SliceData(
         name=name,
         members=tuple(sorted(members)),
         pooled=pooled,
-        curve=curve(rows["score"].to_numpy(dtype=np.float64), purchased, robotic),
-        click_share=len(rows) / totals[0],
-        purchase_share=int(purchased.sum()) / totals[1],
+        curve=c,
+        click_share=len(rows) / len(frame),
+        purchase_share=float(weight[mask].sum() / weight.sum()),
         clicks=len(rows),
         purchasing=int(purchased.sum()),
         robotic=int(robotic.sum()),
     )
 
 
-def build_slices(frame: pd.DataFrame, min_purchases: int) -> tuple[list[SliceData], list[str]]:
-    """The decision units of ``frame`` and a note per pooled unit."""
+def _enough(frame: pd.DataFrame, min_purchases: int) -> None:
     total_purchases = int(frame["purchased"].sum())
     if total_purchases < min_purchases:
         raise CalibrationError(
@@ -92,6 +102,32 @@ def build_slices(frame: pd.DataFrame, min_purchases: int) -> tuple[list[SliceDat
             f"min_purchases={min_purchases}: calibrate on a day with more traffic (or lower "
             "SLIDR_CALIBRATION__MIN_PURCHASES)"
         )
+
+
+def build_shrunk_slices(
+    frame: pd.DataFrame, min_purchases: int, weight: Floats, reference: float, max_strength: float
+) -> tuple[list[SliceData], list[str], Shrinkage]:
+    """One unit per slice of ``frame``, each with its FPR curve shrunk toward its parent."""
+    _enough(frame, min_purchases)
+    shrinkage = fit_shrinkage(frame, weight, reference, max_strength)
+    names = sorted(str(n) for n in frame["slice"].unique())
+    units = [_unit(n, [n], frame, False, weight, shrinkage) for n in names]
+    levels = ", ".join(f"level {d}: {m:,.0f}" for d, m in sorted(shrinkage.strength.items()))
+    notes = [
+        f"FPR curves shrunk toward the parent slice (prior strength in stand-in clicks, {levels}); "
+        "own weight: "
+        + ", ".join(f"{u.name} {shrinkage.weight[u.name]:.2f} ({u.purchasing})" for u in units)
+    ]
+    return units, notes, shrinkage
+
+
+def build_slices(
+    frame: pd.DataFrame, min_purchases: int, weight: Floats | None = None
+) -> tuple[list[SliceData], list[str]]:
+    """The decision units of ``frame`` and a note per pooled unit."""
+    _enough(frame, min_purchases)
+    if weight is None:
+        weight = frame["purchased"].to_numpy(dtype=np.float64)
     grouped = frame.groupby("slice", observed=True)["purchased"].sum()
     purchases = {str(name): int(n) for name, n in grouped.items()}
     small = {name: n for name, n in purchases.items() if n < min_purchases}
@@ -115,9 +151,8 @@ def build_slices(frame: pd.DataFrame, min_purchases: int) -> tuple[list[SliceDat
         for unit, members in sorted(groups.items())
         if unit in targets
     ]
-    totals = (len(frame), total_purchases)
     units = [
-        _unit(unit, members, frame, pooled=unit in targets, totals=totals)
+        _unit(unit, members, frame, unit in targets, weight)
         for unit, members in sorted(groups.items())
     ]
     return units, notes

@@ -27,6 +27,7 @@ from calibration.report import (
     comparison_columns,
     comparison_rows,
     comparison_title,
+    fpr_lines,
     slice_rows,
     slice_title,
 )
@@ -159,7 +160,7 @@ def _calibration(outcome: CalibrationOutcome) -> dict[str, Any]:
     return {
         "status": outcome.status.value,
         "message": outcome.message,
-        "notes": list(outcome.notes),
+        "notes": [*fpr_lines(outcome), *outcome.notes],
         "solve_ms": f"{outcome.solve_ms:.1f}",
         "budget": f"{outcome.settings.fpr_budget:.2%}",
         "slices": _Table(slice_title(outcome), list(SLICE_COLUMNS), slice_rows(outcome)),

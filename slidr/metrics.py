@@ -164,15 +164,22 @@ class Curve:
         return float(self.ivr[i]), float(self.fpr[i]), float(self.coverage[i])
 
 
-def curve(score: Floats, purchased: Bools, robotic: Bools) -> Curve:
-    """The whole threshold sweep in O(n log n): one sort and cumulative sums."""
+def curve(
+    score: Floats, purchased: Bools, robotic: Bools, fpr_weight: Floats | None = None
+) -> Curve:
+    """The whole threshold sweep in O(n log n): one sort and cumulative sums.
+
+    ``fpr_weight``: the FPR as a weighted share (e.g. stand-ins weighted to all humans,
+    calibration/human.py) instead of the share of purchasing clicks.
+    """
     order = np.argsort(-score, kind="stable")
     s = score[order]
     # The last index of each run of equal scores: a threshold cannot split ties.
     last = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
-    n, n_p, n_r = len(s), int(purchased.sum()), int(robotic.sum())
+    weight = purchased.astype(np.float64) if fpr_weight is None else fpr_weight
+    n, n_p, n_r = len(s), float(weight.sum()), int(robotic.sum())
     invalid = (last + 1).astype(np.float64)
-    fp = np.cumsum(purchased[order])[last].astype(np.float64)
+    fp = np.cumsum(weight[order])[last].astype(np.float64)
     covered = np.cumsum(robotic[order])[last].astype(np.float64)
     return Curve(
         thresholds=np.r_[np.inf, s[last]].astype(np.float64),

@@ -372,6 +372,20 @@ class CalibrationSettings(_Section):
     #: FPRs of a few percent rest on a handful of clicks: with ~150 per slice the thresholds
     #: overfit the calibration day (docs/calibration.md).
     min_purchases: int = Field(default=300, ge=1)
+    #: How a slice with few purchasing clicks gets its threshold: "shrink" (its own, from its
+    #: FPR curve shrunk toward its parent's by empirical Bayes, calibration/shrink.py) or
+    #: "pool" (below ``min_purchases`` it shares its parent's threshold).
+    slice_pooling: Literal["shrink", "pool"] = "shrink"
+    #: Cap on the shrinkage prior's strength, in stand-in clicks (when slices do not differ
+    #: measurably, each leans on its parent with this many pseudo-clicks).
+    max_prior_strength: float = Field(default=2000.0, gt=0.0)
+    #: Which FPR the budget binds: "human" (the estimated share of all human clicks
+    #: invalidated, calibration/human.py) or "purchaser" (the article's: purchasing clicks).
+    fpr_target: Literal["human", "purchaser"] = "human"
+    #: Stand-ins for humans in the human-FPR estimate: purchasing clicks, plus high-RFM clicks.
+    human_with_rfm: bool = True
+    #: Cells of the human-FPR estimate: each slice times this many bands of hours of the day.
+    human_hour_bands: int = Field(default=4, ge=1, le=24)
     #: A slice whose quadratic fit is worse than this (RMSE in IVR) uses the concave hull.
     #: Curves that rise steeply at FPR 0 fit a quadratic at ~0.01-0.02; the hull follows them.
     max_fit_rmse: float = Field(default=0.005, gt=0.0)

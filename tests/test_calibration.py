@@ -49,7 +49,15 @@ SLICES: dict[str, tuple[int, float, float, float]] = {
     "app/out": (12_000, 0.25, -1.5, 0.5),
     "app/in": (8_000, 0.03, -2.0, 0.0),
 }
-SETTINGS = CalibrationSettings(fpr_budget=0.02, min_coverage=0.3, min_purchases=100)
+# The article's calibration: small slices pooled, the budget on purchasing clicks (issue 19's
+# shrinkage and human FPR: tests/test_budget.py).
+SETTINGS = CalibrationSettings(
+    fpr_budget=0.02,
+    min_coverage=0.3,
+    min_purchases=100,
+    slice_pooling="pool",
+    fpr_target="purchaser",
+)
 
 
 def synthetic_day(seed: int, date: str, sizes: Mapping[str, int] | None = None) -> pd.DataFrame:

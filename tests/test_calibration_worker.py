@@ -20,7 +20,15 @@ from tests.worker_harness import DecisionReader, WorkerProcess, isolated, produc
 
 pytestmark = pytest.mark.integration
 
-SETTINGS = CalibrationSettings(fpr_budget=0.02, min_coverage=0.3, min_purchases=100)
+# The article's calibration: small slices pooled, the budget on purchasing clicks (issue 19's
+# shrinkage and human FPR: tests/test_budget.py).
+SETTINGS = CalibrationSettings(
+    fpr_budget=0.02,
+    min_coverage=0.3,
+    min_purchases=100,
+    slice_pooling="pool",
+    fpr_target="purchaser",
+)
 RELOAD_EVERY_S = 0.5
 
 
