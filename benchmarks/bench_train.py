@@ -19,10 +19,10 @@ import numpy as np
 from rich.table import Table
 
 from models import baselines
-from models.dataset import complete_days, load_labelled
+from models.dataset import load_labelled
 from models.featurize import featurize_dataset_sync
 from models.network import Split, train_network
-from models.train import plan_days, weighted_split
+from models.train import plan_split, weighted_split
 from slidr.console import make_console
 from slidr.settings import get_settings
 from slidr.simulate.config import SimConfig
@@ -50,9 +50,9 @@ def main() -> None:
         run(config, [ParquetSink(root)])
         featurize_dataset_sync(root / "clicks", root, settings.redis)
         frame, labels = load_labelled(root, settings.learn)
-    plan = plan_days(complete_days(frame, labels, settings.learn.attribution_window_h))
-    fit, _ = weighted_split(frame[frame["date"].isin(plan.fit)], settings.learn.weight_cap)
-    stop, _ = weighted_split(frame[frame["date"] == plan.stop], settings.learn.weight_cap)
+    plan = plan_split(frame, labels, settings.learn)
+    fit, _ = weighted_split(plan.fit.rows(frame), settings.learn.weight_cap)
+    stop, _ = weighted_split(plan.stop.rows(frame), settings.learn.weight_cap)
     fit = _draw(fit, args.rows, settings.learn.seed)
 
     table = Table(title=f"training on {args.rows:,} clicks ({len(stop.y):,} early-stopping rows)")

@@ -3,11 +3,13 @@
 Layout of the archive and of the frame: docs/datasets.md. Weak labels follow the article: a
 click is human if a purchase followed it within the attribution window, or if its customer has
 a high RFM score; every other click is labelled non-human. Clicks younger than the attribution
-window (relative to the newest archived event) are not labelled yet and are left out.
+window (relative to the newest archived event) are not labelled yet and are left out, unless
+the archive declares its labels final (``labels.json``, see :class:`LabelSource`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -28,6 +30,8 @@ from slidr.settings import LearnSettings
 from streams.archive.tables import FEATURES_DATASET, feature_matrix
 
 CUSTOMERS_FILE = "customers.parquet"
+#: The archive's own label horizon, when its source has one (see :class:`LabelSource`).
+LABELS_FILE = "labels.json"
 Bools = npt.NDArray[np.bool_]
 _CLICK_COLUMNS = (
     "click_id",
@@ -46,6 +50,51 @@ class DatasetError(SlidrError):
 
 
 @dataclass(frozen=True)
+class LabelSource:
+    """How long a click's label can still change: the data's own label horizon.
+
+    Live and simulated archives learn of purchases as they happen, so a click is labelled once
+    the attribution window has passed (``horizon_h`` = the window) and only purchases within it
+    count. A source whose labels were computed after the fact (TalkingData's ``is_attributed``)
+    declares them final in ``labels.json``: every archived purchase counts, whatever its delay,
+    and no click waits (``horizon_h`` None).
+    """
+
+    horizon_h: float | None
+    source: str
+
+    @property
+    def final(self) -> bool:
+        return self.horizon_h is None
+
+
+def write_label_source(root: Path, *, final: bool, source: str) -> Path:
+    """Declare the archive's labels final (or not) in ``root/labels.json``."""
+    path = Path(root) / LABELS_FILE
+    path.write_text(json.dumps({"final": final, "source": source}, indent=2) + "\n")
+    return path
+
+
+def label_source(root: Path, window_h: float) -> LabelSource:
+    """The archive's declared label horizon, else the attribution window ``window_h``."""
+    path = Path(root) / LABELS_FILE
+    if not path.exists():
+        return LabelSource(window_h, f"purchases within the {window_h:g} h attribution window")
+    try:
+        declared = json.loads(path.read_text())
+        final, source = declared["final"], str(declared.get("source", path))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(
+            f'{path} is not a label declaration ({exc}); expected {{"final": true}}'
+        ) from None
+    if not isinstance(final, bool):
+        raise DatasetError(f"{path}: 'final' must be true or false, not {final!r}")
+    if final:
+        return LabelSource(None, source)
+    return LabelSource(window_h, source)
+
+
+@dataclass(frozen=True)
 class LabelReport:
     """How many clicks got a weak label, and why the others did not."""
 
@@ -57,6 +106,11 @@ class LabelReport:
     human_by_rfm: int
     non_human: int
     as_of: str
+    #: Newest labelled time: ``as_of`` less the label horizon, or the newest click when final.
+    labelled_until: str = ""
+    #: Hours a click waits for its label; None when the archive's labels are final.
+    horizon_h: float | None = None
+    label_source: str = ""
 
     @property
     def coverage(self) -> float:
@@ -67,15 +121,15 @@ class LabelReport:
         return {**asdict(self), "coverage": self.coverage}
 
 
-def complete_days(frame: pd.DataFrame, report: LabelReport, window_h: float) -> list[str]:
-    """Days wholly inside the labelled span: the first archived hour to ``as_of`` - window.
+def complete_days(frame: pd.DataFrame, report: LabelReport) -> list[str]:
+    """Days wholly inside the labelled span: the first archived hour to ``labelled_until``.
 
     A partial first or last day would skew a split towards the hours it happens to hold.
     """
     if frame.empty:
         return []
     start = frame["event_time"].min().floor("h")
-    end = pd.Timestamp(report.as_of) - pd.Timedelta(hours=window_h)
+    end = pd.Timestamp(report.labelled_until)
     days = sorted(frame["date"].unique())
     return [
         d
@@ -157,8 +211,8 @@ def _vectors(table: pa.Table) -> pd.DataFrame:
     return frame
 
 
-def _purchased(root: Path, clicks: pd.DataFrame, window: timedelta) -> Bools:
-    """True where a purchase of the click arrived within ``window`` after it."""
+def _purchased(root: Path, clicks: pd.DataFrame, window: timedelta | None) -> Bools:
+    """True where a purchase of the click arrived within ``window`` after it (None: ever)."""
     purchases = _dataset(root, "purchases")
     if purchases is None:
         return np.zeros(len(clicks), dtype=bool)
@@ -169,7 +223,10 @@ def _purchased(root: Path, clicks: pd.DataFrame, window: timedelta) -> Bools:
     table = table.dropna(subset=["click_id"]).rename(columns={"event_time": "purchase_time"})
     joined = clicks[["click_id", "event_time"]].merge(table, on="click_id", how="inner")
     delay = joined["purchase_time"] - joined["event_time"]
-    ok = joined.loc[(delay >= pd.Timedelta(0)) & (delay <= window), "click_id"]
+    within = delay >= pd.Timedelta(0)
+    if window is not None:
+        within &= delay <= window
+    ok = joined.loc[within, "click_id"]
     flags: Bools = clicks["click_id"].isin(set(ok)).to_numpy()
     return flags
 
@@ -236,9 +293,14 @@ def load_labelled(
     clicks = clicks.merge(_served_features(root, wanted), on="click_id", how="inner")
     without_features = total - len(clicks)
 
-    window = timedelta(hours=learn.attribution_window_h)
+    labels = label_source(root, learn.attribution_window_h)
+    window = None if labels.horizon_h is None else timedelta(hours=labels.horizon_h)
     as_of = _newest_event(root)
-    mature = clicks["event_time"] <= as_of - window
+    if window is None:
+        until = clicks["event_time"].max() if len(clicks) else as_of
+    else:
+        until = as_of - window
+    mature = clicks["event_time"] <= until
     # The heuristic flag needs the whole session-hour, so it is computed before dropping.
     clicks["robotic"] = robotic_flag(clicks, learn.coverage_k)
     clicks = clicks.loc[mature.to_numpy()].reset_index(drop=True)
@@ -263,5 +325,8 @@ def load_labelled(
         human_by_rfm=int((clicks["rfm_human"] & ~clicks["purchased"]).sum()),
         non_human=int(clicks["label"].sum()),
         as_of=as_of.isoformat(),
+        labelled_until=pd.Timestamp(until).isoformat(),
+        horizon_h=labels.horizon_h,
+        label_source=labels.source,
     )
     return clicks, report

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.table import Table
 
@@ -38,13 +39,21 @@ _DPI = 110
 
 
 def write_report(
-    evaluation: Evaluation, out_dir: Path, *, headline_fpr: float = HEADLINE_FPR
+    evaluation: Evaluation,
+    out_dir: Path,
+    *,
+    headline_fpr: float = HEADLINE_FPR,
+    context: Mapping[str, Any] | None = None,
 ) -> list[Path]:
-    """Write the JSON report and the three plots into ``out_dir``; return their paths."""
+    """Write the JSON report and the three plots into ``out_dir``; return their paths.
+
+    ``context``: more top-level entries for ``report.json`` (e.g. the time split).
+    """
     _check_headline(evaluation, headline_fpr)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = out_dir / REPORT_FILE
-    report.write_text(json.dumps(evaluation.to_dict(), indent=2, allow_nan=False) + "\n")
+    content = {**(context or {}), **evaluation.to_dict()}
+    report.write_text(json.dumps(content, indent=2, allow_nan=False) + "\n")
     plots = [
         plot_curves(evaluation, "ivr", out_dir / IVR_FPR_PLOT),
         plot_curves(evaluation, "coverage", out_dir / COVERAGE_FPR_PLOT),

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from models.dataset import LABELS_FILE, write_label_source
 from models.featurize import featurize_dataset_sync, write_hour
 from models.talkingdata_csv import TIMESTAMP_S, TalkingDataError, TrainFileReader
 from slidr.errors import StackError
@@ -62,8 +63,12 @@ ARCHIVE_ENTRIES = (
     "truth",
     "customers.parquet",
     "simulation.json",
+    LABELS_FILE,
     MANIFEST_FILE,
 )
+#: TalkingData computed is_attributed after the period ended: the labels are final.
+LABEL_SOURCE = "TalkingData is_attributed, computed after the data period"
+
 _HOUR = "hour"
 _HOUR_PARTITIONING = ds.partitioning(pa.schema([(_HOUR, pa.int64())]), flavor="hive")
 
@@ -319,6 +324,7 @@ def import_talkingdata(
         "source": str(source.resolve()),
         "source_bytes": source.stat().st_size,
         "header_line": reader.header.line,
+        "header_repaired": reader.header.repairs(),
         "limit": limit,
         **report.as_dict(),
         "clicks": report.rows,
@@ -343,5 +349,6 @@ def import_talkingdata(
         },
         "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    write_label_source(out, final=True, source=LABEL_SOURCE)
     (out / MANIFEST_FILE).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
     return manifest

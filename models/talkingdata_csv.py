@@ -4,9 +4,10 @@ The file is read in blocks of whole lines (bounded memory). Each block is parsed
 strings with quoting off and empty lines kept, so row ``i`` of a block is physical line
 ``first + i`` and every refusal can name its line and column; values are then checked and
 converted column by column. What can be handled is: a BOM or stray non-printable bytes before
-the header, empty lines (skipped), blank ``attributed_time`` (no attribution), a truncated
-last line (skipped with a warning), columns in any order. Anything else malformed raises
-:class:`TalkingDataError` naming the file, line and column.
+the header, stray characters glued to a header name (see :func:`repair_name`), empty lines
+(skipped), blank ``attributed_time`` (no attribution), a truncated last line (skipped with a
+warning), columns in any order. Anything else malformed raises :class:`TalkingDataError`
+naming the file, line and column.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ class Header:
     line: int
     #: Byte offset of the first data line.
     data_offset: int
+    #: Names repaired by :func:`repair_name`: (1-based column, name as found, name used).
+    repaired: tuple[tuple[int, str, str], ...] = ()
+
+    def repairs(self) -> list[dict[str, Any]]:
+        """The repaired names, for ``import.json``."""
+        return [{"column": c, "found": found, "name": name} for c, found, name in self.repaired]
 
 
 @dataclass
@@ -130,9 +137,53 @@ def read_header(path: Path) -> Header:
     if end < 0:
         end = len(head)
     text = head[start:end].decode("ascii", errors="replace")
-    names = tuple(name.strip() for name in text.strip().split(","))
+    found = tuple(name.strip() for name in text.strip().split(","))
+    repairs = [repair_name(name) for name in found]
+    targets = Counter(repairs)
+    # A repair that would repeat a name is not made: the header is refused as written.
+    names = tuple(
+        fixed if fixed and targets[fixed] == 1 and fixed not in found else name
+        for name, fixed in zip(found, repairs, strict=True)
+    )
     _check_header(path, line, names)
-    return Header(columns=names, line=line, data_offset=end + 1)
+    repaired = tuple(
+        (column, before, after)
+        for column, (before, after) in enumerate(zip(found, names, strict=True), start=1)
+        if before != after
+    )
+    for column, before, after in repaired:
+        logger.warning(
+            "%s, line %d, column %d: header name %r read as %r", path, line, column, before, after
+        )
+    return Header(columns=names, line=line, data_offset=end + 1, repaired=repaired)
+
+
+def repair_name(found: str) -> str | None:
+    """The train column a header name stands for once stray characters glued to it are cut.
+
+    Real exports carry junk before the first name (a mis-decoded BOM, a quote, a stray ``#``
+    or letters) and sometimes stray punctuation after a name. A name is repaired when it ends
+    with a train column followed only by characters no column name has (anything but letters,
+    digits and ``_``); the longest such column wins. Letters after a name are not cut (``oss``
+    stays ``oss``). ``None``: nothing to repair, or nothing a train column can be read from.
+
+    >>> repair_name('"ip"'), repair_name("xx~ip"), repair_name("app;"), repair_name("oss")
+    ('ip', 'ip', 'app', None)
+    >>> repair_name("ip") is None, repair_name("label") is None
+    (True, True)
+    """
+    if found in TRAIN_COLUMNS:
+        return None
+    end = len(found)
+    while end > 0 and not _name_char(found[end - 1]):
+        end -= 1
+    body = found[:end]
+    matches = [name for name in TRAIN_COLUMNS if body.endswith(name)]
+    return max(matches, key=len) if matches else None
+
+
+def _name_char(char: str) -> bool:
+    return char.isascii() and (char.isalnum() or char == "_")
 
 
 def _check_header(path: Path, line: int, names: tuple[str, ...]) -> None:

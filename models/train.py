@@ -1,18 +1,21 @@
 """`slidr train`: archive -> weak labels -> weights -> network and baselines -> report -> export.
 
-Days are split by time, never by shuffled rows (see :func:`plan_days`). The network and the
-baselines are fitted on the same rows with the same weights and compared on the same held-out
-day; the network is then exported as a new Triton version with its metadata.
+The labelled time is split in time order, never by shuffled rows: by whole days when the
+archive has enough of them (:func:`plan_days`), else by fractions of the labelled span
+(:func:`plan_span`). The network and the baselines are fitted on the same rows with the same
+weights and compared on the same held-out time; the network is then exported as a new Triton
+version with its metadata.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,49 +34,154 @@ from models.report import HEADLINE_FPR, write_report
 from models.scoring import feature_rows
 from models.weights import WeightReport, sample_weights
 from slidr.metrics import curve
-from slidr.settings import Settings
+from slidr.settings import LearnSettings, Settings
 from streams.archive.tables import FEATURES_DATASET
 
 log = logging.getLogger(__name__)
 
 NETWORK = "network"
+#: The day split: fit on the days before the last three (early stopping, report, later check).
 MIN_DAYS = 4
+#: The span split: the fit part holds at least a whole day, so every hour of day is trained on
+#: (the sample weights balance hour-of-day cells), and every other part at least an hour.
+MIN_FIT_H = 24
+MIN_PART_H = 1
+_HOUR = pd.Timedelta(hours=1)
+_DAY = pd.Timedelta(days=1)
 
 
 @dataclass(frozen=True)
-class DayPlan:
-    """fit: training rows; stop: early stopping; holdout: the report (and calibration);
-    later: the day after, kept unseen for checking calibration."""
+class Window:
+    """A stretch of time [start, end) and how people call it (a day, or a range of hours)."""
 
-    fit: tuple[str, ...]
-    stop: str
-    holdout: str
-    later: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    label: str
+
+    def rows(self, frame: pd.DataFrame) -> pd.DataFrame:
+        t = frame["event_time"]
+        return frame[(t >= self.start) & (t < self.end)].reset_index(drop=True)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"label": self.label, "start": self.start.isoformat(), "end": self.end.isoformat()}
+
+
+@dataclass(frozen=True)
+class TimePlan:
+    """fit: training rows; stop: early stopping; holdout: the report (and calibration);
+    later: the time after it, kept unseen for checking calibration. In time order, disjoint."""
+
+    mode: str
+    fit: Window
+    stop: Window
+    holdout: Window
+    later: Window
+
+    def parts(self) -> dict[str, Window]:
+        return {"fit": self.fit, "stop": self.stop, "holdout": self.holdout, "later": self.later}
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"mode": self.mode, **{name: w.as_dict() for name, w in self.parts().items()}}
+
+    def describe(self) -> str:
+        what = "days" if self.mode == "days" else "time"
+        return (
+            f"{what}: fit {self.fit.label}; early stopping {self.stop.label}; "
+            f"held out {self.holdout.label}; later {self.later.label}"
+        )
 
 
-def plan_days(days: Sequence[str]) -> DayPlan:
+def _day(date: str) -> Window:
+    start = pd.Timestamp(date, tz="UTC")
+    return Window(start, start + _DAY, date)
+
+
+def plan_days(days: Sequence[str]) -> TimePlan:
+    """Whole days: fit on all but the last three, then one day each for stop, report, later."""
     if len(days) < MIN_DAYS:
         raise DatasetError(
-            f"training needs at least {MIN_DAYS} complete labelled days (fit, early stopping, "
-            f"held-out, later held-out); the archive has {len(days)}: {', '.join(days) or '-'}. "
-            "Archive more days, or simulate them with `slidr simulate --days 6`"
+            f"a split by days needs at least {MIN_DAYS} complete labelled days (fit, early "
+            f"stopping, held-out, later held-out); the archive has {len(days)}: "
+            f"{', '.join(days) or '-'}. Archive more days, simulate them with `slidr simulate "
+            "--days 6`, or split by time (SLIDR_LEARN__SPLIT=span)"
         )
-    return DayPlan(fit=tuple(days[:-3]), stop=days[-3], holdout=days[-2], later=days[-1])
+    fit = Window(_day(days[0]).start, _day(days[-3]).start, ", ".join(days[:-3]))
+    return TimePlan("days", fit, _day(days[-3]), _day(days[-2]), _day(days[-1]))
+
+
+def _span_edges(hours: int, fractions: Sequence[float]) -> list[int]:
+    return [round(float(hours * share)) for share in np.cumsum([0.0, *fractions])]
+
+
+def _span_fits(hours: int, fractions: Sequence[float]) -> bool:
+    edges = _span_edges(hours, fractions)
+    sizes = [b - a for a, b in itertools.pairwise(edges)]
+    return sizes[0] >= MIN_FIT_H and min(sizes[1:]) >= MIN_PART_H
+
+
+def min_span_h(fractions: Sequence[float]) -> int:
+    """The shortest labelled span, in whole hours, that ``fractions`` can split."""
+    hours = MIN_FIT_H
+    while not all(_span_fits(h, fractions) for h in range(hours, hours + 48)):
+        hours += 1
+    return hours
+
+
+def _hours_label(start: pd.Timestamp, end: pd.Timestamp) -> str:
+    return f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} ({(end - start) / _HOUR:g} h)"
+
+
+def plan_span(first: pd.Timestamp, last: pd.Timestamp, fractions: Sequence[float]) -> TimePlan:
+    """The labelled span from ``first`` to ``last`` (whole hours) cut into four parts in time
+    order by ``fractions`` (fit, early stopping, report, later check)."""
+    start, end = first.floor("h"), last.floor("h") + _HOUR
+    hours = int((end - start) / _HOUR)
+    if not _span_fits(hours, fractions):
+        shares = "/".join(f"{share:g}" for share in fractions)
+        raise DatasetError(
+            f"a split by time needs at least {min_span_h(fractions)} h of labelled clicks "
+            f"(shares {shares} of fit, early stopping, held-out, later; the fit part must hold "
+            f"{MIN_FIT_H} h so every hour of day is trained on, every other part "
+            f"{MIN_PART_H} h); the labelled clicks span {hours} h, "
+            f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}"
+        )
+    cuts = [start + edge * _HOUR for edge in _span_edges(hours, fractions)]
+    parts = [Window(a, b, _hours_label(a, b)) for a, b in itertools.pairwise(cuts)]
+    return TimePlan("span", *parts)
+
+
+def plan_split(
+    frame: pd.DataFrame, labels: LabelReport, learn: LearnSettings, until: str | None = None
+) -> TimePlan:
+    """Days when there are enough complete labelled days (or ``learn.split`` says so), else
+    fractions of the labelled span; ``until`` (the daily cycle) always splits by days."""
+    days = complete_days(frame, labels)
+    if until is not None:
+        if until not in days:
+            raise DatasetError(
+                f"{until} is not a complete labelled day of the archive (complete: "
+                f"{', '.join(days) or 'none'}); its clicks need "
+                f"{learn.attribution_window_h:g} h of purchases after the day ends"
+            )
+        return plan_days([d for d in days if d <= until])
+    if learn.split == "days" or (learn.split == "auto" and len(days) >= MIN_DAYS):
+        return plan_days(days)
+    if frame.empty:
+        raise DatasetError("no labelled clicks to split")
+    times = frame["event_time"]
+    return plan_span(times.min(), times.max(), learn.span_fractions)
 
 
 @dataclass
 class TrainOutcome:
-    plan: DayPlan
+    plan: TimePlan
     labels: LabelReport
     weights: WeightReport
     network: TrainedNetwork
     evaluation: Evaluation
     seconds: dict[str, float]
     report_dir: Path
-    #: The held-out and later days with the network's ``score``, for calibration.
+    #: The held-out and later parts with the network's ``score``, for calibration.
     holdout: pd.DataFrame
     later: pd.DataFrame
     version: int | None = None
@@ -136,43 +244,38 @@ def initial_calibration(
 
 @dataclass(frozen=True)
 class Prepared:
-    """The labelled frame and how its days are split."""
+    """The labelled frame and how its time is split."""
 
     frame: pd.DataFrame
     labels: LabelReport
-    plan: DayPlan
+    plan: TimePlan
 
-    def day(self, date: str) -> pd.DataFrame:
-        return self.frame[self.frame["date"] == date].reset_index(drop=True)
+    def rows(self, window: Window) -> pd.DataFrame:
+        return window.rows(self.frame)
 
 
 def prepare(
     root: Path, settings: Settings, say: Callable[[str], None], until: str | None = None
 ) -> Prepared:
-    """Features (if missing), weak labels and the day split; ``until`` is the last day used."""
+    """Features (if missing), weak labels and the time split; ``until`` is the last day used."""
     learn = settings.learn
     ensure_features(root, settings, say)
     frame, labels = load_labelled(root, learn, slice_fields=settings.calibration.slice_fields)
+    waiting = (
+        f"{labels.not_yet_labelled:,} younger than the attribution window"
+        if labels.horizon_h is not None
+        else f"labels final ({labels.label_source}), none waits"
+    )
     say(
         f"labels: {labels.labelled:,} of {labels.clicks:,} clicks labelled "
         f"({labels.coverage:.1%}); {labels.human_by_purchase:,} human by purchase, "
-        f"{labels.human_by_rfm:,} by RFM, {labels.non_human:,} non-human; "
-        f"{labels.not_yet_labelled:,} younger than the attribution window"
+        f"{labels.human_by_rfm:,} by RFM, {labels.non_human:,} non-human; {waiting}"
     )
-    days = complete_days(frame, labels, learn.attribution_window_h)
-    if until is not None:
-        if until not in days:
-            raise DatasetError(
-                f"{until} is not a complete labelled day of the archive (complete: "
-                f"{', '.join(days) or 'none'}); its clicks need {learn.attribution_window_h:g} h "
-                "of purchases after the day ends"
-            )
-        days = [d for d in days if d <= until]
-    plan = plan_days(days)
-    say(
-        f"days: fit {', '.join(plan.fit)}; early stopping {plan.stop}; held out {plan.holdout}; "
-        f"later {plan.later}"
-    )
+    plan = plan_split(frame, labels, learn, until)
+    say(plan.describe())
+    for name, window in plan.parts().items():
+        if window.rows(frame).empty:
+            raise DatasetError(f"the {name} part of the split, {window.label}, has no clicks")
     return Prepared(frame, labels, plan)
 
 
@@ -202,10 +305,10 @@ def fit_and_export(
 
     ``compare``: more scorers to report beside them (e.g. the serving version).
     """
-    learn, plan, frame = settings.learn, prepared.plan, prepared.frame
-    fit_rows = frame[frame["date"].isin(plan.fit)]
+    learn, plan = settings.learn, prepared.plan
+    fit_rows = prepared.rows(plan.fit)
     fit, weight_report = weighted_split(fit_rows, learn.weight_cap)
-    stop, _ = weighted_split(prepared.day(plan.stop), learn.weight_cap)
+    stop, _ = weighted_split(prepared.rows(plan.stop), learn.weight_cap)
     say(
         f"weights: {weight_report.cells_filled} cells filled, {weight_report.cells_empty} empty, "
         f"{weight_report.capped_rows} rows capped at {weight_report.cap:g}x the mean"
@@ -226,7 +329,7 @@ def fit_and_export(
     seconds["boosted_trees"] = time.perf_counter() - started
     say(", ".join(f"{name} {s:.1f} s" for name, s in seconds.items() if name != NETWORK))
 
-    held = prepared.day(plan.holdout)
+    held = prepared.rows(plan.holdout)
     x = feature_rows(held)
     scores = {
         NETWORK: predict(network.module, x),
@@ -238,8 +341,14 @@ def fit_and_export(
         scores[name] = scorer(x)
     evaluation = evaluate(held, scores, fpr_points=DEFAULT_FPR_POINTS, coverage_k=learn.coverage_k)
     report_dir.mkdir(parents=True, exist_ok=True)
-    write_report(evaluation, report_dir, headline_fpr=HEADLINE_FPR)
-    later = prepared.day(plan.later)
+    context = {
+        "split": plan.as_dict(),
+        "rows": {"fit": len(fit.y), "stop": len(stop.y), "holdout": len(held)},
+        "label_horizon_h": prepared.labels.horizon_h,
+        "label_source": prepared.labels.label_source,
+    }
+    write_report(evaluation, report_dir, headline_fpr=HEADLINE_FPR, context=context)
+    later = prepared.rows(plan.later)
     outcome = TrainOutcome(
         plan=plan,
         labels=prepared.labels,
@@ -264,7 +373,7 @@ def fit_and_export(
             "learn": learn.model_dump(mode="json"),
             "epochs": {"run": network.epochs, "best": network.best_epoch},
             "metrics": {
-                "holdout_day": plan.holdout,
+                "holdout_day": plan.holdout.label,
                 "auc_purchased": evaluation.models[NETWORK].auc_purchased,
                 f"at_fpr_{HEADLINE_FPR:g}": evaluation.models[NETWORK]
                 .at(HEADLINE_FPR)
@@ -288,7 +397,7 @@ def fit_and_export(
 def _summary(outcome: TrainOutcome) -> dict[str, Any]:
     return {
         "version": outcome.version,
-        "days": outcome.plan.as_dict(),
+        "split": outcome.plan.as_dict(),
         "labels": outcome.labels.as_dict(),
         "weights": outcome.weights.as_dict(),
         "seconds": outcome.seconds,

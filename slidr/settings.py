@@ -359,6 +359,22 @@ class LearnSettings(_Section):
     max_epochs: int = Field(default=30, ge=1)
     #: Early stopping: epochs without improvement of the holdout loss.
     patience: int = Field(default=3, ge=1)
+    #: How the labelled time is split, in time order (docs/learning.md): "days" (whole days:
+    #: fit, then one day each for early stopping, the report and a later check), "span"
+    #: (fractions of the labelled span at whole hours) or "auto" (days when there are at
+    #: least 4 complete labelled days, else span).
+    split: Literal["auto", "days", "span"] = "auto"
+    #: The span split's shares of fit, early stopping, report and later check, in time order.
+    span_fractions: tuple[float, float, float, float] = (0.7, 0.1, 0.1, 0.1)
+
+    @field_validator("span_fractions")
+    @classmethod
+    def _fractions_sum_to_one(
+        cls, value: tuple[float, float, float, float]
+    ) -> tuple[float, float, float, float]:
+        if min(value) <= 0 or abs(sum(value) - 1.0) > 1e-6:
+            raise ValueError(f"span_fractions must be four positive shares summing to 1: {value}")
+        return value
 
 
 class CalibrationSettings(_Section):

@@ -3,8 +3,11 @@
 Not a traffic model (``slidr simulate`` is one): just the format's shape with its orders of
 magnitude: device 1 for most clicks, heavy-tailed ips and apps, ~0.3 % of clicks attributed
 minutes to hours later, and a few click-farm ips firing bursts that are never attributed.
+As in train.csv, an ip's chance of a download falls with how many clicks it makes (busy ips
+are carrier gateways and click farms) and varies by app, so velocity features carry some
+signal and ids carry more (the features see no app id).
 
-    python -m models.talkingdata_synth train.csv --rows 1000000
+    python -m tests.talkingdata_synth train.csv --rows 1000000
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ _APPS, _APP_EXPONENT = 400, 1.2
 _CHANNELS, _CHANNEL_EXPONENT = 200, 1.0
 _FARM_SHARE = 0.05
 _N_FARMS = 12
+_ATTRIBUTED_SHARE = 0.003
+#: An ip with n clicks in the file downloads at a rate ~ 1 / (1 + n / _IP_CLICKS_SCALE).
+_IP_CLICKS_SCALE = 20.0
+#: Spread of the per-app download rate (lognormal sigma).
+_APP_RATE_SIGMA = 1.0
 
 
 def _ranked(rng: np.random.Generator, n: int, exponent: float, size: int) -> npt.NDArray[np.int64]:
@@ -49,11 +57,15 @@ def synthetic_frame(rows: int, *, seed: int = 7, days: float = 3.0) -> pd.DataFr
     os_ = rng.choice(_OSES, rows, p=_OS_SHARES)
     app = _ranked(rng, _APPS, _APP_EXPONENT, rows)
     channel = _ranked(rng, _CHANNELS, _CHANNEL_EXPONENT, rows) + 100
-    attributed = rng.random(rows) < 0.003
     farm = rng.random(rows) < _FARM_SHARE
     ip[farm] = rng.integers(1, _N_FARMS + 1, farm.sum()) + _IPS
     device[farm] = 1
-    attributed[farm] = False
+    _, where, per_ip = np.unique(ip, return_inverse=True, return_counts=True)
+    app_rate = rng.lognormal(0.0, _APP_RATE_SIGMA, _APPS + 1)
+    rate = app_rate[app] / (1.0 + per_ip[where] / _IP_CLICKS_SCALE)
+    rate[farm] = 0.0
+    rate *= _ATTRIBUTED_SHARE * rows / rate.sum()
+    attributed = rng.random(rows) < np.clip(rate, 0.0, 1.0)
     delay = np.exp(rng.normal(np.log(1800), 1.5, rows)).astype(np.int64)
     click_time = pd.to_datetime(seconds + int(START.timestamp()), unit="s")
     attributed_time = click_time + pd.to_timedelta(delay, unit="s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from models.dataset import load_labelled, robotic_flag
+from models.dataset import LabelReport, load_labelled, robotic_flag, write_label_source
 from models.network import Split, predict, train_network
-from models.train import TrainOutcome, plan_days, train
+from models.train import TrainOutcome, min_span_h, plan_days, plan_span, plan_split, train
 from models.weights import CELL, sample_weights
 from slidr.errors import SlidrError
 from slidr.features import INDEX, N_FEATURES
@@ -168,6 +169,69 @@ def test_too_few_days_is_refused_with_the_fix() -> None:
         plan_days(["2026-03-01", "2026-03-02"])
 
 
+def test_final_labels_drop_nothing_and_count_every_purchase(tmp_path: Path) -> None:
+    _tiny_archive(tmp_path)
+    write_label_source(tmp_path, final=True, source="computed after the period")
+    frame, report = load_labelled(tmp_path, LearnSettings(attribution_window_h=24))
+    labels = dict(zip(frame["click_id"], frame["label"], strict=True))
+    # The source's labels are final: a purchase 30 h later still counts, and the newest click
+    # is labelled at once instead of waiting out the attribution window.
+    assert labels == {"bought": 0, "bought-late": 0, "loyal": 0, "plain": 1, "young": 1}
+    assert report.not_yet_labelled == 0 and report.horizon_h is None
+    assert report.labelled_until == (T0 + timedelta(days=2)).isoformat()
+
+
+HOUR = pd.Timedelta(hours=1)
+
+
+def test_a_span_split_cuts_whole_hours_in_time_order() -> None:
+    # Kaggle's train.csv: 2017-11-06 14:32 to 2017-11-09 16:00, two complete days.
+    first = pd.Timestamp("2017-11-06 14:32:10", tz="UTC")
+    plan = plan_span(first, pd.Timestamp("2017-11-09 15:59:59", tz="UTC"), (0.7, 0.1, 0.1, 0.1))
+    parts = [plan.fit, plan.stop, plan.holdout, plan.later]
+    assert plan.mode == "span" and parts[0].start == first.floor("h")
+    assert parts[-1].end == pd.Timestamp("2017-11-09 16:00", tz="UTC")
+    assert all(a.end == b.start for a, b in itertools.pairwise(parts))
+    assert [(p.end - p.start) / HOUR for p in parts] == [52, 7, 8, 7]
+    assert plan.holdout.label == "2017-11-09 01:00 .. 2017-11-09 09:00 (8 h)"
+
+
+def test_a_span_too_short_to_split_states_the_minimum() -> None:
+    assert min_span_h((0.7, 0.1, 0.1, 0.1)) == 34  # 70 % of it holds a whole day
+    first = pd.Timestamp("2026-03-02", tz="UTC")
+    plan_span(first, first + 33 * HOUR, (0.7, 0.1, 0.1, 0.1))  # 34 whole hours
+    with pytest.raises(SlidrError, match=r"at least 34 h of labelled clicks .* span 33 h"):
+        plan_span(first, first + 32 * HOUR, (0.7, 0.1, 0.1, 0.1))
+
+
+def _labelled_span(days: float) -> tuple[pd.DataFrame, LabelReport]:
+    times = pd.Series(pd.date_range("2026-03-02", periods=int(days * 24), freq="h", tz="UTC"))
+    frame = pd.DataFrame({"event_time": times, "date": times.dt.strftime("%Y-%m-%d")})
+    until = times.max() + HOUR  # the last hour is labelled to its end
+    report = LabelReport(
+        len(frame), 0, 0, len(frame), 0, 0, 0, until.isoformat(), until.isoformat()
+    )
+    return frame, report
+
+
+def test_the_split_is_by_days_with_four_complete_days_else_by_time() -> None:
+    learn = LearnSettings()
+    days = plan_split(*_labelled_span(7), learn)
+    assert days.mode == "days"
+    assert days.fit.label == "2026-03-02, 2026-03-03, 2026-03-04, 2026-03-05"
+    assert (days.stop.label, days.holdout.label, days.later.label) == (
+        "2026-03-06",
+        "2026-03-07",
+        "2026-03-08",
+    )
+    three = plan_split(*_labelled_span(3), learn)
+    assert three.mode == "span" and three.fit.start == pd.Timestamp("2026-03-02", tz="UTC")
+    forced = plan_split(*_labelled_span(7), LearnSettings(split="span"))
+    assert forced.mode == "span" and forced.later.end == pd.Timestamp("2026-03-09", tz="UTC")
+    with pytest.raises(SlidrError, match="at least 4 complete labelled days"):
+        plan_split(*_labelled_span(3), LearnSettings(split="days"))
+
+
 @pytest.fixture(scope="module")
 def simulated_week(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("week")
@@ -191,7 +255,8 @@ def test_train_reports_the_network_beside_all_baselines(
 ) -> None:
     _, outcome = trained
     # 03-08 is younger than the attribution window; 03-07 lacks the last minutes of its window.
-    assert (outcome.plan.holdout, outcome.plan.later) == ("2026-03-05", "2026-03-06")
+    assert (outcome.plan.holdout.label, outcome.plan.later.label) == ("2026-03-05", "2026-03-06")
+    assert outcome.plan.mode == "days" and outcome.plan.fit.label == "2026-03-02, 2026-03-03"
     report = json.loads((outcome.report_dir / "report.json").read_text())
     assert set(report["models"]) == {
         "network",
@@ -214,7 +279,7 @@ def test_weighted_network_does_not_collapse_at_night(
     simulated_week: Path, trained: tuple[Settings, TrainOutcome]
 ) -> None:
     settings, outcome = trained
-    frame, _ = load_labelled(simulated_week, settings.learn, [outcome.plan.holdout])
+    frame, _ = load_labelled(simulated_week, settings.learn, [outcome.plan.holdout.label])
     from models.scoring import score_version
 
     assert outcome.version is not None
@@ -238,7 +303,7 @@ def test_exported_version_scores_the_same_in_triton(trained: tuple[Settings, Tra
     settings, outcome = trained
     assert outcome.version == 2 and outcome.version_dir is not None
     meta = json.loads((outcome.version_dir / "metadata.json").read_text())
-    assert meta["training_window"]["holdout"] == outcome.plan.holdout
+    assert meta["training_window"]["holdout"]["label"] == outcome.plan.holdout.label
     assert {"data_hash", "seed", "metrics", "feature_hash"} <= set(meta)
     assert (outcome.version_dir / "model.onnx").stat().st_size > 0
     import tritonclient.http as triton_http

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,14 @@ import pytest
 
 from models.talkingdata import import_talkingdata, write_archive
 from models.talkingdata_csv import TRAIN_COLUMNS, TalkingDataError, TrainFileReader
-from models.talkingdata_synth import synthetic_frame
 from slidr.errors import StackError
 from slidr.events import Click, Purchase
 from slidr.features import INDEX
-from slidr.settings import RedisSettings, Settings
+from slidr.settings import LearnSettings, RedisSettings, Settings, TritonSettings
+from slidr.stack.redis_server import RedisService
 from streams.archive.tables import SCHEMAS, feature_matrix
 from tests.stack_fixtures import free_ports, settings_env
+from tests.talkingdata_synth import synthetic_frame
 from tests.worker_harness import SLIDR
 
 HEADER = ",".join(TRAIN_COLUMNS)
@@ -260,6 +262,54 @@ def test_headers_other_than_the_train_format_are_refused(
     assert message in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("junk", "found"),
+    [
+        (b"~#", "~#ip"),  # printable junk glued to the first name
+        (b'\xef\xbb\xbf\xc3\xaf\xc2\xbb\xc2\xbf"', '"ip'),  # a BOM, a mis-decoded one, a quote
+        (b"\x00\r\nxx", "xxip"),
+    ],
+)
+def test_stray_characters_glued_to_header_names_are_cut_off(
+    tmp_path: Path, frame: pd.DataFrame, junk: bytes, found: str
+) -> None:
+    header = HEADER.replace("is_attributed", "is_attributed;")
+    path = tmp_path / "glued.csv"
+    path.write_bytes(junk + "\n".join([header, *_lines(frame[:30])]).encode() + b"\n")
+    reader = TrainFileReader(path)
+    assert reader.header.columns == TRAIN_COLUMNS
+    assert reader.header.repairs() == [
+        {"column": 1, "found": found, "name": "ip"},
+        {"column": 8, "found": "is_attributed;", "name": "is_attributed"},
+    ]
+    got = pd.concat([t.to_pandas() for t in reader.tables()])
+    assert got["ip"].astype(str).tolist() == frame["ip"][:30].tolist()
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        # Letters after a name are not cut: 'oss' is another column, not os.
+        ("ip,app,device,oss,channel,click_time,attributed_time,is_attributed",
+         "line 1, column 4: header name 'oss' is not a TalkingData train column"),
+        # A repair must not repeat a name.
+        ("xip,app,device,ip,channel,click_time,attributed_time,is_attributed",
+         "line 1, column 1: header name 'xip' is not a TalkingData train column"),
+        ("~ip,app,device,os,channel,click_time,attributed_time,is_attributed,label",
+         "line 1, column 9: header name 'label' is not a TalkingData train column"),
+    ],
+)  # fmt: skip
+def test_header_names_that_cannot_be_repaired_are_refused(
+    tmp_path: Path, header: str, message: str
+) -> None:
+    path = tmp_path / "odd.csv"
+    path.write_text(header + "\n")
+    with pytest.raises(TalkingDataError) as refused:
+        TrainFileReader(path)
+    assert str(refused.value).startswith(f"{path}, line 1")
+    assert message in str(refused.value)
+
+
 def test_a_file_refused_half_way_leaves_the_earlier_archive_intact(
     tmp_path: Path, frame: pd.DataFrame
 ) -> None:
@@ -345,3 +395,78 @@ def test_cli_import_computes_features_by_the_live_code_in_event_time_order(
     assert np.array_equal(first_day[INDEX["ip_clicks_24h"]], _ranks(first_day, "ip"))
     assert (clicks[INDEX["logged_in"]] == 0).all()
     assert (clicks[INDEX["customer_clicks_24h"]] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def redis_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A private Redis (no Kafka, no Triton): all that import and training need."""
+    (port,) = free_ports(1)
+    root = tmp_path_factory.mktemp("redis")
+    settings = Settings(
+        state_dir=root / "state", redis=RedisSettings(port=port, key_prefix="slidr-test:")
+    )
+    service = RedisService(settings)
+    service.check_prerequisites()
+    try:
+        service.start()
+        yield settings.model_copy(update={"redis": service.settings})
+    finally:
+        service.proc.stop()
+
+
+#: Three days as Kaggle's train.csv spans them; ~0.3 % attributed.
+THREE_DAYS = 40_000
+
+
+@pytest.mark.integration
+def test_a_three_day_file_with_a_stray_header_prefix_imports_trains_and_evaluates(
+    redis_only: Settings, repo: Path, tmp_path: Path
+) -> None:
+    frame = synthetic_frame(THREE_DAYS, seed=11, days=3.0)
+    path = tmp_path / "train_sample.csv"
+    path.write_bytes(b"\xef\xbb\xbf~#" + frame.to_csv(index=False, lineterminator="\n").encode())
+    settings = redis_only.model_copy(
+        update={
+            "state_dir": tmp_path / "state",
+            "triton": TritonSettings(model_repository=repo),
+            "learn": LearnSettings(max_epochs=4),
+        }
+    )
+    env = {**os.environ, **settings_env(settings)}
+
+    def slidr(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [SLIDR, *args], capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    imported = slidr("import", "talkingdata", str(path), "--out", "td", "--no-progress")
+    assert "repaired: header column 1 '~#ip' read as 'ip'" in imported.stdout
+    manifest = orjson.loads((tmp_path / "td" / "import.json").read_bytes())
+    assert manifest["header_repaired"] == [{"column": 1, "found": "~#ip", "name": "ip"}]
+
+    trained = slidr("train", "--archive", "td", "--report-dir", "report")
+    assert "time: fit 2017-11-06 14:00 .. 2017-11-08 16:00 (50 h)" in trained.stderr
+    summary = orjson.loads((tmp_path / "report" / "train.json").read_bytes())
+    # is_attributed is final: no click waits out an attribution window, every download counts.
+    labels = summary["labels"]
+    assert labels["not_yet_labelled"] == 0 and labels["labelled"] == THREE_DAYS
+    assert labels["human_by_purchase"] == frame["is_attributed"].sum()
+    assert summary["version"] == 2
+
+    report = orjson.loads((tmp_path / "report" / "report.json").read_bytes())
+    split = report["split"]
+    assert split["mode"] == "span" and report["label_horizon_h"] is None
+    start, end = (pd.Timestamp(split["holdout"][k]) for k in ("start", "end"))
+    assert split["stop"]["end"] == split["holdout"]["start"]
+    times = pd.to_datetime(frame["click_time"]).dt.tz_localize("UTC")
+    held = frame[(times >= start) & (times < end)]
+    # The report is on the held-out hours only, with their is_attributed as the human signal.
+    assert report["rows"]["holdout"] == report["clicks"] == len(held)
+    assert report["purchasing"] == held["is_attributed"].sum() > 0
+    assert report["rows"]["fit"] == (times < pd.Timestamp(split["stop"]["start"])).sum()
+    models = report["models"]
+    assert set(models) == {"network", "logistic_regression", "velocity_heuristic", "boosted_trees"}
+    for name, model in models.items():
+        assert 0.0 < model["auc_purchased"] < 1.0, name

@@ -153,6 +153,9 @@ def _print_summary(manifest: dict[str, Any], written: Path) -> None:
                 for reason, item in skipped.items()
             )
         )
+    for item in manifest["header_repaired"]:
+        found, name = item["found"], item["name"]
+        console.print(f"repaired: header column {item['column']} {found!r} read as {name!r}")
     for kind, count in manifest["rows_repaired"].items():
         console.print(f"repaired: {count} {kind} (see docs/talkingdata.md)")
     slices = Table("slice", "clicks", title="per slice")

@@ -23,10 +23,13 @@ def train(
 ) -> None:
     """Train the SLIDR network and its baselines on the archive; export a new model version.
 
-    Clicks get weak labels (purchase within the attribution window, or a high-RFM customer) and
-    sample weights; the last three complete days are held out in time order: early stopping,
-    the report's day, and a later day left for calibration. Needs Redis (`slidr stack up`) only
-    when the archive has no served or offline features yet.
+    Clicks get weak labels (purchase within the attribution window, or a high-RFM customer;
+    every purchase when the archive's labels are final) and sample weights. The labelled time
+    is split in time order: with at least 4 complete days, the last three are held out (early
+    stopping, the report's day, a later day left for calibration); otherwise 70/10/10/10 % of
+    the labelled span at whole hours, at least 34 h (SLIDR_LEARN__SPLIT,
+    SLIDR_LEARN__SPAN_FRACTIONS). Needs Redis (`slidr stack up`) only when the archive has no
+    served or offline features yet.
     """
     from models.report import HEADLINE_FPR, summary_table
     from models.train import train as run
