@@ -9,6 +9,7 @@ tests read them from here.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -596,7 +597,49 @@ class Settings(BaseSettings):
         return self.model_copy(update={section: updated})
 
 
+#: How an environment variable names a setting: ``SLIDR_`` + section + ``__`` + field (two
+#: underscores), or ``SLIDR_`` + a top-level field. A command's own option (not a setting) is
+#: ``SLIDR_<COMMAND>_<OPTION>``, one underscore (tests/test_cli.py checks every command).
+ENV_PREFIX, ENV_NESTING = "SLIDR_", "__"
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + ENV_NESTING.join(str(part).upper() for part in loc)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``SLIDR_<SECTION>__...`` variables whose section does not exist (pydantic-settings
+    would ignore them: a typo must not silently leave a default in place)."""
+    sections = {
+        name for name, f in Settings.model_fields.items() if isinstance(f.default, BaseModel)
+    }
+    return sorted(
+        key
+        for key in environ
+        if key.startswith(ENV_PREFIX)
+        and ENV_NESTING in key
+        and key[len(ENV_PREFIX) :].split(ENV_NESTING)[0].lower() not in sections
+    )
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
-    return Settings()
+    """The process-wide settings, read once from the environment; a SettingsError names the
+    variable that is not a setting or holds a refused value."""
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        raise SettingsError(
+            f"{unknown[0]} is not a setting: settings are SLIDR_<SECTION>__<FIELD> with a "
+            "section of slidr/settings.py (kafka, redis, worker, ...)"
+        )
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first["loc"]
+        if first["type"] == "extra_forbidden" and len(loc) == 2:
+            raise SettingsError(
+                f"{_variable(loc)} is not a setting: section {loc[0]} has no field {loc[1]!r} "
+                "(see slidr/settings.py)"
+            ) from None
+        raise SettingsError(f"{_variable(loc)}: {first['msg']}") from None

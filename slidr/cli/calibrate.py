@@ -111,11 +111,10 @@ def calibrate(
             f"{days[1]} is not after {days[0]}: evaluate on a later day than you calibrate on",
             param_hint="--eval-day",
         )
-    settings = get_settings()
-    overrides = {"fpr_budget": budget, "min_coverage": min_coverage}
-    calibration = settings.calibration.model_copy(
-        update={k: v for k, v in overrides.items() if v is not None}
+    settings = get_settings().overriding(
+        "calibration", fpr_budget=budget, min_coverage=min_coverage
     )
+    calibration = settings.calibration
     root = archive_root(settings, archive)
     repo, name = settings.triton.model_repository, settings.triton.model_name
     version = version or serving_version(repo, name)

@@ -12,8 +12,10 @@ from slidr.errors import SlidrError
 app = typer.Typer(
     name="slidr",
     help="SLIDR: real-time detection of robotic ad clicks on Kafka, Redis and Triton.\n\n"
-    "Every option can also be set by the environment variable shown beside it; service "
-    "addresses come from SLIDR_* variables (see slidr/settings.py).",
+    "Environment variables: SLIDR_<SECTION>__<FIELD> (two underscores) sets a setting of "
+    "slidr/settings.py for every command, e.g. SLIDR_KAFKA__PORT; SLIDR_<COMMAND>_<OPTION> "
+    "(one) sets one command's option, shown beside it in that command's --help, e.g. "
+    "SLIDR_REPLAY_MODEL_VERSION. A SLIDR_ variable that names no setting is refused.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

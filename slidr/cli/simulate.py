@@ -45,7 +45,7 @@ def simulate(
     days: Annotated[
         int,
         typer.Option(
-            "--days", min=1, max=366, envvar="SLIDR_SIM_DAYS", help="Days of traffic to simulate."
+            "--days", min=1, max=366, envvar="SLIDR_SIMULATE_DAYS", help="Days of traffic to simulate."
         ),
     ] = 1,
     clicks_per_day: Annotated[
@@ -53,21 +53,21 @@ def simulate(
         typer.Option(
             "--clicks-per-day",
             min=24,
-            envvar="SLIDR_SIM_CLICKS_PER_DAY",
+            envvar="SLIDR_SIMULATE_CLICKS_PER_DAY",
             help="Average clicks per day, humans and bots together (weekends get more).",
         ),
     ] = 100_000,
     seed: Annotated[
         int,
         typer.Option(
-            "--seed", min=0, envvar="SLIDR_SIM_SEED", help="Same seed + options => same events."
+            "--seed", min=0, envvar="SLIDR_SIMULATE_SEED", help="Same seed + options => same events."
         ),
     ] = 7,
     bot_share: Annotated[
         float,
         typer.Option(
             "--bot-share",
-            envvar="SLIDR_SIM_BOT_SHARE",
+            envvar="SLIDR_SIMULATE_BOT_SHARE",
             help="Target share of bot clicks in [0, 0.95]; each day drifts around it.",
         ),
     ] = 0.3,
@@ -75,7 +75,7 @@ def simulate(
         str,
         typer.Option(
             "--bot-mix",
-            envvar="SLIDR_SIM_BOT_MIX",
+            envvar="SLIDR_SIMULATE_BOT_MIX",
             help="Relative weights of the bot kinds, KIND=WEIGHT,... (unnamed kinds get 0).",
         ),
     ] = _DEFAULT_MIX_TEXT,
@@ -83,7 +83,7 @@ def simulate(
         float,
         typer.Option(
             "--drift",
-            envvar="SLIDR_SIM_DRIFT",
+            envvar="SLIDR_SIMULATE_DRIFT",
             help="Strength of the daily random walk of bot share, mix and speed; 0 = none.",
         ),
     ] = 1.0,
@@ -91,20 +91,20 @@ def simulate(
         str | None,
         typer.Option(
             "--start",
-            envvar="SLIDR_SIM_START",
+            envvar="SLIDR_SIMULATE_START",
             help="First hour, ISO-8601 UTC (e.g. 2026-01-05T00:00Z). Default: the window ends at "
             "the current hour, so the pipeline accepts the events (it refuses events 8+ days old).",
         ),
     ] = None,
     to: Annotated[
         Output,
-        typer.Option("--to", envvar="SLIDR_SIM_TO", help="Where the events go."),
+        typer.Option("--to", envvar="SLIDR_SIMULATE_TO", help="Where the events go."),
     ] = Output.PARQUET,
     out: Annotated[
         Path,
         typer.Option(
             "--out",
-            envvar="SLIDR_SIM_OUT",
+            envvar="SLIDR_SIMULATE_OUT",
             help="Parquet output directory: clicks/, purchases/, truth/ (date=/hour= partitions), "
             "customers.parquet, simulation.json.",
         ),
@@ -112,7 +112,7 @@ def simulate(
     overwrite: Annotated[
         bool,
         typer.Option(
-            "--overwrite", envvar="SLIDR_SIM_OVERWRITE", help="Replace an earlier run in --out."
+            "--overwrite", envvar="SLIDR_SIMULATE_OVERWRITE", help="Replace an earlier run in --out."
         ),
     ] = False,
     rate: Annotated[
@@ -120,7 +120,7 @@ def simulate(
         typer.Option(
             "--rate",
             min=1.0,
-            envvar="SLIDR_SIM_RATE",
+            envvar="SLIDR_SIMULATE_RATE",
             help="Kafka only: clicks per second (purchases ride along). Default: full speed.",
         ),
     ] = None,
@@ -128,7 +128,7 @@ def simulate(
         Path | None,
         typer.Option(
             "--truth-out",
-            envvar="SLIDR_SIM_TRUTH_OUT",
+            envvar="SLIDR_SIMULATE_TRUTH_OUT",
             help="Kafka only: also write truth/ and customers.parquet as Parquet here.",
         ),
     ] = None,
@@ -136,7 +136,7 @@ def simulate(
         bool,
         typer.Option(
             "--truth-topic/--no-truth-topic",
-            envvar="SLIDR_SIM_TRUTH_TOPIC",
+            envvar="SLIDR_SIMULATE_TRUTH_TOPIC",
             help="Kafka only: publish ground truth to the truth topic (for evaluation only).",
         ),
     ] = True,
@@ -144,14 +144,14 @@ def simulate(
         str | None,
         typer.Option(
             "--bootstrap",
-            envvar="SLIDR_SIM_BOOTSTRAP",
+            envvar="SLIDR_SIMULATE_BOOTSTRAP",
             help="Kafka bootstrap servers. Default: from the settings (SLIDR_KAFKA__HOST/PORT).",
         ),
     ] = None,
     progress: Annotated[
         bool,
         typer.Option(
-            "--progress/--no-progress", envvar="SLIDR_SIM_PROGRESS", help="Progress bar on stderr."
+            "--progress/--no-progress", envvar="SLIDR_SIMULATE_PROGRESS", help="Progress bar on stderr."
         ),
     ] = True,
 ) -> None:
