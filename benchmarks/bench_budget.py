@@ -1,0 +1,245 @@
+"""Does the FPR budget hold on humans, on the next day, at demo volume? (issue 19)
+
+For each simulation seed: simulate ``--days`` days at ``--clicks-per-day`` (the demo's 30,000),
+compute features through the live Redis code (a private ``redis-server`` on a free port, started
+and stopped here), train exactly what the daily cycle trains (``models.train.prepare`` and
+``fit_and_export`` without the export), then calibrate on the held-out day and measure on the
+later day against the simulator's ground truth, for two calibrations:
+
+- ``previous``: the calibration before issue 19: slices with fewer than ``min_purchases``
+  purchasing clicks pooled into their parent, the budget bound to the purchaser FPR;
+- ``current``: the settings' defaults (shrinkage toward the parent, the budget bound to the
+  estimated human FPR, read through its upper confidence bound).
+
+Figures per seed: the estimated and the true human FPR at the operating point (calibration
+day), the realised true human FPR on the later day against the budget, the number of slices
+with their own threshold, and IVR at equal realised human FPR against the previous calibration
+(its budget swept, its IVR interpolated at the current one's realised human FPR) and against
+one global threshold picked on the later day at that human FPR.
+
+    .venv/bin/python benchmarks/bench_budget.py --seeds 301 311 321 331 --json out.json
+
+Scored days are cached under ``--cache`` (one folder per seed and volume), so comparing
+calibrations does not simulate and train again. Seeds 201, 211, 221 were used to choose the
+methods (docs/calibration.md); report on others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FRAME_COLUMNS = (
+    "date", "hour", "slice", "logged_in", "score", "purchased", "rfm_human", "robotic", "label",
+    "is_bot",
+)  # fmt: skip
+#: The previous calibration's budget swept to compare IVR at equal realised human FPR.
+SWEEP = (0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.08)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def private_redis() -> Iterator[int]:
+    """A throw-away redis-server on a free loopback port, no persistence."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def scored_days(
+    seed: int, days: int, clicks_per_day: int, cache: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The held-out (calibration) day and the later day with the network's scores."""
+    folder = cache / f"seed-{seed}-{clicks_per_day}-{days}d"
+    paths = folder / "holdout.parquet", folder / "later.parquet"
+    if all(p.exists() for p in paths):
+        return pd.read_parquet(paths[0]), pd.read_parquet(paths[1])
+    from models.train import fit_and_export, prepare
+    from slidr.settings import get_settings
+    from slidr.simulate.config import SimConfig
+    from slidr.simulate.runner import run as simulate
+    from slidr.simulate.sinks import ParquetSink
+
+    base = get_settings()
+    with private_redis() as port, tempfile.TemporaryDirectory(prefix="slidr-bench-budget-") as tmp:
+        redis = base.redis.model_copy(
+            update={"port": port, "username": None, "password": None, "cluster_nodes": 0}
+        )
+        settings = base.model_copy(update={"redis": redis})
+        root = Path(tmp)
+        config = SimConfig(
+            start=datetime(2026, 10, 5, tzinfo=UTC),
+            days=days,
+            clicks_per_day=clicks_per_day,
+            seed=seed,
+        )
+        simulate(config, [ParquetSink(root)])
+        prepared = prepare(root, settings, say=lambda _: None)
+        outcome = fit_and_export(
+            prepared, settings, root / "report", export=False, say=lambda _: None
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for frame, path in zip((outcome.holdout, outcome.later), paths, strict=True):
+        kept = frame[[c for c in FRAME_COLUMNS if c in frame.columns]].copy()
+        kept["slice"] = kept["slice"].astype(str)
+        kept.to_parquet(path)
+        frames.append(kept)
+    return frames[0], frames[1]
+
+
+@dataclass(frozen=True)
+class SeedFigures:
+    seed: int
+    budget: float
+    #: Calibration day, at the current calibration's thresholds.
+    estimated_human_fpr: float
+    estimated_human_fpr_interval: tuple[float, float]
+    purchaser_fpr: float
+    true_human_fpr: float
+    #: Later day, true human FPR of each calibration, and its ratio to the budget.
+    realised_human_fpr: float
+    realised_ratio: float
+    previous_realised_human_fpr: float
+    slices_with_own_threshold: int
+    previous_slices_with_own_threshold: int
+    #: Later day IVR: current; previous at equal realised human FPR (budget swept,
+    #: interpolated); one global threshold at equal realised human FPR (picked on that day).
+    ivr: float
+    previous_ivr_at_equal_human_fpr: float
+    global_ivr_at_equal_human_fpr: float
+
+
+def _calibrate(calib: pd.DataFrame, later: pd.DataFrame, settings: Any) -> Any:
+    from calibration import run
+
+    return run(calib, later, settings, model_version=0)
+
+
+def _global_ivr_at(later: pd.DataFrame, human_fpr: float) -> float:
+    """IVR of the one threshold that invalidates ``human_fpr`` of the later day's humans."""
+    humans = np.sort(later.loc[~later["is_bot"], "score"].to_numpy())[::-1]
+    k = math.floor(human_fpr * len(humans))
+    if k <= 0:
+        return 0.0
+    threshold = humans[k - 1]
+    return float((later["score"].to_numpy() >= threshold).mean())
+
+
+def measure_seed(seed: int, calib: pd.DataFrame, later: pd.DataFrame) -> SeedFigures:
+    from calibration import Policy
+    from slidr.settings import CalibrationSettings
+
+    current = CalibrationSettings()
+    previous = CalibrationSettings(slice_pooling="pool", fpr_target="purchaser")
+    now = _calibrate(calib, later, current)
+    before = _calibrate(calib, later, previous)
+    if not (now.calibrated and before.calibrated):
+        raise SystemExit(f"seed {seed}: {now.message} / {before.message}")
+    mine = now.comparison[Policy.SLICE_LEVEL]
+    theirs = before.comparison[Policy.SLICE_LEVEL]
+    estimate = now.fpr_estimates["calibration_day"]["all"]["human"]
+    realised = float(mine.evaluation_day.truth.human_fpr)
+    sweep = []
+    for budget in SWEEP:
+        outcome = _calibrate(calib, later, previous.model_copy(update={"fpr_budget": budget}))
+        if outcome.calibrated:
+            day = outcome.comparison[Policy.SLICE_LEVEL].evaluation_day
+            sweep.append((float(day.truth.human_fpr), float(day.overall.ivr)))
+    sweep.sort()
+    xs, ys = zip(*sweep, strict=True)
+    return SeedFigures(
+        seed=seed,
+        budget=current.fpr_budget,
+        estimated_human_fpr=estimate.value,
+        estimated_human_fpr_interval=(estimate.low, estimate.high),
+        purchaser_fpr=float(mine.calibration_day.overall.fpr),
+        true_human_fpr=float(mine.calibration_day.truth.human_fpr),
+        realised_human_fpr=realised,
+        realised_ratio=realised / current.fpr_budget,
+        previous_realised_human_fpr=float(theirs.evaluation_day.truth.human_fpr),
+        slices_with_own_threshold=len(now.thresholds),
+        previous_slices_with_own_threshold=len(before.thresholds),
+        ivr=float(mine.evaluation_day.overall.ivr),
+        previous_ivr_at_equal_human_fpr=float(np.interp(realised, xs, ys)),
+        global_ivr_at_equal_human_fpr=_global_ivr_at(later, realised),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[301, 311, 321, 331])
+    parser.add_argument("--days", type=int, default=10)
+    parser.add_argument("--clicks-per-day", type=int, default=30_000)
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "slidr-budget")
+    parser.add_argument("--prepare-only", action="store_true")
+    parser.add_argument("--json", type=Path, help="write the figures per seed here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.CRITICAL)
+    results = []
+    for seed in args.seeds:
+        started = time.perf_counter()
+        calib, later = scored_days(seed, args.days, args.clicks_per_day, args.cache)
+        print(f"seed {seed}: scored days ready ({time.perf_counter() - started:.0f} s)")
+        if not args.prepare_only:
+            results.append(measure_seed(seed, calib, later))
+    if args.prepare_only:
+        return
+    header = (
+        "| seed | est. human FPR [95 %] | purchaser FPR | true human FPR | next day: true human "
+        "FPR (x budget) | previous | own thresholds (previous) | IVR next day | previous at "
+        "equal human FPR | global at equal human FPR |"
+    )
+    print(header)
+    print("|" + "---|" * 10)
+    for r in results:
+        low, high = r.estimated_human_fpr_interval
+        print(
+            f"| {r.seed} | {r.estimated_human_fpr:.2%} [{low:.2%}, {high:.2%}] | "
+            f"{r.purchaser_fpr:.2%} | {r.true_human_fpr:.2%} | {r.realised_human_fpr:.2%} "
+            f"({r.realised_ratio:.2f}x) | {r.previous_realised_human_fpr:.2%} | "
+            f"{r.slices_with_own_threshold} ({r.previous_slices_with_own_threshold}) | "
+            f"{r.ivr:.2%} | {r.previous_ivr_at_equal_human_fpr:.2%} | "
+            f"{r.global_ivr_at_equal_human_fpr:.2%} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
