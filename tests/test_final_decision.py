@@ -181,21 +181,26 @@ def test_a_click_consumed_again_gets_its_first_decision_and_a_replay_is_final(
     assert any(orjson.loads(p)["verdict"] == "valid" for p in first)
 
     # Every click is consumed again (another consumer group reads from the start: what a
-    # redelivery after kill -9 or a rebalance does to the uncommitted part), after a
-    # calibration switch that would now invalidate every one of them.
+    # redelivery after kill -9 or a rebalance does to the uncommitted part), by two workers
+    # that rebalance as the second joins, after a calibration switch that would now
+    # invalidate every one of them.
     _all_invalid(settings)
     again = settings.model_copy(
         update={"worker": settings.worker.model_copy(update={"consumer_group": "again"})}
     )
-    worker = WorkerProcess(again, tmp_path / "again.log")
-    worker.start()
+    workers = [WorkerProcess(again, tmp_path / f"again-{i}.log") for i in range(2)]
+    workers[0].start()
     fresh = [make_click(i, prefix="fd-new", at=datetime.now(UTC)) for i in range(10)]
     try:
-        time.sleep(2)  # the worker follows the new record within reload_every_s
+        time.sleep(1)
+        workers[1].start()  # joins: the group rebalances while the first is deciding
+        time.sleep(2)  # both follow the new record within reload_every_s
         produce(settings, fresh)
         everything = _read(settings, settings.topics.decisions, 2 * len(clicks) + len(fresh))
     finally:
-        worker.stop()
+        for w in workers:
+            w.stop()
+    worker = workers[0]
     by_click: dict[str, list[bytes]] = {}
     for payload in everything:
         by_click.setdefault(orjson.loads(payload)["click_id"], []).append(payload)
@@ -203,8 +208,8 @@ def test_a_click_consumed_again_gets_its_first_decision_and_a_replay_is_final(
         "the calibration switch did not reach the worker: " + worker.log()
     )
     for c in clicks:
-        assert len(by_click[c.click_id]) == 2, worker.log()
-        assert by_click[c.click_id][0] == by_click[c.click_id][1]  # byte for byte
+        assert len(by_click[c.click_id]) >= 2, worker.log()
+        assert len(set(by_click[c.click_id])) == 1  # byte for byte, however often
 
     summary = run_replay(settings, model_version=1, **full_range(settings))
     ledger = read_ledger(settings)
