@@ -324,6 +324,10 @@ class WorkerSettings(_Section):
     reload_backoff_max_s: float = Field(default=60.0, gt=0)
     redis_timeout_s: float = 0.5
     triton_timeout_s: float = 1.0
+    #: Keep each decision in Redis for ``redis.row_horizon_s`` so that a click consumed again
+    #: gets its first decision back (docs/contracts.md). Off: a redelivery is decided afresh
+    #: and the final-decision rule chooses between its decisions.
+    decision_cache: bool = True
     #: How often the worker exports Redis memory and key counts.
     redis_memory_every_s: float = Field(default=15.0, gt=0)
     #: Prometheus endpoint; 0 disables it.

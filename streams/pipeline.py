@@ -84,12 +84,12 @@ def _reason(exc: InvalidEvent) -> DeadLetterReason:
 class _Batch:
     """What the clicks of one micro-batch share, however they end up being decided."""
 
-    model: ModelRecord
+    record: ModelRecord
     now: datetime
     started: float
 
     def stamp(self) -> Stamp:
-        return Stamp(self.model, self.now, (time.perf_counter() - self.started) * 1000)
+        return Stamp(self.record, self.now, (time.perf_counter() - self.started) * 1000)
 
 
 class DegradedRanges:
@@ -125,7 +125,7 @@ class ClickPipeline:
         self,
         settings: Settings,
         store: FeatureStore,
-        model: ServingModel,
+        serving: ServingModel,
         metrics: WorkerMetrics,
         givt: GivtFilter | None = None,
         decisions: DecisionCache | None = None,
@@ -136,7 +136,8 @@ class ClickPipeline:
         #: GIVT lists, asked before the model (None: every click goes to the model).
         self.givt = givt
         self.store = store
-        self.model = model
+        #: The model the worker scores with: follows the serving pointer, gives the current record.
+        self.serving = serving
         self.metrics = metrics
         self.degraded = DegradedRanges()
         self.failed_in_a_row = 0
@@ -157,18 +158,20 @@ class ClickPipeline:
         store = RedisFeatureStore(settings.redis, timeout_s=w.redis_timeout_s)
         scorer = TritonScorer(settings.triton, timeout_s=triton_timeout_s or w.triton_timeout_s)
         metrics = metrics or WorkerMetrics()
-        model = ServingModel(settings, scorer, metrics)
-        decisions = DecisionCache(settings.redis, timeout_s=w.redis_timeout_s)
-        pipeline = cls(settings, store, model, metrics, givt, decisions)
+        serving = ServingModel(settings, scorer, metrics)
+        decisions = (
+            DecisionCache(settings.redis, timeout_s=w.redis_timeout_s) if w.decision_cache else None
+        )
+        pipeline = cls(settings, store, serving, metrics, givt, decisions)
         try:
-            await model.load()
+            await serving.load()
         except BaseException:
             await pipeline.aclose()
             raise
         return pipeline
 
     async def aclose(self) -> None:
-        await self.model.scorer.aclose()
+        await self.serving.scorer.aclose()
         await self.store.aclose()
         if self.decisions is not None:
             await self.decisions.aclose()
@@ -211,8 +214,8 @@ class ClickPipeline:
         if not clicks:
             return outcome
         # Outside the per-click guard: the model is the same for every click of the batch.
-        model = await self.model.current()
-        batch_ctx = _Batch(model, now, started)
+        record = await self.serving.current()
+        batch_ctx = _Batch(record, now, started)
         decided: list[DecidedBatch] = []
         try:
             decided.append(await self._decide(accepted, clicks, batch_ctx, outcome))
@@ -256,7 +259,7 @@ class ClickPipeline:
         """Decisions of ``clicks``, fail-open when Redis or Triton is unavailable; any other
         error is raised."""
         offsets = [(raw.partition, raw.offset) for raw in accepted]
-        model = batch.model
+        record = batch.record
         # GIVT first: those clicks are decided by their list, never scored. They still count in
         # the feature store (its counters see every click, as offline features and a replay do).
         t_givt = time.perf_counter()
@@ -270,11 +273,13 @@ class ClickPipeline:
             t1 = time.perf_counter()
             scores = np.zeros(len(clicks), dtype=np.float32)
             if to_score:
-                scores[to_score] = await self.model.scorer.score(features[to_score], model.version)
+                scores[to_score] = await self.serving.scorer.score(
+                    features[to_score], record.version
+                )
             t2 = time.perf_counter()
         except (FeatureStoreUnavailable, ScorerUnavailable) as exc:
             if isinstance(exc, ModelUnavailable):  # unloaded under us: follow the pointer
-                self.model.lost(model.version, str(exc))
+                self.serving.lost(record.version, str(exc))
             why = (
                 DegradedReason.REDIS_UNAVAILABLE
                 if isinstance(exc, FeatureStoreUnavailable)
@@ -283,13 +288,13 @@ class ClickPipeline:
             self.degraded.add(why, [offsets[i] for i in to_score])
             self.metrics.degraded.labels(why).inc(len(to_score))
             outcome.degraded_why = why
-            columns = DecisionColumns.of(clicks, model.slice_fields, offsets, features, givt)
+            columns = DecisionColumns.of(clicks, record.slice_fields, offsets, features, givt)
             return fail_open(columns, why, batch.stamp())
         self.metrics.feature_seconds.observe(t1 - t0)
         self.metrics.inference_seconds.observe(t2 - t1)
         if self.degraded.why is not None:
             self.degraded.close()
-        columns = DecisionColumns.of(clicks, model.slice_fields, offsets, features, givt)
+        columns = DecisionColumns.of(clicks, record.slice_fields, offsets, features, givt)
         return decide(columns, scores, batch.stamp())
 
     async def _decide_alone(
