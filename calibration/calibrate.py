@@ -26,7 +26,7 @@ from calibration.slices import SliceData, build_shrunk_slices, build_slices, che
 from slidr.events import SLICE_FIELDS
 from slidr.metrics import REPORT_CONFIDENCE, Curve, Floats, curve, knee
 from slidr.model_record import ROOT_SLICE
-from slidr.registry import SCORE_BINS
+from slidr.serving_figures import SCORE_BINS
 from slidr.settings import CalibrationSettings
 
 log = logging.getLogger(__name__)

@@ -71,7 +71,7 @@ def record_of(outcome: CalibrationOutcome, model: str) -> dict[str, Any]:
         },
         "data_window": outcome.windows,
         "created_at": outcome.created_at.isoformat(),
-        # The monitor's baseline (slidr.registry.Figures): the later held-out day.
+        # The monitor's baseline (slidr.serving_figures.ServingFigures): the later held-out day.
         "expected": {
             "ivr": held_out.overall.ivr,
             "slices": {name: r.ivr for name, r in held_out.per_slice.items()},

@@ -130,6 +130,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_optional(path: Path) -> dict[str, Any]:
+    """A version file's JSON object, or {} when it is missing, unreadable or not an object
+    (for the registry's metadata and the expected figures, which may be absent)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def load_record(repository: Path, name: str, version: int, default_threshold: float) -> ModelRecord:
     """Read a version's metadata and calibration; refuse features this code does not make."""
     vdir = model_dir(repository, name) / str(version)

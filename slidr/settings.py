@@ -491,7 +491,7 @@ class GuardrailSettings(_Section):
 
 
 class RegistrySettings(_Section):
-    """Model versions kept on disk and loaded in Triton (slidr/registry.py)."""
+    """Model versions kept on disk and loaded in Triton (slidr/registry/)."""
 
     #: Retired and refused versions kept on disk (the newest ones); older ones are deleted.
     keep_retired: int = Field(default=3, ge=0)

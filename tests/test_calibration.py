@@ -36,7 +36,7 @@ from calibration.record import PREVIOUS_FILE
 from calibration.report import REPORT_FILE
 from slidr.metrics import Curve, curve
 from slidr.model_record import load_record
-from slidr.registry import Figures
+from slidr.serving_figures import ServingFigures
 from slidr.settings import CalibrationSettings
 
 #: name: (clicks, bot share, mean logit of human scores, of bot scores). Mobile humans score
@@ -295,7 +295,7 @@ def test_the_record_is_served_and_the_previous_one_kept(
     assert record["model_version"] == 1 and record["thresholds"] == first.thresholds
     assert record["pooled"] == {"app/in": "app", "app/out": "app"}
     assert record["slices"]["desktop/out"]["fit"]["method"] in ("quadratic", "hull")
-    expected = Figures.model_validate(record["expected"])  # what the monitor compares with
+    expected = ServingFigures.model_validate(record["expected"])  # what the monitor compares with
     assert set(expected.slices) == set(SLICES)
     assert sum(expected.score_histogram or []) == pytest.approx(1.0)
     served = load_record(repo, "slidr", 1, default_threshold=0.5)

@@ -17,7 +17,8 @@ import pytest
 
 from slidr.events import Decision, DeviceType, Verdict
 from slidr.features import FEATURE_HASH
-from slidr.registry import Figures, Registry, State, TritonVersions
+from slidr.registry import Registry, State, TritonVersions
+from slidr.serving_figures import ServingFigures
 from slidr.settings import MonitorSettings, RegistrySettings, Settings, TritonSettings
 from streams.monitor.consumer import Monitor
 from streams.monitor.rules import deviations, psi
@@ -111,14 +112,14 @@ def test_observation_reads_a_published_decision_and_skips_anything_else() -> Non
 
 
 def test_small_windows_are_not_judged() -> None:
-    baseline = Figures(ivr=0.0)
+    baseline = ServingFigures(ivr=0.0)
     assert deviations(window_of(obs(99, invalid=1.0)), baseline, LIMITS) == []
     found = deviations(window_of(obs(100, invalid=1.0)), baseline, LIMITS)
     assert [(d.rule, d.scope) for d in found] == [("IVR", "all")]
 
 
 def test_a_deviation_must_be_both_large_and_beyond_noise() -> None:
-    baseline = Figures(ivr=0.10, slices={"desktop/out": 0.10})
+    baseline = ServingFigures(ivr=0.10, slices={"desktop/out": 0.10})
     # Large enough but 60 decisions of a slice are too few to tell from noise (z ~ 3.9).
     slice_only = MonitorSettings(min_decisions=10_000, min_slice_decisions=50)
     assert deviations(window_of(obs(60, invalid=0.25)), baseline, slice_only) == []
@@ -131,7 +132,7 @@ def test_a_deviation_must_be_both_large_and_beyond_noise() -> None:
 
 
 def test_one_slice_can_deviate_alone() -> None:
-    baseline = Figures(ivr=0.1, slices={"desktop/out": 0.1, "app/in": 0.1})
+    baseline = ServingFigures(ivr=0.1, slices={"desktop/out": 0.1, "app/in": 0.1})
     window = window_of(obs(900, invalid=0.1) + obs(100, invalid=0.9, slice_name="app/in"))
     assert [(d.rule, d.scope) for d in deviations(window, baseline, LIMITS)] == [("IVR", "app/in")]
 
@@ -147,7 +148,7 @@ def test_triton_errors_count_without_a_baseline_and_redis_outages_do_not() -> No
 
 def test_score_histogram_shift_is_caught_when_training_recorded_one() -> None:
     low = [50.0, 30.0, 10.0, 5.0, 5.0, 0, 0, 0, 0, 0]
-    baseline = Figures(ivr=0.0, score_histogram=low)
+    baseline = ServingFigures(ivr=0.0, score_histogram=low)
     same = (
         obs(50, score=0.05)
         + obs(30, score=0.15)
@@ -209,7 +210,7 @@ def test_a_deviating_version_is_rolled_back_to_the_one_observed_before(
     assert observed is not None and observed.ivr == 0.05 and observed.decisions == 200
 
     registry.promote(2)
-    assert monitor.baseline(2) == Figures(ivr=0.05, slices={"desktop/out": 0.05})
+    assert monitor.baseline(2) == ServingFigures(ivr=0.05, slices={"desktop/out": 0.05})
     feed(monitor, obs(100, invalid=1.0, version=2, at=1001.0))
     clock.now = 1003.5
     found = monitor.evaluate()
@@ -235,7 +236,7 @@ def test_alert_only_keeps_the_version_and_alerts_once_a_window(
         update={"monitor": LIMITS.model_copy(update={"auto_rollback": False})}
     )
     registry.promote(2)
-    registry.record_observed(1, Figures(ivr=0.05))
+    registry.record_observed(1, ServingFigures(ivr=0.05))
     clock = Clock()
     monitor = Monitor(settings, registry, clock=clock)
     feed(monitor, obs(100, invalid=1.0, version=2, at=1000.0))
@@ -255,7 +256,7 @@ def test_expected_figures_of_the_version_come_first(
     settings, registry, _ = lifecycle
     (tmp_path / "m" / "2" / "calibration.json").write_text(json.dumps({"expected": {"ivr": 0.9}}))
     registry.promote(2)
-    registry.record_observed(1, Figures(ivr=0.05))
+    registry.record_observed(1, ServingFigures(ivr=0.05))
     monitor = Monitor(settings, registry, clock=Clock())
     feed(monitor, obs(100, invalid=0.95, version=2))
     assert monitor.evaluate() == []

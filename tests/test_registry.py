@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import pytest
 
 from slidr.features import FEATURE_HASH
 from slidr.model_record import serving_version, write_serving_pointer
-from slidr.registry import Figures, Registry, RegistryError, State
+from slidr.registry import LOCK_FILE, Registry, RegistryError, State
+from slidr.serving_figures import ServingFigures
 from slidr.settings import RegistrySettings, Settings, TritonSettings
 from tests.stack_fixtures import free_ports
 from tests.worker_harness import SLIDR
@@ -218,12 +220,12 @@ def test_a_pointer_moved_by_hand_is_adopted(registry: Registry, repo: Path) -> N
 def test_expected_figures_prefer_calibration_over_training(registry: Registry, repo: Path) -> None:
     vdir = add_version(repo, 2, expected={"ivr": 0.2, "slices": {"desktop/in": 0.1}})
     registry.register(2)
-    assert registry.expected(2) == Figures(ivr=0.2, slices={"desktop/in": 0.1})
+    assert registry.expected(2) == ServingFigures(ivr=0.2, slices={"desktop/in": 0.1})
     assert registry.expected(1) is None
     (vdir / "calibration.json").write_text(json.dumps({"thresholds": {}, "expected": {"ivr": 0.3}}))
-    assert registry.expected(2) == Figures(ivr=0.3)
+    assert registry.expected(2) == ServingFigures(ivr=0.3)
     (vdir / "calibration.json").write_text(json.dumps({"expected": {"ivr": 7}}))
-    assert registry.expected(2) == Figures(ivr=0.2, slices={"desktop/in": 0.1})
+    assert registry.expected(2) == ServingFigures(ivr=0.2, slices={"desktop/in": 0.1})
 
 
 def test_concurrent_writers_lose_nothing(registry: Registry, repo: Path) -> None:
@@ -232,7 +234,7 @@ def test_concurrent_writers_lose_nothing(registry: Registry, repo: Path) -> None
         add_version(repo, v)
     threads = [threading.Thread(target=registry.register, args=(v,)) for v in versions]
     threads += [
-        threading.Thread(target=registry.record_observed, args=(1, Figures(ivr=0.01 * i)))
+        threading.Thread(target=registry.record_observed, args=(1, ServingFigures(ivr=0.01 * i)))
         for i in range(5)
     ]
     for t in threads:
@@ -294,3 +296,101 @@ def test_cli_lists_versions_and_refuses_bad_moves_in_one_line(repo: Path) -> Non
     assert failed.stderr.strip() == (
         "error: 'm' has no stable version to roll back to; pass --to VERSION"
     )
+
+
+class SlowTriton(FakeTriton):
+    """A Triton whose loads take until the test lets them finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loading = threading.Event()
+        self.finish = threading.Event()
+
+    def load(self, versions: Collection[int]) -> None:
+        self.loading.set()
+        assert self.finish.wait(30), "the test never let the load finish"
+        super().load(versions)
+
+
+def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:  # handed to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
+
+
+@pytest.fixture
+def slow(repo: Path) -> tuple[Registry, SlowTriton]:
+    triton = SlowTriton()
+    triton.finish.set()
+    registry = Registry(settings(repo), triton)
+    registry.entries()  # adopts version 1, as after `slidr stack up`
+    for v in (2, 3):
+        add_version(repo, v)
+        registry.register(v)
+    registry.promote(2)  # 1 stable, 2 serving, 3 a candidate
+    triton.loading.clear()
+    triton.finish.clear()
+    return registry, triton
+
+
+def test_the_book_lock_is_free_while_triton_loads(
+    slow: tuple[Registry, SlowTriton], repo: Path
+) -> None:
+    registry, triton = slow
+    promoting, errors = in_thread(lambda: registry.promote(3))
+    assert triton.loading.wait(10)
+    # Another process could take the book lock at once, and the monitor's calls go through.
+    with (repo / "m" / LOCK_FILE).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if it were held
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    registry.record_observed(2, ServingFigures(ivr=0.05))
+    assert registry.serving().version == 2  # nothing switched before Triton answered
+    assert serving_version(repo, "m") == 2
+    assert promoting.is_alive()
+    triton.finish.set()
+    promoting.join(10)
+    assert not errors
+    assert states(registry) == {1: State.RETIRED, 2: State.STABLE, 3: State.SERVING}
+    assert registry.entry(2).observed == ServingFigures(ivr=0.05)
+    assert triton.loads[-1] == {2, 3}
+
+
+def test_a_rollback_waits_for_a_promotion_in_flight_and_does_not_undo_it(
+    slow: tuple[Registry, SlowTriton],
+) -> None:
+    registry, triton = slow
+    promoting, _ = in_thread(lambda: registry.promote(3))
+    assert triton.loading.wait(10)
+    # The monitor judged version 2 and rolls it back while 3 is being loaded.
+    rolling, errors = in_thread(lambda: registry.rollback(why="IVR 100%", expect=2))
+    rolling.join(0.5)
+    assert rolling.is_alive()  # one move at a time
+    triton.finish.set()
+    promoting.join(10)
+    rolling.join(10)
+    assert len(errors) == 1 and "no longer serving" in str(errors[0])
+    assert registry.serving().version == 3
+    assert triton.loads == [{1, 2}, {2, 3}]
+
+
+def test_a_move_overtaken_while_triton_loads_switches_nothing(
+    slow: tuple[Registry, SlowTriton], repo: Path
+) -> None:
+    registry, triton = slow
+    promoting, errors = in_thread(lambda: registry.promote(3))
+    assert triton.loading.wait(10)
+    write_serving_pointer(repo, "m", 1)  # by hand, while Triton loads 2 and 3
+    triton.finish.set()
+    promoting.join(10)
+    assert len(errors) == 1 and "changed while Triton loaded" in str(errors[0])
+    assert serving_version(repo, "m") == 1
+    assert states(registry) == {1: State.SERVING, 2: State.STABLE, 3: State.CANDIDATE}
+    assert triton.loads[-1] == {1, 2}  # back to what the book keeps

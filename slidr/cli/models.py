@@ -12,7 +12,8 @@ import typer
 from rich.table import Table
 
 from slidr.console import make_console
-from slidr.registry import Entry, Figures, Registry, RegistryError, TritonVersions
+from slidr.registry import Entry, Registry, RegistryError, TritonVersions
+from slidr.serving_figures import ServingFigures
 from slidr.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def _registry(settings: Settings) -> Registry:
     return Registry(settings, TritonVersions(settings.triton))
 
 
-def _ivr(figures: Figures | None) -> str:
+def _ivr(figures: ServingFigures | None) -> str:
     return "-" if figures is None else f"{figures.ivr:.1%}"
 
 

@@ -24,7 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from slidr.errors import SlidrError
 from slidr.kafka_config import client_config
-from slidr.registry import Figures, Registry
+from slidr.registry import Registry
+from slidr.serving_figures import ServingFigures
 from slidr.settings import Settings
 from streams.monitor import rules
 from streams.monitor.rules import Deviation
@@ -117,7 +118,7 @@ class Monitor:
         window.add(o)
         self.metrics.decisions.labels(str(o.version)).inc()
 
-    def baseline(self, version: int) -> Figures | None:
+    def baseline(self, version: int) -> ServingFigures | None:
         """Expected figures of ``version``, else those observed for the stable version."""
         expected = self.registry.expected(version)
         if expected is not None:
@@ -126,7 +127,7 @@ class Monitor:
         if stable is None or stable.observed is None:
             return None
         # A different model is expected to score differently: only its IVR carries over.
-        return Figures(ivr=stable.observed.ivr, slices=stable.observed.slices)
+        return ServingFigures(ivr=stable.observed.ivr, slices=stable.observed.slices)
 
     def evaluate(self) -> list[Deviation]:
         """Judge the serving version's window; roll back on a sharp deviation."""
@@ -217,7 +218,7 @@ class Monitor:
             "first decision", self.registry.name, version, restored.version, took, version,
         )  # fmt: skip
 
-    def _export(self, figures: WindowFigures, baseline: Figures | None) -> None:
+    def _export(self, figures: WindowFigures, baseline: ServingFigures | None) -> None:
         m = self.metrics
         m.invalidation_rate.labels("all").set(figures.total.ivr)
         for name, tally in figures.slices.items():

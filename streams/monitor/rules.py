@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from slidr.registry import Figures
+from slidr.serving_figures import ServingFigures
 from slidr.settings import MonitorSettings
 from streams.monitor.window import Tally, WindowFigures
 
@@ -74,7 +74,7 @@ def model_errors(total: Tally, limits: MonitorSettings, minimum: int) -> Deviati
 
 
 def deviations(
-    window: WindowFigures, baseline: Figures | None, limits: MonitorSettings
+    window: WindowFigures, baseline: ServingFigures | None, limits: MonitorSettings
 ) -> list[Deviation]:
     """Every sharp deviation of ``window`` from ``baseline`` (None: only the error share)."""
     total = window.total
@@ -98,9 +98,9 @@ def deviations(
     return found
 
 
-def observed(window: WindowFigures, limits: MonitorSettings) -> Figures:
+def observed(window: WindowFigures, limits: MonitorSettings) -> ServingFigures:
     """What the window shows, as figures a later version can be judged against."""
-    return Figures(
+    return ServingFigures(
         ivr=window.total.ivr,
         slices={
             name: tally.ivr

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from slidr.events import DegradedReason
-from slidr.registry import SCORE_BINS
+from slidr.serving_figures import SCORE_BINS
 
 #: Buckets per window; the window slides by one bucket (window_s / BUCKETS) at a time.
 BUCKETS = 12
