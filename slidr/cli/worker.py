@@ -37,7 +37,7 @@ async def _preflight(settings: Settings) -> str:
     pipeline = await ClickPipeline.connect(settings, triton_timeout_s=5)
     try:
         await pipeline.store.ping()
-        record = await pipeline.model.current()
+        record = await pipeline.serving.current()
     finally:
         await pipeline.aclose()
     return f"model {record.name} v{record.version} ({record.kind})"
