@@ -9,7 +9,9 @@ recovered:
 1. ``worker``: kill -9 one worker, start it again;
 2. ``kafka``: kill -9 one broker of three (the leader of clicks partition 0), start it again;
 3. ``redis``: stop Redis and start it again (in memory: the counters start from nothing);
-4. ``triton``: stop Triton and start it again (the registry's versions loaded again).
+4. ``triton``: stop Triton and start it again (the registry's versions loaded again);
+
+each down for ``--outage`` seconds (5) before it is started again.
 
 A worker that exits on its own is counted and started again (as a supervisor would). Once every
 click is sent and decided (or a timeout passed), the workers stop and the run reads back the
@@ -273,28 +275,39 @@ class Fault:
 
 
 def inject(
-    name: str, stack: LocalStack, workers: list[Worker], supervisor: Supervisor, settings: Settings
+    name: str,
+    stack: LocalStack,
+    workers: list[Worker],
+    supervisor: Supervisor,
+    settings: Settings,
+    outage_s: float,
 ) -> Fault:
+    """One fault: the component goes down, stays down ``outage_s``, and is started again."""
     started = time.time()
+    down = f"down {outage_s:g} s"
     if name == "worker":
         with supervisor.lock:  # not an unplanned exit
             workers[0].kill()
+            time.sleep(outage_s)
             workers[0].start()
-        detail = "kill -9 worker 0, started again"
+        detail = f"kill -9 worker 0, {down}, started again"
     elif name == "kafka":
         meta = admin_client(settings).list_topics(timeout=10)
         leader = meta.topics[settings.topics.clicks].partitions[0].leader
         stack.kafka.kill_node(leader - 1)
+        time.sleep(outage_s)
         stack.kafka.start_node(leader - 1)
-        detail = f"kill -9 broker {leader} of 3 (leader of clicks/0), started again"
+        detail = f"kill -9 broker {leader} of 3 (leader of clicks/0), {down}, started again"
     elif name == "redis":
         stack.redis.proc.stop()
+        time.sleep(outage_s)
         stack.up(on_progress=lambda _: None)
-        detail = "Redis stopped and started (counters lost)"
+        detail = f"Redis stopped, {down}, started (counters lost)"
     elif name == "triton":
         stack.triton.proc.stop()
+        time.sleep(outage_s)
         stack.up(on_progress=lambda _: None)
-        detail = "Triton stopped and started, registry versions loaded"
+        detail = f"Triton stopped, {down}, started, registry versions loaded"
     else:
         raise ValueError(name)
     restarted = time.time()
@@ -524,7 +537,7 @@ def _run(
         wait_flowing(marks, rate, max_s=90)
         time.sleep(args.gap)
         for name in FAULTS:
-            faults.append(inject(name, stack, workers, supervisor, settings))
+            faults.append(inject(name, stack, workers, supervisor, settings, args.outage))
             waited = wait_flowing(marks, rate, max_s=120)
             note(f"{name}: decisions flowing again {waited:.0f} s after the restart")
             time.sleep(args.gap)  # normal flow before the next fault: the recovery's window
@@ -712,6 +725,12 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=12,
         help="seconds of normal flow before each fault, once decisions flow again",
+    )
+    parser.add_argument(
+        "--outage",
+        type=float,
+        default=5,
+        help="seconds each faulty component stays down before it is started again",
     )
     parser.add_argument("--heap", default="256m", help="heap of each Kafka broker")
     parser.add_argument("--keep", action="store_true", help="keep the state and logs")
