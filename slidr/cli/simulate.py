@@ -45,7 +45,11 @@ def simulate(
     days: Annotated[
         int,
         typer.Option(
-            "--days", min=1, max=366, envvar="SLIDR_SIMULATE_DAYS", help="Days of traffic to simulate."
+            "--days",
+            min=1,
+            max=366,
+            envvar="SLIDR_SIMULATE_DAYS",
+            help="Days of traffic to simulate.",
         ),
     ] = 1,
     clicks_per_day: Annotated[
@@ -60,7 +64,10 @@ def simulate(
     seed: Annotated[
         int,
         typer.Option(
-            "--seed", min=0, envvar="SLIDR_SIMULATE_SEED", help="Same seed + options => same events."
+            "--seed",
+            min=0,
+            envvar="SLIDR_SIMULATE_SEED",
+            help="Same seed + options => same events.",
         ),
     ] = 7,
     bot_share: Annotated[
@@ -112,7 +119,9 @@ def simulate(
     overwrite: Annotated[
         bool,
         typer.Option(
-            "--overwrite", envvar="SLIDR_SIMULATE_OVERWRITE", help="Replace an earlier run in --out."
+            "--overwrite",
+            envvar="SLIDR_SIMULATE_OVERWRITE",
+            help="Replace an earlier run in --out.",
         ),
     ] = False,
     rate: Annotated[
@@ -151,7 +160,9 @@ def simulate(
     progress: Annotated[
         bool,
         typer.Option(
-            "--progress/--no-progress", envvar="SLIDR_SIMULATE_PROGRESS", help="Progress bar on stderr."
+            "--progress/--no-progress",
+            envvar="SLIDR_SIMULATE_PROGRESS",
+            help="Progress bar on stderr.",
         ),
     ] = True,
 ) -> None:
