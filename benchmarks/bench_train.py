@@ -48,7 +48,7 @@ def main() -> None:
             start=datetime(2026, 3, 2, tzinfo=UTC), days=7, clicks_per_day=args.clicks_per_day
         )
         run(config, [ParquetSink(root)])
-        featurize_dataset_sync(root / "clicks", root, settings.redis)
+        featurize_dataset_sync(root, settings.redis)
         frame, labels = load_labelled(root, settings.learn)
     plan = plan_split(frame, labels, settings.learn)
     fit, _ = weighted_split(plan.fit.rows(frame), settings.learn.weight_cap)

@@ -9,7 +9,6 @@ the archive declares its labels final (``labels.json``, see :class:`LabelSource`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -21,17 +20,26 @@ import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
+from slidr.archive import (
+    CLICKS,
+    DECISIONS,
+    FEATURES_DATASET,
+    PURCHASES,
+    TRUTH,
+    ArchiveError,
+    dataset_dates,
+    feature_matrix,
+    has_dataset,
+    read_customers,
+    read_dataset,
+    read_label_declaration,
+)
 from slidr.errors import SlidrError
 from slidr.events import DEFAULT_SLICE_FIELDS, GIVT_PREFIX, slice_name
 from slidr.features import FEATURES
 from slidr.settings import LearnSettings
-from streams.archive.tables import FEATURES_DATASET, feature_matrix
 
-CUSTOMERS_FILE = "customers.parquet"
-#: The archive's own label horizon, when its source has one (see :class:`LabelSource`).
-LABELS_FILE = "labels.json"
 Bools = npt.NDArray[np.bool_]
 _CLICK_COLUMNS = (
     "click_id",
@@ -68,27 +76,16 @@ class LabelSource:
         return self.horizon_h is None
 
 
-def write_label_source(root: Path, *, final: bool, source: str) -> Path:
-    """Declare the archive's labels final (or not) in ``root/labels.json``."""
-    path = Path(root) / LABELS_FILE
-    path.write_text(json.dumps({"final": final, "source": source}, indent=2) + "\n")
-    return path
-
-
 def label_source(root: Path, window_h: float) -> LabelSource:
-    """The archive's declared label horizon, else the attribution window ``window_h``."""
-    path = Path(root) / LABELS_FILE
-    if not path.exists():
-        return LabelSource(window_h, f"purchases within the {window_h:g} h attribution window")
+    """The archive's declared label horizon (``labels.json``, written by
+    ``slidr.archive.write_label_source``), else the attribution window ``window_h``."""
     try:
-        declared = json.loads(path.read_text())
-        final, source = declared["final"], str(declared.get("source", path))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DatasetError(
-            f'{path} is not a label declaration ({exc}); expected {{"final": true}}'
-        ) from None
-    if not isinstance(final, bool):
-        raise DatasetError(f"{path}: 'final' must be true or false, not {final!r}")
+        declared = read_label_declaration(root)
+    except ArchiveError as exc:
+        raise DatasetError(str(exc)) from None
+    if declared is None:
+        return LabelSource(window_h, f"purchases within the {window_h:g} h attribution window")
+    final, source = declared
     if final:
         return LabelSource(None, source)
     return LabelSource(window_h, source)
@@ -139,30 +136,16 @@ def complete_days(frame: pd.DataFrame, report: LabelReport) -> list[str]:
     ]
 
 
-def _dataset(root: Path, name: str) -> ds.Dataset | None:
-    path = root / name
-    if not path.is_dir() or not any(path.glob("date=*")):
-        return None
-    return ds.dataset(path, format="parquet", partitioning="hive")
-
-
 def archive_dates(root: Path) -> list[str]:
     """The days that have clicks in the archive, in order."""
-    path = root / "clicks"
-    return sorted(p.name.removeprefix("date=") for p in path.glob("date=*") if p.is_dir())
-
-
-def _read(dataset: ds.Dataset, columns: Sequence[str], dates: Sequence[str] | None) -> pa.Table:
-    where = pc.field("date").isin(list(dates)) if dates is not None else None
-    return dataset.to_table(columns=list(columns), filter=where)
+    return dataset_dates(root, CLICKS)
 
 
 def _newest_event(root: Path) -> pd.Timestamp:
     newest: list[pd.Timestamp] = []
-    for name in ("clicks", "purchases"):
-        dataset = _dataset(root, name)
-        if dataset is not None:
-            value = pc.max(dataset.to_table(columns=["event_time"])["event_time"]).as_py()
+    for name in (CLICKS, PURCHASES):
+        if has_dataset(root, name):
+            value = pc.max(read_dataset(root, name, columns=["event_time"])["event_time"]).as_py()
             if value is not None:
                 newest.append(pd.Timestamp(value))
     return max(newest)
@@ -171,14 +154,14 @@ def _newest_event(root: Path) -> pd.Timestamp:
 def _served_features(root: Path, dates: Sequence[str]) -> pd.DataFrame:
     """click_id -> vector: the served one (non-degraded decisions) first, else offline."""
     parts: list[pd.DataFrame] = []
-    decisions = _dataset(root, "decisions")
-    if decisions is not None:
-        table = _read(decisions, ["click_id", "features", "degraded"], dates)
+    if has_dataset(root, DECISIONS):
+        table = read_dataset(root, DECISIONS, dates, ["click_id", "features", "degraded"])
         table = table.filter(pc.invert(table["degraded"]))
         parts.append(_vectors(table))
-    offline = _dataset(root, FEATURES_DATASET)
-    if offline is not None:
-        parts.append(_vectors(_read(offline, ["click_id", "features"], dates)))
+    if has_dataset(root, FEATURES_DATASET):
+        parts.append(
+            _vectors(read_dataset(root, FEATURES_DATASET, dates, ["click_id", "features"]))
+        )
     if not parts:
         raise DatasetError(
             f"{root} has neither decisions/ nor features/: archive the decisions topic "
@@ -193,10 +176,9 @@ def _givt_clicks(root: Path, dates: Sequence[str]) -> set[str]:
     """Clicks the worker decided by a GIVT list (reason code ``givt:*``): no part of training or
     calibration data, which are about what the model must find. Read from the archived
     decisions (what serving did), not recomputed; archives without decisions keep every click."""
-    decisions = _dataset(root, "decisions")
-    if decisions is None:
+    if not has_dataset(root, DECISIONS):
         return set()
-    table = _read(decisions, ["click_id", "reason_codes"], dates)
+    table = read_dataset(root, DECISIONS, dates, ["click_id", "reason_codes"])
     codes = pc.list_flatten(table["reason_codes"])
     owners = pc.list_parent_indices(table["reason_codes"])
     hits = pc.starts_with(codes, GIVT_PREFIX)
@@ -213,13 +195,11 @@ def _vectors(table: pa.Table) -> pd.DataFrame:
 
 def _purchased(root: Path, clicks: pd.DataFrame, window: timedelta | None) -> Bools:
     """True where a purchase of the click arrived within ``window`` after it (None: ever)."""
-    purchases = _dataset(root, "purchases")
-    if purchases is None:
+    if not has_dataset(root, PURCHASES):
         return np.zeros(len(clicks), dtype=bool)
     first = min(clicks["date"])
-    table = purchases.to_table(
-        columns=["click_id", "event_time"], filter=pc.field("date") >= first
-    ).to_pandas()
+    days = [d for d in dataset_dates(root, PURCHASES) if d >= first]
+    table = read_dataset(root, PURCHASES, days, ["click_id", "event_time"]).to_pandas()
     table = table.dropna(subset=["click_id"]).rename(columns={"event_time": "purchase_time"})
     joined = clicks[["click_id", "event_time"]].merge(table, on="click_id", how="inner")
     delay = joined["purchase_time"] - joined["event_time"]
@@ -232,10 +212,10 @@ def _purchased(root: Path, clicks: pd.DataFrame, window: timedelta | None) -> Bo
 
 
 def _rfm_human(root: Path, clicks: pd.DataFrame, threshold: float) -> Bools:
-    path = root / CUSTOMERS_FILE
-    if not path.exists():
+    table = read_customers(root, ["customer_id", "rfm_score"])
+    if table is None:
         return np.zeros(len(clicks), dtype=bool)
-    customers = pd.read_parquet(path, columns=["customer_id", "rfm_score"])
+    customers = table.to_pandas()
     high = set(customers.loc[customers["rfm_score"] > threshold, "customer_id"])
     flags: Bools = clicks["customer_id"].isin(high).to_numpy()
     return flags
@@ -260,10 +240,9 @@ def _slices(frame: pd.DataFrame, fields: Sequence[str]) -> pd.Series:
 
 
 def _truth(root: Path, dates: Sequence[str]) -> pd.DataFrame | None:
-    truth = _dataset(root, "truth")
-    if truth is None:
+    if not has_dataset(root, TRUTH):
         return None
-    return _read(truth, ["click_id", "is_bot"], dates).to_pandas()
+    return read_dataset(root, TRUTH, dates, ["click_id", "is_bot"]).to_pandas()
 
 
 def load_labelled(
@@ -274,10 +253,9 @@ def load_labelled(
 ) -> tuple[pd.DataFrame, LabelReport]:
     """The labelled frame of ``dates`` (all archived days by default) and its label report."""
     root = Path(root)
-    clicks_ds = _dataset(root, "clicks")
-    if clicks_ds is None:
-        raise DatasetError(f"no clicks under {root / 'clicks'} (expected date=*/hour=* Parquet)")
     known = archive_dates(root)
+    if not known:
+        raise DatasetError(f"no clicks under {root / CLICKS} (expected date=*/hour=* Parquet)")
     wanted = list(dates) if dates is not None else known
     missing = sorted(set(wanted) - set(known))
     if missing:
@@ -285,7 +263,7 @@ def load_labelled(
             f"the archive {root} has no clicks for {', '.join(missing)}; it has "
             f"{known[0]} .. {known[-1]}"
         )
-    clicks = _read(clicks_ds, _CLICK_COLUMNS, wanted).to_pandas()
+    clicks = read_dataset(root, CLICKS, wanted, _CLICK_COLUMNS).to_pandas()
     total = len(clicks)
     givt = _givt_clicks(root, wanted)
     if givt:

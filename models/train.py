@@ -33,9 +33,9 @@ from models.network import Split, TrainedNetwork, predict, train_network
 from models.report import HEADLINE_FPR, write_report
 from models.scoring import feature_rows
 from models.weights import WeightReport, sample_weights
+from slidr.archive import DECISIONS, FEATURES_DATASET, has_dataset
 from slidr.metrics import curve
 from slidr.settings import LearnSettings, Settings
-from streams.archive.tables import FEATURES_DATASET
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +190,11 @@ class TrainOutcome:
 
 def ensure_features(root: Path, settings: Settings, say: Callable[[str], None]) -> None:
     """Clicks never scored by a worker (e.g. simulated Parquet) get features offline."""
-    if (root / "decisions").is_dir() or (root / FEATURES_DATASET).is_dir():
+    if has_dataset(root, DECISIONS) or has_dataset(root, FEATURES_DATASET):
         return
     say(f"no served features in {root}: computing them through the live feature code")
     started = time.perf_counter()
-    n = featurize_dataset_sync(root / "clicks", root, settings.redis)
+    n = featurize_dataset_sync(root, settings.redis)
     say(f"features for {n:,} clicks in {time.perf_counter() - started:.1f} s")
 
 

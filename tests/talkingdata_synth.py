@@ -21,7 +21,7 @@ import numpy.typing as npt
 import pandas as pd
 import typer
 
-from models.talkingdata_csv import TRAIN_COLUMNS
+from slidr.ingest.talkingdata_csv import TRAIN_COLUMNS
 
 #: Where Kaggle's train.csv starts.
 START = datetime(2017, 11, 6, 14, tzinfo=UTC)

@@ -18,15 +18,14 @@ import pyarrow.dataset as ds
 import pytest
 from confluent_kafka import Producer
 
+from slidr.archive import SCHEMAS, ArchiveError, feature_matrix, read_dataset
 from slidr.events import Click, Decision, Purchase, Verdict, slice_of
 from slidr.features import FEATURE_HASH, N_FEATURES
 from slidr.settings import ArchiveSettings, Settings
 from slidr.simulate.config import SimConfig
 from slidr.simulate.generator import Generator
 from streams.archive.consumer import Archiver
-from streams.archive.read import read_dataset
 from streams.archive.store import (
-    ArchiveError,
     Segment,
     commit,
     committed_offset,
@@ -34,7 +33,7 @@ from streams.archive.store import (
     exclusive,
     write_segment,
 )
-from streams.archive.tables import MODELS, SCHEMAS, feature_matrix, hour_tables, to_table
+from streams.archive.tables import MODELS, hour_tables, to_table
 from tests.factories import make_click
 from tests.stack_fixtures import settings_env
 from tests.worker_harness import SLIDR, isolated, produce

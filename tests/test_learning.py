@@ -16,17 +16,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from models.dataset import LabelReport, load_labelled, robotic_flag, write_label_source
+from models.dataset import LabelReport, load_labelled, robotic_flag
 from models.network import Split, predict, train_network
 from models.train import TrainOutcome, min_span_h, plan_days, plan_span, plan_split, train
 from models.weights import CELL, sample_weights
+from slidr.archive import FEATURES_SCHEMA, feature_column, write_label_source
 from slidr.errors import SlidrError
 from slidr.features import INDEX, N_FEATURES
 from slidr.settings import LearnSettings, Settings
 from slidr.simulate.config import SimConfig
 from slidr.simulate.runner import run
 from slidr.simulate.sinks import ParquetSink
-from streams.archive.tables import FEATURES_SCHEMA, feature_column
 from streams.scorer import TritonScorer
 from tests.stack_fixtures import private_model
 

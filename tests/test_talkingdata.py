@@ -17,14 +17,15 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from models.talkingdata import import_talkingdata, write_archive
-from models.talkingdata_csv import TRAIN_COLUMNS, TalkingDataError, TrainFileReader
+from models.featurize import RedisFeaturizer
+from slidr.archive import SCHEMAS, feature_matrix
 from slidr.errors import StackError
 from slidr.events import Click, Purchase
 from slidr.features import INDEX
+from slidr.ingest.talkingdata import import_talkingdata, write_archive
+from slidr.ingest.talkingdata_csv import TRAIN_COLUMNS, TalkingDataError, TrainFileReader
 from slidr.settings import LearnSettings, RedisSettings, Settings, TritonSettings
 from slidr.stack.redis_server import RedisService
-from streams.archive.tables import SCHEMAS, feature_matrix
 from tests.stack_fixtures import free_ports, settings_env
 from tests.talkingdata_synth import synthetic_frame
 from tests.worker_harness import SLIDR
@@ -328,10 +329,10 @@ def test_import_refuses_an_existing_archive_and_a_missing_redis(
     path = _write(tmp_path / "ok.csv", _lines(frame[:20]))
     (tmp_path / "taken" / "features").mkdir(parents=True)
     with pytest.raises(TalkingDataError, match=r"already holds an archive .*--overwrite"):
-        import_talkingdata(path, tmp_path / "taken", RedisSettings())
+        import_talkingdata(path, tmp_path / "taken", RedisFeaturizer(RedisSettings()))
     (port,) = free_ports(1)
     with pytest.raises(StackError, match=f"Redis at 127.0.0.1:{port}.*slidr stack up"):
-        import_talkingdata(path, tmp_path / "new", RedisSettings(port=port))
+        import_talkingdata(path, tmp_path / "new", RedisFeaturizer(RedisSettings(port=port)))
     assert not (tmp_path / "new").exists()
 
 

@@ -18,11 +18,13 @@ console = make_console()
 
 
 def _truth(path: Path | None) -> dict[str, bool]:
+    """The ground truth in ``path``: a simulation's directory or its truth/ folder."""
     if path is None:
         return {}
-    import pyarrow.dataset as ds
+    from slidr.archive import TRUTH, read_dataset  # pyarrow only when used
 
-    table = ds.dataset(path, partitioning="hive").to_table(columns=["click_id", "is_bot"])
+    root = path if (path / TRUTH).is_dir() else path.parent
+    table = read_dataset(root, TRUTH, columns=["click_id", "is_bot"])
     return dict(zip(table["click_id"].to_pylist(), table["is_bot"].to_pylist(), strict=True))
 
 
@@ -30,8 +32,8 @@ def decisions(
     truth: Annotated[
         Path | None,
         typer.Option(
-            help="Simulator ground truth (the truth/ Parquet dir of --truth-out) to add bot "
-            "recall, precision and the human false-positive rate.",
+            help="Simulator ground truth (--truth-out's directory or its truth/ Parquet dir) to "
+            "add bot recall, precision and the human false-positive rate.",
             envvar="SLIDR_DECISIONS_TRUTH",
         ),
     ] = None,

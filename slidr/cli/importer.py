@@ -123,11 +123,13 @@ def talkingdata(
     line and column, before the archive in --out is touched.
     """
     # pyarrow.dataset, pandas and the feature store take seconds to import: only when used.
-    from models.talkingdata import MANIFEST_FILE, import_talkingdata
+    from models.featurize import RedisFeaturizer
+    from slidr.ingest.talkingdata import MANIFEST_FILE, import_talkingdata
 
+    featurize = RedisFeaturizer(get_settings().redis)
     with _Bars(progress) as bars:
         manifest = import_talkingdata(
-            source, out, get_settings().redis, limit=limit, overwrite=overwrite, on_progress=bars
+            source, out, featurize, limit=limit, overwrite=overwrite, on_progress=bars
         )
     _print_summary(manifest, out / MANIFEST_FILE)
 

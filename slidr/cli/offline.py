@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from slidr.archive import CLICKS
 from slidr.console import make_console
 from slidr.settings import Settings
 
@@ -41,9 +42,9 @@ def say(message: str) -> None:
 
 def archive_root(settings: Settings, archive: Path | None) -> Path:
     root = archive or settings.archive.root
-    if not (root / "clicks").is_dir():
+    if not (root / CLICKS).is_dir():
         raise typer.BadParameter(
-            f"{root} has no clicks/ directory: archive the topics with `slidr archive`, or "
+            f"{root} has no {CLICKS}/ directory: archive the topics with `slidr archive`, or "
             "simulate history with `slidr simulate --to parquet --out DIR`",
             param_hint="--archive",
         )

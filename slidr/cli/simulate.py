@@ -12,12 +12,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from slidr.archive import CLICKS, CUSTOMERS_FILE, PURCHASES, TRUTH
 from slidr.console import make_console
 from slidr.settings import get_settings
 from slidr.simulate.bots import DEFAULT_MIX
 from slidr.simulate.config import SimConfig, SimulationConfigError, parse_mix, window_ending_now
 from slidr.simulate.runner import Summary, manifest, run
-from slidr.simulate.sinks import KafkaSink, ParquetSink, Sink
+from slidr.simulate.sinks import MANIFEST_FILE, KafkaSink, ParquetSink, Sink
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +113,8 @@ def simulate(
         typer.Option(
             "--out",
             envvar="SLIDR_SIMULATE_OUT",
-            help="Parquet output directory: clicks/, purchases/, truth/ (date=/hour= partitions), "
-            "customers.parquet, simulation.json.",
+            help=f"Parquet output directory: {CLICKS}/, {PURCHASES}/, {TRUTH}/ (date=/hour= "
+            f"partitions), {CUSTOMERS_FILE}, {MANIFEST_FILE}.",
         ),
     ] = Path("sim-data"),
     overwrite: Annotated[
@@ -138,7 +139,7 @@ def simulate(
         typer.Option(
             "--truth-out",
             envvar="SLIDR_SIMULATE_TRUTH_OUT",
-            help="Kafka only: also write truth/ and customers.parquet as Parquet here.",
+            help=f"Kafka only: also write {TRUTH}/ and {CUSTOMERS_FILE} as Parquet here.",
         ),
     ] = None,
     truth_topic: Annotated[
@@ -197,7 +198,7 @@ def simulate(
     else:
         settings = get_settings()
         if truth_out is not None:
-            parquet = ParquetSink(truth_out, datasets=("truth",), overwrite=overwrite)
+            parquet = ParquetSink(truth_out, datasets=(TRUTH,), overwrite=overwrite)
             sinks.append(parquet)
         sinks.append(
             KafkaSink(

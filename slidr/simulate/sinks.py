@@ -11,8 +11,9 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from slidr.archive import CLICKS, CUSTOMERS_FILE, PURCHASES, TRUTH, write_bytes, write_customers
+from slidr.archive import write_hour as write_hour_table
 from slidr.errors import SlidrError
 from slidr.kafka_config import client_config
 from slidr.settings import KafkaSettings
@@ -21,8 +22,8 @@ from slidr.simulate.generator import HourBatch
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("clicks", "purchases", "truth")
-CUSTOMERS_FILE = "customers.parquet"
+#: The archive datasets a simulation writes (beside ``customers.parquet``).
+DATASETS = (CLICKS, PURCHASES, TRUTH)
 MANIFEST_FILE = "simulation.json"
 
 
@@ -39,12 +40,9 @@ class Sink(Protocol):
         """Flush everything; raise SimulationError if anything was lost."""
 
 
-def partition_dir(root: Path, dataset: str, batch: HourBatch) -> Path:
-    return root / dataset / f"date={batch.start:%Y-%m-%d}" / f"hour={batch.start:%H}"
-
-
 class ParquetSink:
-    """One file per dataset and hour: ``DATASET/date=YYYY-MM-DD/hour=HH/part-0.parquet``.
+    """One file per dataset and hour: ``DATASET/date=YYYY-MM-DD/hour=HH/part-0.parquet``,
+    written atomically (``slidr.archive.write_hour``, zstd like every archive file).
 
     Refuses a directory that already holds simulated data unless ``overwrite``: mixing two runs
     would silently duplicate or contradict ground truth.
@@ -70,21 +68,23 @@ class ParquetSink:
         root.mkdir(parents=True, exist_ok=True)
 
     def write_customers(self, customers: pa.Table) -> None:
-        pq.write_table(customers, self.root / CUSTOMERS_FILE, compression="zstd")
+        write_customers(self.root, customers, durable=False)
 
     def write_hour(self, batch: HourBatch) -> None:
-        tables = {"clicks": batch.clicks, "purchases": batch.purchases, "truth": batch.truth}
+        tables = {CLICKS: batch.clicks, PURCHASES: batch.purchases, TRUTH: batch.truth}
+        day, hour = f"{batch.start:%Y-%m-%d}", f"{batch.start:%H}"
         for name in self.datasets:
             table = tables[name]
             if table.num_rows == 0:
                 continue  # an absent partition reads as no rows; an empty file is just noise
-            directory = partition_dir(self.root, name, batch)
-            directory.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, directory / "part-0.parquet", compression="snappy")
+            # Atomic, not fsynced: a simulation is cheaper to run again than to sync, and its
+            # throughput is measured (docs/simulator.md).
+            write_hour_table(self.root, name, day, hour, table, durable=False)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        (self.root / MANIFEST_FILE).write_bytes(
-            orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        write_bytes(
+            self.root / MANIFEST_FILE,
+            orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS),
         )
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from slidr.archive import ARCHIVED, CLICKS, DECISIONS, PURCHASES, ArchiveError
 from slidr.errors import InvalidEvent
 from slidr.events import (
     Decision,
@@ -29,7 +30,6 @@ from slidr.kafka_config import client_config
 from slidr.settings import Settings
 from slidr.stack.service import kafka_reachable
 from streams.archive.store import (
-    ArchiveError,
     Segment,
     commit,
     committed_offset,
@@ -37,14 +37,7 @@ from streams.archive.store import (
     exclusive,
     write_segment,
 )
-from streams.archive.tables import (
-    CLICKS,
-    DATASETS,
-    DECISIONS,
-    PURCHASES,
-    Event,
-    hour_tables,
-)
+from streams.archive.tables import Event, hour_tables
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +83,7 @@ class Archiver:
     """Reads the datasets' topics from the archive's offsets and appends them to the archive."""
 
     def __init__(
-        self, settings: Settings, root: Path | None = None, datasets: Sequence[str] = DATASETS
+        self, settings: Settings, root: Path | None = None, datasets: Sequence[str] = ARCHIVED
     ) -> None:
         self.settings = settings
         self.root = root or settings.archive.root

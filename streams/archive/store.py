@@ -21,19 +21,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from slidr.errors import SlidrError
+from slidr.archive import (
+    STAGING_SUFFIX,
+    ArchiveError,
+    fsync_dir,
+    hour_dir,
+    stage_table,
+    staging_path,
+    write_bytes,
+)
 
 log = logging.getLogger(__name__)
 
 OFFSETS_DIR = "_offsets"
 LOCK_FILE = ".archive.lock"
-_STAGING = ".partial"
-
-
-class ArchiveError(SlidrError):
-    """The archive cannot be written or read as asked."""
 
 
 class ArchiveLocked(ArchiveError):
@@ -78,26 +80,18 @@ class Segment:
 
     @property
     def staging_name(self) -> str:
-        return f".{self.file_name}{_STAGING}"
+        return staging_path(Path(self.file_name)).name
 
     @classmethod
     def parse(cls, name: str) -> Segment | None:
         """The segment a file belongs to, from its final or its staging name."""
-        if name.endswith(_STAGING):
-            name = name[1 : -len(_STAGING)]
+        if name.endswith(STAGING_SUFFIX):
+            name = name[1 : -len(STAGING_SUFFIX)]
         topic, *numbers = name.removesuffix(".parquet").rsplit("+", 3)
         if len(numbers) != 3 or not all(n.isdigit() for n in numbers):
             return None
         partition, first, last = map(int, numbers)
         return cls(topic, partition, first, last)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_segment(
@@ -106,19 +100,12 @@ def write_segment(
     """Write one segment's hour tables durably into place; return the final paths."""
     moves: list[tuple[Path, Path]] = []
     for (date, hour), table in tables.items():
-        folder = root / dataset / f"date={date}" / f"hour={hour}"
-        folder.mkdir(parents=True, exist_ok=True)
-        final = folder / segment.file_name
-        staging = folder / segment.staging_name
-        with staging.open("wb") as sink:
-            pq.write_table(table, sink, compression="zstd")
-            sink.flush()
-            os.fsync(sink.fileno())
-        moves.append((staging, final))
+        final = hour_dir(root, dataset, date, hour) / segment.file_name
+        moves.append((stage_table(final, table, dataset), final))
     for staging, final in moves:
         staging.replace(final)
     for folder in {final.parent for _, final in moves}:
-        _fsync_dir(folder)
+        fsync_dir(folder)
     return [final for _, final in moves]
 
 
@@ -141,21 +128,13 @@ def committed_offset(root: Path, topic: str, partition: int) -> int | None:
 
 def commit(root: Path, topic: str, partition: int, next_offset: int) -> None:
     """Atomically record that every offset below ``next_offset`` is archived."""
-    path = _marker(root, topic, partition)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {
         "topic": topic,
         "partition": partition,
         "next_offset": next_offset,
         "committed_at": datetime.now(UTC).isoformat(),
     }
-    staging = path.with_name(f".{path.name}{_STAGING}")
-    with staging.open("w") as sink:
-        json.dump(body, sink)
-        sink.flush()
-        os.fsync(sink.fileno())
-    staging.replace(path)
-    _fsync_dir(path.parent)
+    write_bytes(_marker(root, topic, partition), json.dumps(body).encode())
 
 
 def discard_uncommitted(
@@ -171,7 +150,8 @@ def discard_uncommitted(
         segment = Segment.parse(path.name)
         if segment is None or segment.topic != topic:
             continue
-        if path.name.endswith(_STAGING) or segment.first >= committed.get(segment.partition, 0):
+        staged = path.name.endswith(STAGING_SUFFIX)
+        if staged or segment.first >= committed.get(segment.partition, 0):
             path.unlink()
             removed.append(path)
     if removed:

@@ -2,20 +2,20 @@
 
 Two passes in bounded memory, because rows may be out of order anywhere in the file:
 
-1. read and validate the file block by block (:mod:`models.talkingdata_csv`) and stage each
-   block in a temporary directory, partitioned by the hour of each click (and, for attributed
-   clicks, by the hour of the attribution);
+1. read and validate the file block by block (:mod:`slidr.ingest.talkingdata_csv`) and stage
+   each block in a temporary directory, partitioned by the hour of each click (and, for
+   attributed clicks, by the hour of the attribution);
 2. hour by hour, in time order: sort, map to :class:`~slidr.events.Click` and
    :class:`~slidr.events.Purchase` columns, write ``clicks/`` and ``purchases/``.
 
-Then features through the worker's own Redis code (:mod:`models.featurize`) and ``import.json``,
-written last: an archive without it is incomplete. The mapping and its reasons are in
+Then features through the worker's own Redis code (a :class:`~slidr.ingest.Featurizer`, the
+offline featurizer of ``models.featurize`` handed in by the caller) and ``import.json``, written
+last: an archive without it is incomplete. The mapping and its reasons are in
 ``docs/talkingdata.md``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tempfile
 import time
@@ -31,16 +31,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from models.dataset import LABELS_FILE, write_label_source
-from models.featurize import featurize_dataset_sync, write_hour
-from models.talkingdata_csv import TIMESTAMP_S, TalkingDataError, TrainFileReader
-from slidr.errors import StackError
+from slidr.archive import (
+    CLICKS,
+    CUSTOMERS_FILE,
+    DECISIONS,
+    FEATURES_DATASET,
+    LABELS_FILE,
+    PURCHASES,
+    SCHEMAS,
+    TIMESTAMP,
+    TRUTH,
+    write_bytes,
+    write_hour,
+    write_label_source,
+)
 from slidr.events import DeviceType, Platform, slice_of
 from slidr.features import FEATURE_HASH
-from slidr.settings import RedisSettings
+from slidr.ingest import Featurizer
+from slidr.ingest.talkingdata_csv import TIMESTAMP_S, TalkingDataError, TrainFileReader
+from slidr.simulate.sinks import MANIFEST_FILE as SIMULATION_FILE
 from slidr.simulate.tables import ip_strings
-from streams.archive.tables import CLICKS, PURCHASES, SCHEMAS, TIMESTAMP
-from streams.feature_store import FeatureStoreUnavailable, RedisFeatureStore
 
 MANIFEST_FILE = "import.json"
 MARKETPLACE = "TD"
@@ -56,13 +66,13 @@ IP_BASE = 10 << 24
 SESSION_RULE = "(ip, device, os) per UTC clock hour"
 #: Everything of an archive: an import replaces all of it or nothing.
 ARCHIVE_ENTRIES = (
-    "clicks",
-    "purchases",
-    "features",
-    "decisions",
-    "truth",
-    "customers.parquet",
-    "simulation.json",
+    CLICKS,
+    PURCHASES,
+    FEATURES_DATASET,
+    DECISIONS,
+    TRUTH,
+    CUSTOMERS_FILE,
+    SIMULATION_FILE,
     LABELS_FILE,
     MANIFEST_FILE,
 )
@@ -213,7 +223,7 @@ def _write_hours(staging: Path, out: Path, on_progress: ProgressFn) -> ArchiveSu
     on_progress("write", 0, total)
     for hour in click_hours:
         clicks = click_table(_read_staged(staging / CLICKS, hour, "click_time"))
-        write_hour(out / CLICKS, *_hour_key(hour), clicks)
+        write_hour(out, CLICKS, *_hour_key(hour), clicks)
         for item in pc.value_counts(clicks["device_type"]).to_pylist():
             summary.slices[slice_of(item["values"], False)] += item["counts"]
         summary.first_click = summary.first_click or _iso(pc.min(clicks["event_time"]))
@@ -222,7 +232,7 @@ def _write_hours(staging: Path, out: Path, on_progress: ProgressFn) -> ArchiveSu
     for hour in purchase_hours:
         raw = _read_staged(staging / PURCHASES, hour, "attributed_time")
         purchases = purchase_table(raw)
-        write_hour(out / PURCHASES, *_hour_key(hour), purchases)
+        write_hour(out, PURCHASES, *_hour_key(hour), purchases)
         summary.last_purchase = _iso(pc.max(purchases["event_time"]))
         on_progress("write", 1, total)
     summary.click_hours = len(click_hours)
@@ -280,43 +290,26 @@ def _remove(paths: Sequence[Path]) -> None:
             path.unlink()
 
 
-async def _ping(redis: RedisSettings) -> None:
-    async with RedisFeatureStore(redis, timeout_s=2.0) as store:
-        await store.ping()
-
-
-def _require_redis(redis: RedisSettings) -> None:
-    """Fail before hours of reading, not after: features need Redis."""
-    try:
-        asyncio.run(_ping(redis))
-    except FeatureStoreUnavailable:
-        raise StackError(
-            f"features need Redis at {redis.host}:{redis.port}, which does not answer: start "
-            "it with `slidr stack up` or point SLIDR_REDIS__HOST / SLIDR_REDIS__PORT at one"
-        ) from None
-
-
 def import_talkingdata(
     source: Path,
     out: Path,
-    redis: RedisSettings,
+    featurize: Featurizer,
     *,
     limit: int | None = None,
     overwrite: bool = False,
     on_progress: ProgressFn = _ignore_progress,
 ) -> dict[str, Any]:
-    """Import ``source`` (train format) into the archive ``out``; the manifest written."""
+    """Import ``source`` (train format) into the archive ``out``, its features computed by
+    ``featurize`` (checked first: ``featurize.require()``); the manifest written."""
     reader = TrainFileReader(source, limit)
     existing = _claim(out, overwrite)
-    _require_redis(redis)
+    featurize.require()
     on_progress("read", 0, None if limit else source.stat().st_size - reader.header.data_offset)
     archive = write_archive(reader, out, replacing=existing, on_progress=on_progress)
     started = time.perf_counter()
     hours = archive.click_hours
     on_progress("features", 0, hours)
-    featurized = featurize_dataset_sync(
-        out / CLICKS, out, redis, on_hour=lambda _d, _h, _n: on_progress("features", 1, hours)
-    )
+    featurized = featurize(out, lambda _d, _h, _n: on_progress("features", 1, hours))
     features_s = time.perf_counter() - started
     report = reader.report
     manifest: dict[str, Any] = {
@@ -350,5 +343,5 @@ def import_talkingdata(
         "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_label_source(out, final=True, source=LABEL_SOURCE)
-    (out / MANIFEST_FILE).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+    write_bytes(out / MANIFEST_FILE, orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
     return manifest

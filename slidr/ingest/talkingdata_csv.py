@@ -41,7 +41,7 @@ TRAIN_COLUMNS: tuple[str, ...] = (
 )
 ID_COLUMNS: tuple[str, ...] = ("ip", "app", "device", "os", "channel")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-#: The largest ip id that still maps into 10.0.0.0/8 (see ``models.talkingdata``).
+#: The largest ip id that still maps into 10.0.0.0/8 (see ``slidr.ingest.talkingdata``).
 MAX_IP_ID = (1 << 24) - 1
 #: Bytes read at a time; a block is cut at its last line break.
 BLOCK_BYTES = 16 << 20
