@@ -30,10 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from replay.plan import plan_replay
 from replay.request import parse_request
 from replay.runner import ReplayRunner
-from slidr.events import DeviceType, slice_of
+from slidr.events import DeviceType
 from slidr.features import FEATURE_HASH, N_FEATURES
 from slidr.kafka_config import client_config
 from slidr.settings import Settings
+from slidr.slices import slice_of
 from slidr.stack import LocalStack
 from tests.factories import make_click
 from tests.stack_fixtures import private_settings

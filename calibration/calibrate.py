@@ -23,11 +23,10 @@ from calibration.fit import FitMethod, IvrFit, fit_ivr
 from calibration.human import Estimate, human_weights, weighted_rate
 from calibration.problem import SliceTerms, SolveFailed, allocation_problem
 from calibration.slices import SliceData, build_shrunk_slices, build_slices, check_frame
-from slidr.events import SLICE_FIELDS
 from slidr.metrics import REPORT_CONFIDENCE, Curve, Floats, curve, knee
-from slidr.model_record import ROOT_SLICE
 from slidr.serving_figures import SCORE_BINS
 from slidr.settings import CalibrationSettings
+from slidr.slices import ROOT_SLICE, SLICE_FIELDS
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from slidr.metrics import Bools, Floats, Rates, TruthRates, rates, truth_rates
-from slidr.model_record import ROOT_SLICE, lookup_threshold
+from slidr.slices import ROOT_SLICE, lookup_threshold
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import numpy as np
 from calibration.calibrate import CalibrationOutcome, Policy, SliceFit
 from calibration.fit import FitMethod, hull_at, quadratic_at
 from slidr.metrics import REPORT_CONFIDENCE, Curve, wilson, z_two_sided
-from slidr.model_record import ROOT_SLICE, lookup_threshold
+from slidr.slices import ROOT_SLICE, lookup_threshold
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from slidr.metrics import Curve, Floats, effective_size
-from slidr.model_record import ROOT_SLICE, slice_ancestors
+from slidr.slices import ROOT_SLICE, slice_ancestors
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pandas as pd
 from calibration.errors import CalibrationError
 from calibration.shrink import Shrinkage, fit_shrinkage
 from slidr.metrics import Curve, Floats, curve
-from slidr.model_record import slice_ancestors
+from slidr.slices import slice_ancestors
 
 #: Columns of the labelled click frame (docs/datasets.md) that calibration reads.
 REQUIRED_COLUMNS = ("slice", "score", "purchased", "robotic")

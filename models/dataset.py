@@ -36,9 +36,10 @@ from slidr.archive import (
     read_label_declaration,
 )
 from slidr.errors import SlidrError
-from slidr.events import DEFAULT_SLICE_FIELDS, GIVT_PREFIX, slice_name
+from slidr.events import GIVT_PREFIX
 from slidr.features import FEATURES
 from slidr.settings import LearnSettings
+from slidr.slices import DEFAULT_SLICE_FIELDS, slice_name
 
 Bools = npt.NDArray[np.bool_]
 _CLICK_COLUMNS = (

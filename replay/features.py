@@ -22,10 +22,11 @@ from confluent_kafka import Message
 
 from replay.originals import Original, OriginalDecisions
 from slidr.errors import InvalidEvent
-from slidr.events import Click, GivtReason, parse_click_message, slice_name
+from slidr.events import Click, GivtReason, parse_click_message
 from slidr.features import N_FEATURES
 from slidr.model_record import ModelRecord
 from slidr.settings import EventLimits
+from slidr.slices import slice_name
 from streams.decide import DecisionColumns
 from streams.feature_store import FeatureStore, featurize
 from streams.givt import GivtFilter

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from slidr.errors import SlidrError
-from slidr.events import DEFAULT_SLICE_FIELDS, SLICE_FIELDS
 from slidr.features import FEATURE_HASH
+from slidr.slices import DEFAULT_SLICE_FIELDS, SLICE_FIELDS, lookup_threshold
 
 # A model's folder and its version folders (triton_repo/slidr/model.py, which runs inside
 # Triton without slidr, spells the artefacts' names again; tests/test_onnx_serving.py checks).
@@ -38,31 +37,6 @@ ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.pt"
 #: Per day-zero version: the velocity heuristic's limits.
 HEURISTIC_FILE = "heuristic.json"
-#: The parent of every slice: its threshold serves clicks of slices pooled all the way up.
-ROOT_SLICE = "all"
-
-
-def slice_ancestors(name: str) -> Iterator[str]:
-    """``name``, then each parent (the last field dropped), then ``ROOT_SLICE``.
-
-    >>> list(slice_ancestors("mobile_web/in/android"))
-    ['mobile_web/in/android', 'mobile_web/in', 'mobile_web', 'all']
-    >>> list(slice_ancestors("all"))
-    ['all']
-    """
-    parts = name.split("/")
-    for end in range(len(parts), 0, -1):
-        yield "/".join(parts[:end])
-    if name != ROOT_SLICE:
-        yield ROOT_SLICE
-
-
-def lookup_threshold(thresholds: Mapping[str, float], slice_name: str, default: float) -> float:
-    """The threshold of the nearest of ``slice_name``'s ancestors that has one, else ``default``."""
-    for name in slice_ancestors(slice_name):
-        if name in thresholds:
-            return thresholds[name]
-    return default
 
 
 class ModelMismatch(SlidrError):

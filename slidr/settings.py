@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from slidr.errors import SettingsError
+from slidr.slices import DEFAULT_SLICE_FIELDS, check_fields
 
 #: The repository (or installed source tree) root: triton_repo/ sits here.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -387,8 +388,8 @@ class CalibrationSettings(_Section):
     fpr_budget: float = Field(default=0.02, gt=0.0, lt=1.0)
     #: Every slice must invalidate at least this share of heuristic-flagged (robotic) clicks.
     min_coverage: float = Field(default=0.5, ge=0.0, le=1.0)
-    #: Click fields that define a traffic slice, joined by "/" (see slidr.events.slice_name).
-    slice_fields: tuple[str, ...] = ("device_type", "logged_in")
+    #: Click fields that define a traffic slice, joined by "/" (slidr/slices.py).
+    slice_fields: tuple[str, ...] = DEFAULT_SLICE_FIELDS
     #: A slice with fewer purchasing clicks than this is pooled with its parent slice. Per-slice
     #: FPRs of a few percent rest on a handful of clicks: with ~150 per slice the thresholds
     #: overfit the calibration day (docs/calibration.md).
@@ -416,6 +417,11 @@ class CalibrationSettings(_Section):
     max_slice_fpr: float = Field(default=0.05, gt=0.0, le=1.0)
     #: Affine pieces of the concave-hull fallback (one compiled problem serves up to this many).
     max_hull_pieces: int = Field(default=16, ge=1, le=256)
+
+    @field_validator("slice_fields")
+    @classmethod
+    def _sliceable(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_fields(value)
 
 
 class ReplaySettings(_Section):

@@ -23,10 +23,10 @@ from slidr.events import (
     GivtReason,
     IvtCategory,
     Verdict,
-    slice_name,
 )
 from slidr.features import FEATURE_HASH, INDEX
 from slidr.model_record import ModelRecord
+from slidr.slices import click_slice
 
 #: A signal "drove" an invalid decision when its feature reaches this level. They explain a
 #: decision to people reading it; the verdict itself is the model's score against the threshold.
@@ -52,11 +52,6 @@ _NIGHT = frozenset(NIGHT_HOURS_UTC)
 _DUMPS_OPTIONS = orjson.OPT_UTC_Z
 
 Offset = tuple[int | None, int | None]
-
-
-def click_slice(click: Click, fields: Sequence[str]) -> str:
-    """The click's traffic slice under the serving record's slice fields."""
-    return slice_name({name: getattr(click, name) for name in fields}, fields)
 
 
 @dataclass(frozen=True)

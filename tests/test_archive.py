@@ -19,11 +19,12 @@ import pytest
 from confluent_kafka import Producer
 
 from slidr.archive import SCHEMAS, ArchiveError, feature_matrix, read_dataset
-from slidr.events import Click, Decision, Purchase, Verdict, slice_of
+from slidr.events import Click, Decision, Purchase, Verdict
 from slidr.features import FEATURE_HASH, N_FEATURES
 from slidr.settings import ArchiveSettings, Settings
 from slidr.simulate.config import SimConfig
 from slidr.simulate.generator import Generator
+from slidr.slices import slice_of
 from streams.archive.consumer import Archiver
 from streams.archive.store import (
     Segment,

@@ -11,8 +11,8 @@ import pytest
 from calibration.calibrate import run
 from calibration.record import write_record
 from slidr.events import Click, DeviceType
-from slidr.model_record import lookup_threshold
 from slidr.settings import CalibrationSettings, Settings
+from slidr.slices import lookup_threshold
 from tests.factories import make_click
 from tests.stack_fixtures import private_model
 from tests.test_calibration import synthetic_day

@@ -25,7 +25,7 @@ MODULES = _modules_with_examples()
 
 
 def test_the_small_pure_functions_have_examples() -> None:
-    for module in ("slidr.events", "slidr.features", "slidr.model_record"):
+    for module in ("slidr.slices", "slidr.features", "slidr.settings"):
         assert module in MODULES
     assert "streams.feature_store.batch" in MODULES  # epoch_ms
 

@@ -18,7 +18,6 @@ from pydantic import BaseModel, field_validator
 from slidr import events
 from slidr.errors import InvalidEvent
 from slidr.events import (
-    ALL_SLICES,
     DEAD_LETTER_EXCERPT_BYTES,
     DEAD_LETTER_MAX_BYTES,
     Click,
@@ -32,10 +31,10 @@ from slidr.events import (
     parse_click,
     parse_click_message,
     parse_purchase,
-    slice_of,
     validate,
 )
 from slidr.settings import PROJECT_ROOT, EventLimits
+from slidr.slices import slice_of
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 LIMITS = EventLimits()
@@ -432,7 +431,8 @@ def test_purchase_validates_amount() -> None:
 
 def test_slices_cover_device_and_login() -> None:
     assert slice_of("app", True) == "app/in"
-    assert len(ALL_SLICES) == 6 and len(set(ALL_SLICES)) == 6
+    all_slices = [slice_of(d, li) for d in DeviceType for li in (False, True)]
+    assert len(all_slices) == 6 and len(set(all_slices)) == 6
     assert set(Click.__struct_fields__).isdisjoint({"is_bot", "bot_kind"})
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from guardrails.data import REPORT_STEM, VALIDATION_FILE, check_training_data, type_family
 from guardrails.report import GuardrailError, GuardrailFailed, GuardrailReport, Status
-from slidr.events import slice_of
 from slidr.features import FEATURES, MAX_GAP_S, TIME_FEATURES
 from slidr.settings import GuardrailSettings
+from slidr.slices import slice_of
 
 START = "2026-01-05"  # a Monday
 NEW_DAY = "2026-01-12"  # the Monday after: the last day of an 8-day frame

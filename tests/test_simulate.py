@@ -20,7 +20,7 @@ import typer
 from typer.testing import CliRunner
 
 from slidr.cli.simulate import simulate
-from slidr.events import Click, Purchase, slice_of
+from slidr.events import Click, Purchase
 from slidr.settings import Settings
 from slidr.simulate.bots import BotKind
 from slidr.simulate.config import SimConfig, SimulationConfigError, parse_mix
@@ -28,6 +28,7 @@ from slidr.simulate.encode import click_values, purchase_values
 from slidr.simulate.generator import Generator, HourBatch
 from slidr.simulate.runner import run
 from slidr.simulate.sinks import KafkaSink, ParquetSink
+from slidr.slices import slice_of
 
 MONDAY = datetime(2026, 1, 5, tzinfo=UTC)
 

@@ -45,12 +45,13 @@ from slidr.archive import (
     write_hour,
     write_label_source,
 )
-from slidr.events import DeviceType, Platform, slice_of
+from slidr.events import DeviceType, Platform
 from slidr.features import FEATURE_HASH
 from slidr.ingest import Featurizer
 from slidr.ingest.talkingdata_csv import TIMESTAMP_S, TalkingDataError, TrainFileReader
 from slidr.simulate.sinks import MANIFEST_FILE as SIMULATION_FILE
 from slidr.simulate.tables import ip_strings
+from slidr.slices import slice_of
 
 MANIFEST_FILE = "import.json"
 MARKETPLACE = "TD"

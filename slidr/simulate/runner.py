@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from slidr.console import make_console
-from slidr.events import slice_of
 from slidr.simulate import catalog
 from slidr.simulate.config import SimConfig
 from slidr.simulate.generator import KINDS, Generator
 from slidr.simulate.sinks import Sink
+from slidr.slices import slice_of
 
 logger = logging.getLogger(__name__)
 
