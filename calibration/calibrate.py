@@ -60,7 +60,7 @@ class SliceFit:
 
 
 @dataclass(frozen=True)
-class OperatingPoint:
+class SlicePoint:
     """A unit's chosen point: the solver's FPR, its threshold and the calibration day's rates."""
 
     target_fpr: float
@@ -89,7 +89,7 @@ class CalibrationOutcome:
     overall_curve: Curve
     fits: list[SliceFit]
     #: Per unit name; empty unless calibrated.
-    points: dict[str, OperatingPoint]
+    points: dict[str, SlicePoint]
     #: What to serve: the new thresholds, or the last good ones when the solve gave none.
     thresholds: dict[str, float]
     min_feasible_budget: float
@@ -167,13 +167,13 @@ def threshold_at(c: Curve, fpr: float) -> tuple[int, float]:
     return i, t
 
 
-def _points(fits: list[SliceFit], chosen: Floats) -> dict[str, OperatingPoint]:
+def _points(fits: list[SliceFit], chosen: Floats) -> dict[str, SlicePoint]:
     points = {}
     for sf, f in zip(fits, chosen, strict=True):
         i, t = threshold_at(sf.unit.curve, float(f))
         ivr, fpr, coverage = sf.unit.curve.rates_at(i)
         fit_ivr = float(sf.fit.predict(np.array([f]))[0])
-        points[sf.unit.name] = OperatingPoint(float(f), t, ivr, fpr, coverage, fit_ivr)
+        points[sf.unit.name] = SlicePoint(float(f), t, ivr, fpr, coverage, fit_ivr)
     return points
 
 
@@ -268,7 +268,7 @@ def run(
         if kept
         else "no thresholds to keep: slices stay on the default threshold"
     )
-    points: dict[str, OperatingPoint] = {}
+    points: dict[str, SlicePoint] = {}
     solve_ms = 0.0
     if settings.fpr_budget < min_budget:
         status = Status.INFEASIBLE_BUDGET

@@ -24,7 +24,7 @@ from slidr.simulate.config import SimConfig
 from slidr.simulate.frames import Frame, IntArray
 from slidr.simulate.population import CARRIER_SESSION_SHARE, World
 from slidr.simulate.tables import click_table, purchase_table, truth_table
-from slidr.simulate.timeline import HOUR_SHARE, WEEKDAY_FACTOR, bot_hour_shares, plan_days
+from slidr.simulate.timeline import HOUR_SHARE, WEEKDAY_FACTOR, bot_hour_shares, plan_traffic_days
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Generator:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.world = World(config, self._rng(_WORLD))
-        self.plan = plan_days(
+        self.plan = plan_traffic_days(
             self._rng(_PLAN), config.days, config.bot_share, config.bot_mix, config.drift
         )
         self._start_ms = int(config.start.timestamp() * 1000)

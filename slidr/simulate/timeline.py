@@ -39,7 +39,7 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
 
-def plan_days(
+def plan_traffic_days(
     rng: np.random.Generator,
     days: int,
     bot_share: float,
