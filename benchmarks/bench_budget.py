@@ -32,17 +32,19 @@ import logging
 import math
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.simulated
 
 FRAME_COLUMNS = (
     "date", "hour", "slice", "logged_in", "score", "purchased", "rfm_human", "robotic", "label",
@@ -89,29 +91,20 @@ def scored_days(
     paths = folder / "holdout.parquet", folder / "later.parquet"
     if all(p.exists() for p in paths):
         return pd.read_parquet(paths[0]), pd.read_parquet(paths[1])
-    from models.train import fit_and_export, prepare
     from slidr.settings import get_settings
-    from slidr.simulate.config import SimConfig
-    from slidr.simulate.runner import run as simulate
-    from slidr.simulate.sinks import ParquetSink
+    from tests.simulated import train_on_simulation
 
     base = get_settings()
-    with private_redis() as port, tempfile.TemporaryDirectory(prefix="slidr-bench-budget-") as tmp:
+    with private_redis() as port:
         redis = base.redis.model_copy(
             update={"port": port, "username": None, "password": None, "cluster_nodes": 0}
         )
-        settings = base.model_copy(update={"redis": redis})
-        root = Path(tmp)
-        config = SimConfig(
-            start=datetime(2026, 10, 5, tzinfo=UTC),
+        outcome = train_on_simulation(
+            base.model_copy(update={"redis": redis}),
+            seed=seed,
             days=days,
             clicks_per_day=clicks_per_day,
-            seed=seed,
-        )
-        simulate(config, [ParquetSink(root)])
-        prepared = prepare(root, settings, say=lambda _: None)
-        outcome = fit_and_export(
-            prepared, settings, root / "report", export=False, say=lambda _: None
+            prefix="slidr-bench-budget-",
         )
     folder.mkdir(parents=True, exist_ok=True)
     frames = []

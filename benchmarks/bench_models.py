@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
-from datetime import UTC, datetime
+import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from models.evaluate import Evaluation
-from models.train import NETWORK, fit_and_export, prepare
+from models.train import NETWORK
 from slidr.settings import get_settings
-from slidr.simulate.config import SimConfig
-from slidr.simulate.runner import run
-from slidr.simulate.sinks import ParquetSink
+from tests.simulated import train_on_simulation
 
 FPR_POINTS = (0.01, 0.02)
 BASELINES = ("logistic_regression", "velocity_heuristic", "boosted_trees")
@@ -33,20 +32,13 @@ MODELS = (NETWORK, *BASELINES)
 
 
 def _measure(seed: int, days: int, clicks_per_day: int) -> Evaluation:
-    settings = get_settings()
-    with tempfile.TemporaryDirectory(prefix="slidr-bench-models-") as tmp:
-        root = Path(tmp)
-        config = SimConfig(
-            start=datetime(2026, 10, 5, tzinfo=UTC),
-            days=days,
-            clicks_per_day=clicks_per_day,
-            seed=seed,
-        )
-        run(config, [ParquetSink(root)])
-        prepared = prepare(root, settings, say=lambda _: None)
-        outcome = fit_and_export(
-            prepared, settings, root / "report", export=False, say=lambda _: None
-        )
+    outcome = train_on_simulation(
+        get_settings(),
+        seed=seed,
+        days=days,
+        clicks_per_day=clicks_per_day,
+        prefix="slidr-bench-models-",
+    )
     return outcome.evaluation
 
 

@@ -157,19 +157,6 @@ def in_process(runtime: str, path: Path) -> dict[str, Any]:
 # --- through the local Triton ---
 
 
-def stub_pid(version_dir: Path) -> int:
-    script = str(version_dir / "model.py").encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if script in (proc / "cmdline").read_bytes().split(b"\0"):
-                return int(proc.name)
-        except OSError:
-            continue
-    raise RuntimeError(f"no Triton stub for {version_dir}")
-
-
 def through_triton(root: Path, net: Any, requests: int) -> dict[str, Any]:
     import tritonclient.grpc as triton_grpc
 
@@ -177,7 +164,7 @@ def through_triton(root: Path, net: Any, requests: int) -> dict[str, Any]:
     from slidr.registry import TritonVersions
     from slidr.stack.triton_server import TritonService
     from slidr.triton_config import grpc_options
-    from tests.stack_fixtures import private_settings  # run from the repository root
+    from tests.stack_fixtures import private_settings, stub_pid  # from the repository root
 
     settings = private_settings(root)  # a private repository holding the day-zero version
     repo, name = settings.triton.model_repository, settings.triton.model_name

@@ -60,11 +60,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from slidr.events import DeviceType
 from slidr.kafka_config import client_config
 from slidr.redis_config import sync_client
-from slidr.settings import RedisSettings, Settings, TopicSettings, WorkerSettings
+from slidr.settings import RedisSettings, Settings, WorkerSettings
 from slidr.stack import LocalStack
 from slidr.topics import admin_client, ensure_topics
 from tests.factories import make_click
 from tests.stack_fixtures import private_settings, settings_env
+from tests.worker_harness import private_topics, read_messages
 
 SLIDR = str(Path(sys.executable).parent / "slidr")
 NOOP_AGENT = Path(__file__).with_name("noop_agent.py")
@@ -115,15 +116,7 @@ def case(settings: Settings, clicks_topic: str | None = None) -> Settings:
     """Same services, fresh decisions topic, consumer group and Redis key prefix; the clicks
     topic is ``clicks_topic`` (a shared backlog) or a fresh one."""
     tag = uuid.uuid4().hex[:8]
-    topics = TopicSettings(
-        clicks=clicks_topic or f"b{tag}.clicks",
-        purchases=f"b{tag}.purchases",
-        decisions=f"b{tag}.decisions",
-        replayed_decisions=f"b{tag}.replayed",
-        dead_letters=f"b{tag}.dlq",
-        truth=f"b{tag}.truth",
-        partitions=PARTITIONS,
-    )
+    topics = private_topics(f"b{tag}", PARTITIONS, clicks=clicks_topic)
     redis_settings = RedisSettings(**{**settings.redis.model_dump(), "key_prefix": f"b{tag}:"})
     # No Prometheus endpoint: nothing reads it, and N separate workers would share one port.
     worker = WorkerSettings(consumer_group=f"bench-{tag}", metrics_port=0)
@@ -177,19 +170,7 @@ def read_topic(
     settings: Settings, topic: str, n: int, timeout_s: float = 120
 ) -> list[tuple[int, dict[str, Any]]]:
     """The first n messages of ``topic`` as (Kafka timestamp ms, decoded JSON)."""
-    consumer = _consumer(settings)
-    consumer.subscribe([topic])
-    out: list[tuple[int, dict[str, Any]]] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < n and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, timeout=0.5):
-                value = msg.value()
-                if msg.error() is None and value is not None:
-                    out.append((msg.timestamp()[1], orjson.loads(value)))
-    finally:
-        consumer.close()
-    return out
+    return [(ts, orjson.loads(value)) for ts, value in read_messages(settings, topic, n, timeout_s)]
 
 
 class Processes:

@@ -61,10 +61,11 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from slidr.kafka_config import client_config
-from slidr.settings import KafkaSettings, Settings, TopicSettings, WorkerSettings
+from slidr.settings import Settings, WorkerSettings
 from slidr.stack import LocalStack
 from slidr.topics import admin_client
-from tests.stack_fixtures import free_port_range, private_settings, settings_env
+from tests.stack_fixtures import kafka_cluster, private_settings, settings_env
+from tests.worker_harness import private_topics
 
 SLIDR = str(Path(sys.executable).parent / "slidr")
 PARTITIONS = 4
@@ -115,27 +116,12 @@ def final_decisions(payloads: Iterable[bytes]) -> dict[str, dict[str, Any]]:
 def chaos_settings(root: Path, heap: str) -> Settings:
     """A private stack with a 3-broker cluster, and topics, group and prefix of this run."""
     base = private_settings(root)
-    port = free_port_range(6, cluster_bus=False)
-    kafka = KafkaSettings(
-        port=port,
-        controller_port=port + 1,
-        brokers=3,
-        replication_factor=3,
-        min_insync_replicas=2,
-        heap=heap,
-    )
     tag = uuid.uuid4().hex[:6]
-    topics = TopicSettings(
-        clicks=f"chaos{tag}.clicks",
-        purchases=f"chaos{tag}.purchases",
-        decisions=f"chaos{tag}.decisions",
-        replayed_decisions=f"chaos{tag}.replayed",
-        dead_letters=f"chaos{tag}.dlq",
-        truth=f"chaos{tag}.truth",
-        partitions=PARTITIONS,
-    )
+    topics = private_topics(f"chaos{tag}", PARTITIONS)
     worker = WorkerSettings(consumer_group=f"chaos-{tag}", metrics_port=0)
-    return base.model_copy(update={"kafka": kafka, "topics": topics, "worker": worker})
+    return base.model_copy(
+        update={"kafka": kafka_cluster(heap), "topics": topics, "worker": worker}
+    )
 
 
 class Worker:

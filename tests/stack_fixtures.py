@@ -9,7 +9,10 @@ import random
 import shutil
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, SecretStr
 
@@ -21,6 +24,9 @@ from slidr.settings import (
     Settings,
     TritonSettings,
 )
+from slidr.stack.service import Service
+
+_S = TypeVar("_S", bound=Service)
 
 
 def free_ports(n: int) -> list[int]:
@@ -56,12 +62,44 @@ def free_port_range(n: int, *, cluster_bus: bool = True) -> int:
     raise RuntimeError(f"no {n} consecutive free ports found")
 
 
+def redis_only(root: Path, nodes: int = 0, **redis: Any) -> Settings:
+    """Settings for a private Redis under ``root`` (Redis only): one node, or a Redis Cluster
+    of ``nodes`` masters; ``redis`` adds to its settings (a user, TLS)."""
+    port = free_port_range(nodes) if nodes else free_ports(1)[0]
+    return Settings(
+        state_dir=root / "state",
+        redis=RedisSettings(port=port, cluster_nodes=nodes, key_prefix="slidr-test:", **redis),
+    )
+
+
 def cluster_settings(root: Path, nodes: int = 3) -> Settings:
     """Settings for a private Redis Cluster of ``nodes`` masters under ``root`` (Redis only)."""
-    redis = RedisSettings(
-        port=free_port_range(nodes), cluster_nodes=nodes, key_prefix="slidr-test:"
+    return redis_only(root, nodes)
+
+
+def kafka_cluster(heap: str) -> KafkaSettings:
+    """Three brokers on free ports, topics with 3 replicas and min.insync.replicas 2."""
+    port = free_port_range(6, cluster_bus=False)
+    return KafkaSettings(
+        port=port,
+        controller_port=port + 1,
+        brokers=3,
+        replication_factor=3,
+        min_insync_replicas=2,
+        heap=heap,
     )
-    return Settings(state_dir=root / "state", redis=redis)
+
+
+@contextmanager
+def running(service: _S) -> Iterator[_S]:
+    """``service`` started once its prerequisites are checked, and stopped on the way out
+    (also when it failed to start half way)."""
+    service.check_prerequisites()
+    try:
+        service.start()
+        yield service
+    finally:
+        service.proc.stop()
 
 
 def private_settings(root: Path) -> Settings:
@@ -152,3 +190,17 @@ def process_alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stub_pid(version_dir: Path) -> int:
+    """The Triton Python-backend stub process serving ``version_dir``."""
+    script = str(version_dir / "model.py").encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if script in (proc / "cmdline").read_bytes().split(b"\0"):
+                return int(proc.name)
+        except OSError:  # a process that ended meanwhile
+            continue
+    raise RuntimeError(f"no Triton stub process for {version_dir}")

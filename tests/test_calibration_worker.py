@@ -11,24 +11,15 @@ import pytest
 from calibration.calibrate import run
 from calibration.record import write_record
 from slidr.events import Click, DeviceType
-from slidr.settings import CalibrationSettings, Settings
+from slidr.settings import Settings
 from slidr.slices import lookup_threshold
 from tests.factories import make_click
 from tests.stack_fixtures import private_model
-from tests.test_calibration import synthetic_day
+from tests.test_calibration import SETTINGS, synthetic_day
 from tests.worker_harness import DecisionReader, WorkerProcess, isolated, produce
 
 pytestmark = pytest.mark.integration
 
-# The article's calibration: small slices pooled, the budget on purchasing clicks (issue 19's
-# shrinkage and human FPR: tests/test_budget.py).
-SETTINGS = CalibrationSettings(
-    fpr_budget=0.02,
-    min_coverage=0.3,
-    min_purchases=100,
-    slice_pooling="pool",
-    fpr_target="purchaser",
-)
 RELOAD_EVERY_S = 0.5
 
 

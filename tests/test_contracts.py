@@ -31,24 +31,16 @@ from slidr.events import (
     GivtReason,
     Purchase,
 )
-from slidr.features import FEATURE_HASH, N_FEATURES
-from slidr.model_record import ModelRecord
+from slidr.features import N_FEATURES
 from slidr.settings import Settings
 from slidr.topics import topic_specs
 from streams.decide import DecisionColumns, Stamp, decide, fail_open
+from tests.decisions import network_record
 from tests.factories import make_click
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
 MODELS: dict[str, Model] = {c.name: c.model for c in CONTRACTS}
-RECORD = ModelRecord(
-    name="slidr",
-    version=3,
-    feature_hash=FEATURE_HASH,
-    kind="t",
-    default_threshold=0.5,
-    thresholds={"desktop/out": 0.3},
-    slice_fields=("device_type", "logged_in"),
-)
+RECORD = network_record(3, {"desktop/out": 0.3})
 
 
 def validator(name: str) -> Draft202012Validator:

@@ -35,6 +35,7 @@ from slidr.events import (
 )
 from slidr.settings import PROJECT_ROOT, EventLimits
 from slidr.slices import slice_of
+from tests.decisions import decision_fields
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 LIMITS = EventLimits()
@@ -415,15 +416,7 @@ def test_error_detail_names_the_field() -> None:
 
 
 def test_purchase_validates_amount() -> None:
-    purchase = {
-        "purchase_id": "p-1",
-        "click_id": "c-1",
-        "session_id": "s-1",
-        "customer_id": None,
-        "amount": 12.5,
-        "currency": "USD",
-        "event_time": (NOW - timedelta(minutes=5)).isoformat(),
-    }
+    purchase = {**PURCHASE, "event_time": (NOW - timedelta(minutes=5)).isoformat()}
     assert isinstance(parse_purchase(orjson.dumps(purchase), LIMITS, NOW), Purchase)
     with pytest.raises(InvalidEvent):
         parse_purchase(orjson.dumps({**purchase, "amount": -1}), LIMITS, NOW)
@@ -586,21 +579,7 @@ def test_a_clock_at_the_end_of_time_refuses_instead_of_overflowing() -> None:
 
 def test_a_decision_with_an_overflowing_time_is_refused_not_raised() -> None:
     # The archiver reads decisions with the same decoder and validator.
-    decision = {
-        "click_id": "c-1",
-        "event_time": "2026-11-21T11:59:00Z",
-        "verdict": "valid",
-        "score": 0.1,
-        "threshold": 0.5,
-        "slice": "desktop/in",
-        "model_name": "slidr",
-        "model_version": 1,
-        "reason_codes": [],
-        "feature_hash": "h",
-        "features": [],
-        "processing_ms": 1.0,
-        "decided_at": "2026-11-21T12:00:00Z",
-    }
+    decision = decision_fields("c-1")
     assert validate(Decision, decode_object(orjson.dumps(decision))).click_id == "c-1"
     late = orjson.dumps({**decision, "decided_at": OVERFLOWING_TIMES[1]})
     with pytest.raises(InvalidEvent) as info:

@@ -23,32 +23,15 @@ from slidr.events import Decision
 from slidr.model_record import CALIBRATION_FILE
 from slidr.settings import RedisSettings, Settings
 from streams.feature_store.decisions import DecisionCache, decision_key
+from tests.decisions import AT, decision_fields
 from tests.factories import make_click
 from tests.stack_fixtures import private_model, settings_env
 from tests.test_replay import full_range, run_replay, traffic
 from tests.worker_harness import SLIDR, WorkerProcess, isolated, produce
 
-AT = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-
 
 def decision(click_id: str = "c-1", **fields: object) -> bytes:
-    base: dict[str, object] = {
-        "click_id": click_id,
-        "event_time": AT,
-        "verdict": "valid",
-        "score": 0.1,
-        "threshold": 0.5,
-        "slice": "desktop/in",
-        "model_name": "slidr",
-        "model_version": 1,
-        "reason_codes": [],
-        "feature_hash": "f" * 16,
-        "features": [],
-        "ivt_category": "sivt",
-        "processing_ms": 1.0,
-        "decided_at": AT + timedelta(seconds=1),
-    }
-    return Decision.model_validate({**base, **fields}).to_json()
+    return Decision.model_validate(decision_fields(click_id, **fields)).to_json()
 
 
 def test_the_final_decision_does_not_depend_on_reading_order() -> None:

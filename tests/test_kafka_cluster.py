@@ -22,7 +22,7 @@ from slidr.kafka_config import client_config
 from slidr.settings import KafkaSettings, Settings
 from slidr.stack.kafka_broker import KafkaService
 from slidr.topics import admin_client, ensure_topics
-from tests.stack_fixtures import free_port_range
+from tests.stack_fixtures import kafka_cluster, running
 
 
 def test_brokers_ports_and_bootstrap_come_from_the_settings() -> None:
@@ -53,26 +53,13 @@ def test_replication_settings_that_cannot_work_are_refused(
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaService]:
     """Three brokers, topics with 3 replicas and min.insync.replicas 2 (Kafka only)."""
-    base = free_port_range(6, cluster_bus=False)
-    kafka = KafkaSettings(
-        port=base,
-        controller_port=base + 1,
-        brokers=3,
-        replication_factor=3,
-        min_insync_replicas=2,
-        heap="256m",
-    )
     tag = uuid.uuid4().hex[:8]
-    settings = Settings(state_dir=tmp_path_factory.mktemp("kafka-cluster") / "state", kafka=kafka)
+    root = tmp_path_factory.mktemp("kafka-cluster")
+    settings = Settings(state_dir=root / "state", kafka=kafka_cluster(heap="256m"))
     topics = settings.topics.model_copy(update={"clicks": f"cluster{tag}.clicks", "partitions": 3})
-    service = KafkaService(settings.model_copy(update={"topics": topics}))
-    service.check_prerequisites()
-    try:
-        service.start()
+    with running(KafkaService(settings.model_copy(update={"topics": topics}))) as service:
         ensure_topics(service.settings)
         yield service
-    finally:
-        service.proc.stop()
 
 
 @pytest.mark.integration

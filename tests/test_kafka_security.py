@@ -16,19 +16,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from pydantic import SecretStr, ValidationError
 
 from slidr.errors import StackError
 from slidr.kafka_config import client_config, faust_credentials
-from slidr.settings import PROJECT_ROOT, ArchiveSettings, KafkaSettings, MonitorSettings, Settings
+from slidr.settings import ArchiveSettings, KafkaSettings, MonitorSettings, Settings
 from slidr.stack.kafka_broker import KafkaService
 from slidr.topics import ensure_topics, missing_topics
 from streams.archive.consumer import Archiver
+from tests.client_sites import called_name, construction_sites
 from tests.factories import mixed_traffic
 from tests.pki import make_pki
-from tests.stack_fixtures import free_ports, settings_env
-from tests.worker_harness import SLIDR, WorkerProcess, consume, isolated, produce
+from tests.stack_fixtures import free_ports, running, settings_env
+from tests.worker_harness import SLIDR, WorkerProcess, consume, isolated, watermarks
 
 PASSWORD = f"pw-{uuid.uuid4().hex}"
 _CONSTRUCTORS = {"Producer", "Consumer", "AdminClient"}
@@ -58,9 +58,7 @@ def _client_constructions(path: Path) -> list[tuple[int, bool]]:
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
-        func = node.func
-        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-        if name not in _CONSTRUCTORS or not node.args:
+        if called_name(node) not in _CONSTRUCTORS or not node.args:
             continue
         arg = node.args[0]
         ok = (
@@ -73,16 +71,7 @@ def _client_constructions(path: Path) -> list[tuple[int, bool]]:
 
 
 def test_every_kafka_client_in_the_project_is_built_from_the_security_settings() -> None:
-    sites = {}
-    for folder in ("slidr", "streams", "replay", "models", "benchmarks", "tests/worker_harness.py"):
-        paths = (
-            [PROJECT_ROOT / folder]
-            if folder.endswith(".py")
-            else (sorted((PROJECT_ROOT / folder).rglob("*.py")))
-        )
-        for path in paths:
-            for line, ok in _client_constructions(path):
-                sites[f"{path.relative_to(PROJECT_ROOT)}:{line}"] = ok
+    sites = construction_sites(_client_constructions, also=["tests/worker_harness.py"])
     # The enumeration itself must see the clients this issue is about, or it proves nothing.
     expected = [
         "streams/produce.py", "slidr/topics.py", "streams/archive/consumer.py",
@@ -171,13 +160,8 @@ def _secure_broker(stack: Settings, root: Path, **security: object) -> Iterator[
     port, controller = free_ports(2)
     kafka = KafkaSettings(port=port, controller_port=controller, **security)
     settings = stack.model_copy(update={"kafka": kafka, "state_dir": root / "state"})
-    service = KafkaService(settings)
-    service.check_prerequisites()
-    try:
-        service.start()
+    with running(KafkaService(settings)):
         yield settings
-    finally:
-        service.proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -217,13 +201,8 @@ def _decide_and_archive(secure: Settings, tmp_path: Path) -> None:
     settings = isolated(secure)
     clicks = mixed_traffic(60, "sec", dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
     worker = WorkerProcess(settings, tmp_path / "worker.log")
-    worker.start()
-    try:
-        produce(settings, clicks)
-        decisions = consume(settings, settings.topics.decisions, len(clicks), timeout_s=90)
-        assert {d["click_id"] for d in decisions} == {c.click_id for c in clicks}, worker.log()
-    finally:
-        worker.stop()
+    decisions = worker.decide(clicks)
+    assert {d["click_id"] for d in decisions} == {c.click_id for c in clicks}, worker.log()
     archive = ArchiveSettings(root=tmp_path / "archive", consumer_group=f"archive-{uuid.uuid4()}")
     stats = Archiver(settings.model_copy(update={"archive": archive})).run(
         threading.Event(), until_idle_s=0.5
@@ -257,19 +236,6 @@ def _metric(port: int, name: str) -> float:
     )
 
 
-def _watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
-    """(low, high) of every non-empty partition of the clicks topic."""
-    consumer = Consumer(client_config(settings.kafka, {"group.id": f"probe-{uuid.uuid4()}"}))
-    try:
-        marks = {
-            p: consumer.get_watermark_offsets(TopicPartition(settings.topics.clicks, p), 10)
-            for p in range(settings.topics.partitions)
-        }
-    finally:
-        consumer.close()
-    return {p: (low, high) for p, (low, high) in marks.items() if high > low}
-
-
 @pytest.mark.integration
 def test_replay_agent_and_monitor_run_through_a_scram_broker(
     sasl_settings: Settings, tmp_path: Path
@@ -294,13 +260,7 @@ def test_replay_agent_and_monitor_run_through_a_scram_broker(
     ensure_topics(settings)
     start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     clicks = mixed_traffic(40, "scram-replay", start)
-    worker = WorkerProcess(settings, tmp_path / "worker.log")
-    worker.start()
-    try:
-        produce(settings, clicks)
-        decided = consume(settings, settings.topics.decisions, len(clicks), timeout_s=90)
-    finally:
-        worker.stop()
+    decided = WorkerProcess(settings, tmp_path / "worker.log").decide(clicks)
     version = decided[0]["model_version"]
     key = f"sign-{uuid.uuid4().hex}"
     env = {**os.environ, **settings_env(settings), "SLIDR_REPLAY__SIGNING_KEY": key}
@@ -315,7 +275,7 @@ def test_replay_agent_and_monitor_run_through_a_scram_broker(
             assert time.monotonic() < deadline, logs["monitor"].read_text()[-3000:]
             time.sleep(0.5)
         submit = [SLIDR, "replay", "--submit", "--wait-s", "120", "--model-version", str(version)]
-        for partition, (low, high) in _watermarks(settings).items():
+        for partition, (low, high) in watermarks(settings).items():
             submit += [f"--from-offset={partition}:{low}", f"--to-offset={partition}:{high - 1}"]
         done = subprocess.run(
             submit,

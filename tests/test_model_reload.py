@@ -107,6 +107,15 @@ def sample(metrics: WorkerMetrics, name: str) -> float | None:
     return metrics.registry.get_sample_value(name)
 
 
+async def failing_on_2(model: ServingModel, clock: Clock, repo: Path) -> None:
+    """Version 1 loaded, then the pointer moved to version 2, which Triton lacks: the switch
+    at the next reload check fails."""
+    await model.load()
+    point_at(repo, 2)
+    clock.now += 1.0
+    await model.current()
+
+
 async def test_a_failed_switch_keeps_the_good_version_and_is_retried_with_backoff(
     served: tuple[ServingModel, FakeTriton, Clock, WorkerMetrics],
     repo: Path,
@@ -144,10 +153,7 @@ async def test_a_new_pointer_during_a_failure_streak_is_tried_at_the_next_check(
     served: tuple[ServingModel, FakeTriton, Clock, WorkerMetrics], repo: Path
 ) -> None:
     model, triton, clock, metrics = served
-    await model.load()
-    point_at(repo, 2)
-    clock.now += 1.0
-    await model.current()  # fails: retry in 2 s
+    await failing_on_2(model, clock, repo)  # retry in 2 s
     triton.loaded.add(3)
     point_at(repo, 3)
     clock.now += 1.0  # the next reload check, before the retry is due
@@ -162,11 +168,8 @@ async def test_the_pointer_moving_back_ends_a_failure_streak(
     served: tuple[ServingModel, FakeTriton, Clock, WorkerMetrics], repo: Path
 ) -> None:
     model, _, clock, metrics = served
-    await model.load()
     fingerprint_on_1 = (model_dir(repo, "slidr") / "serving.json").stat().st_mtime_ns
-    point_at(repo, 2)
-    clock.now += 1.0
-    await model.current()
+    await failing_on_2(model, clock, repo)
     write_serving_pointer(repo, "slidr", 1)
     os.utime(model_dir(repo, "slidr") / "serving.json", ns=(fingerprint_on_1, fingerprint_on_1))
     clock.now += 1.0

@@ -31,7 +31,7 @@ from slidr.features import INDEX, N_FEATURES
 from slidr.model_record import HEURISTIC_FILE, ONNX_FILE, TORCHSCRIPT_FILE
 from slidr.settings import PROJECT_ROOT, Settings
 from streams.scorer import TritonScorer
-from tests.stack_fixtures import private_model
+from tests.stack_fixtures import private_model, stub_pid
 
 MODEL_DIR = PROJECT_ROOT / "triton_repo" / "slidr"
 
@@ -123,45 +123,38 @@ async def served(settings: Settings, version: int, x: npt.NDArray[np.float32]) -
         await scorer.aclose()
 
 
-def stub_maps(version_dir: Path) -> str:
-    """The memory map of the Python-backend stub serving ``version_dir``."""
-    script = str(version_dir / "model.py").encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if script in (proc / "cmdline").read_bytes().split(b"\0"):
-                return (proc / "maps").read_text()
-        except OSError:  # a process that ended meanwhile
-            continue
-    raise AssertionError(f"no Triton stub process for {version_dir}")
+def private_export(
+    stack_settings: Settings, seed: int, metadata: dict[str, object]
+) -> tuple[Settings, SlidrNet, npt.NDArray[np.float32], int, Path]:
+    """A fresh model in the session's Triton, and a random network (seeded) exported as its
+    next version: the settings naming it, the network, its rows, the version and its folder."""
+    settings = private_model(stack_settings)
+    net, sample = random_network(seed)
+    repo, name = settings.triton.model_repository, settings.triton.model_name
+    version, vdir = export_version(net, repo, name, metadata, sample[:256])
+    return settings, net, sample, version, vdir
 
 
 @pytest.mark.integration
 async def test_a_trained_version_scores_the_same_in_triton_and_in_pytorch(
     stack_settings: Settings,
 ) -> None:
-    settings = private_model(stack_settings)
-    net, sample = random_network(seed=11)
-    repo, name = settings.triton.model_repository, settings.triton.model_name
-    version, vdir = export_version(net, repo, name, {"note": "random weights"}, sample[:256])
+    settings, net, _, version, vdir = private_export(stack_settings, 11, {"note": "random weights"})
     load(settings)
     x = np.random.default_rng(3).gamma(1.0, 5.0, size=(520, N_FEATURES)).astype(np.float32)
     got = np.asarray(await served(settings, version, x), dtype=np.float32)
     want = predict(net, x)
     assert np.max(np.abs(got - want)) <= 1e-5
     assert float(np.std(want)) > 0.01  # not a constant: the rows really went through the network
-    assert "libtorch" not in stub_maps(vdir)  # served by ONNX Runtime, torch never loaded
+    stub_maps = Path(f"/proc/{stub_pid(vdir)}/maps").read_text()
+    assert "libtorch" not in stub_maps  # served by ONNX Runtime, torch never loaded
 
 
 @pytest.mark.integration
 async def test_a_torchscript_only_version_is_refused_with_the_fix_and_serves_once_upgraded(
     stack_settings: Settings,
 ) -> None:
-    settings = private_model(stack_settings)
-    net, sample = random_network(seed=12)
-    repo, name = settings.triton.model_repository, settings.triton.model_name
-    version, vdir = export_version(net, repo, name, {}, sample[:256])
+    settings, net, sample, version, vdir = private_export(stack_settings, 12, {})
     (vdir / ONNX_FILE).unlink()  # as versions exported before model.onnx was served
     with pytest.raises(InferenceServerException, match=r"python -m models\.export"):
         load(settings)

@@ -17,7 +17,7 @@ from redis.crc import key_slot
 from slidr.settings import RedisSettings, Settings
 from slidr.stack.redis_server import RedisService
 from streams.feature_store import FeatureStoreUnavailable, RedisFeatureStore
-from tests.stack_fixtures import cluster_settings, free_ports
+from tests.stack_fixtures import redis_only, running
 from tests.test_feature_store import T0, make_click
 
 pytestmark = pytest.mark.integration
@@ -26,31 +26,14 @@ PASSWORD = 'acl-Test "pass" #1'  # quotes, a space and a hash: redis.conf must q
 USER = "slidr-app"
 
 
-def _with_user(settings: Settings) -> Settings:
-    redis_settings = settings.redis.model_copy(
-        update={"username": USER, "password": SecretStr(PASSWORD)}
-    )
-    return settings.model_copy(update={"redis": redis_settings})
-
-
-@pytest.fixture(scope="module", params=["single", "cluster"])
+@pytest.fixture(scope="module", params=[0, 3], ids=["single", "cluster"])
 def acl_redis(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RedisService]:
     root = tmp_path_factory.mktemp("acl")
-    if request.param == "cluster":
-        settings = cluster_settings(root)
-    else:
-        (port,) = free_ports(1)
-        settings = Settings(
-            state_dir=root / "state", redis=RedisSettings(port=port, key_prefix="slidr-test:")
-        )
-    service = RedisService(_with_user(settings))
-    service.start()
-    try:
+    user = {"username": USER, "password": SecretStr(PASSWORD)}
+    with running(RedisService(redis_only(root, request.param, **user))) as service:
         yield service
-    finally:
-        service.proc.stop()
 
 
 def test_a_username_needs_a_password() -> None:

@@ -11,6 +11,7 @@ import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -20,11 +21,12 @@ from slidr.redis_config import APP_COMMANDS, client_options, ssl_context, sync_c
 from slidr.settings import PROJECT_ROOT, RedisSettings, Settings
 from slidr.stack.redis_server import CLUSTER_ADMIN, RedisService
 from streams.feature_store import FeatureStoreUnavailable, RedisFeatureStore
+from tests.client_sites import called_name, construction_sites, spreads_a_call_to
 from tests.factories import mixed_traffic
 from tests.pki import make_pki
-from tests.stack_fixtures import free_port_range, free_ports
+from tests.stack_fixtures import redis_only, running
 from tests.test_feature_store import T0, make_click
-from tests.worker_harness import WorkerProcess, consume, isolated, produce
+from tests.worker_harness import WorkerProcess, isolated
 
 PASSWORD = f"tls-{uuid.uuid4().hex}"
 USER = "slidr-app"
@@ -40,29 +42,13 @@ def _client_constructions(path: Path) -> list[tuple[int, bool]]:
     counts if one of its ``**`` arguments is a client_options(...) call."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if not isinstance(node, ast.Call):
-            continue
-        func = node.func
-        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-        if name not in _CLIENTS:
-            continue
-        ok = any(
-            kw.arg is None
-            and isinstance(kw.value, ast.Call)
-            and isinstance(kw.value.func, ast.Name)
-            and kw.value.func.id in _BUILDERS
-            for kw in node.keywords
-        )
-        found.append((node.lineno, ok))
+        if isinstance(node, ast.Call) and called_name(node) in _CLIENTS:
+            found.append((node.lineno, spreads_a_call_to(node, _BUILDERS)))
     return found
 
 
 def test_every_redis_client_in_the_project_is_built_from_the_settings() -> None:
-    sites = {}
-    for folder in ("slidr", "streams", "replay", "models", "benchmarks"):
-        for path in sorted((PROJECT_ROOT / folder).rglob("*.py")):
-            for line, ok in _client_constructions(path):
-                sites[f"{path.relative_to(PROJECT_ROOT)}:{line}"] = ok
+    sites = construction_sites(_client_constructions)
     # the enumeration must see the constructions there are, or it proves nothing: the store's
     # single-node and cluster clients and the one blocking client everything else uses
     for module in ("streams/feature_store/nodes.py", "slidr/redis_config.py"):
@@ -110,39 +96,28 @@ def test_a_client_certificate_needs_its_key() -> None:
 # --- a TLS-only local Redis with the ACL user ----------------------------------------------------
 
 
-def _tls_redis(root: Path, port: int, cluster_nodes: int = 0) -> RedisSettings:
+def _tls(root: Path) -> dict[str, Any]:
+    """The slidr user over mutual TLS: the settings of a client and of the local Redis."""
     ca, certs, keys = make_pki(root / "pki", ("server", "client"))
-    return RedisSettings(
-        port=port,
-        cluster_nodes=cluster_nodes,
-        key_prefix="slidr-test:",
-        username=USER,
-        password=SecretStr(PASSWORD),
-        tls=True,
-        tls_cafile=ca,
-        tls_certfile=certs["client"],
-        tls_keyfile=keys["client"],
-        server_certfile=certs["server"],
-        server_keyfile=keys["server"],
-    )
+    return {
+        "username": USER,
+        "password": SecretStr(PASSWORD),
+        "tls": True,
+        "tls_cafile": ca,
+        "tls_certfile": certs["client"],
+        "tls_keyfile": keys["client"],
+        "server_certfile": certs["server"],
+        "server_keyfile": keys["server"],
+    }
 
 
-@pytest.fixture(scope="module", params=["single", "cluster"])
+@pytest.fixture(scope="module", params=[0, 3], ids=["single", "cluster"])
 def tls_redis(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RedisService]:
     root = tmp_path_factory.mktemp("redis-tls")
-    if request.param == "cluster":
-        redis_settings = _tls_redis(root, free_port_range(3), cluster_nodes=3)
-    else:
-        redis_settings = _tls_redis(root, free_ports(1)[0])
-    service = RedisService(Settings(state_dir=root / "state", redis=redis_settings))
-    service.check_prerequisites()
-    service.start()
-    try:
+    with running(RedisService(redis_only(root, request.param, **_tls(root)))) as service:
         yield service
-    finally:
-        service.proc.stop()
 
 
 def test_the_nodes_serve_tls_only(tls_redis: RedisService) -> None:
@@ -233,24 +208,16 @@ def test_a_worker_decides_through_a_tls_only_redis_as_the_acl_user(
     root = tmp_path / "redis"
     settings = isolated(
         stack_settings.model_copy(
-            update={"state_dir": root / "state", "redis": _tls_redis(root, free_ports(1)[0])}
+            update={"state_dir": root / "state", "redis": redis_only(root, **_tls(root)).redis}
         )
     )
-    service = RedisService(settings)  # the user is limited to the isolated key prefix
-    service.start()
-    try:
+    # the user is limited to the isolated key prefix
+    with running(RedisService(settings)) as service:
         clicks = mixed_traffic(40, "tls", dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
         worker = WorkerProcess(settings, tmp_path / "worker.log")
-        worker.start()
-        try:
-            produce(settings, clicks)
-            decisions = consume(settings, settings.topics.decisions, len(clicks), timeout_s=90)
-        finally:
-            worker.stop()
+        decisions = worker.decide(clicks)
         assert {d["click_id"] for d in decisions} == {c.click_id for c in clicks}, worker.log()
         assert not [d for d in decisions if d["degraded"]], worker.log()
         with service.client() as client:
             assert client.dbsize() > 0  # the counters are in this Redis
         assert PASSWORD not in worker.log_path.read_text()
-    finally:
-        service.proc.stop()

@@ -326,6 +326,15 @@ def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[Base
     return thread, errors
 
 
+def promoting_3(
+    registry: Registry, triton: SlowTriton
+) -> tuple[threading.Thread, list[BaseException]]:
+    """``promote(3)`` in a thread, once it waits for Triton to load the versions."""
+    promoting, errors = in_thread(lambda: registry.promote(3))
+    assert triton.loading.wait(10)
+    return promoting, errors
+
+
 @pytest.fixture
 def slow(repo: Path) -> tuple[Registry, SlowTriton]:
     triton = SlowTriton()
@@ -345,8 +354,7 @@ def test_the_book_lock_is_free_while_triton_loads(
     slow: tuple[Registry, SlowTriton], repo: Path
 ) -> None:
     registry, triton = slow
-    promoting, errors = in_thread(lambda: registry.promote(3))
-    assert triton.loading.wait(10)
+    promoting, errors = promoting_3(registry, triton)
     # Another process could take the book lock at once, and the monitor's calls go through.
     with (repo / "m" / LOCK_FILE).open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if it were held
@@ -367,8 +375,7 @@ def test_a_rollback_waits_for_a_promotion_in_flight_and_does_not_undo_it(
     slow: tuple[Registry, SlowTriton],
 ) -> None:
     registry, triton = slow
-    promoting, _ = in_thread(lambda: registry.promote(3))
-    assert triton.loading.wait(10)
+    promoting, _ = promoting_3(registry, triton)
     # The monitor judged version 2 and rolls it back while 3 is being loaded.
     rolling, errors = in_thread(lambda: registry.rollback(why="IVR 100%", expect=2))
     rolling.join(0.5)
@@ -385,8 +392,7 @@ def test_a_move_overtaken_while_triton_loads_switches_nothing(
     slow: tuple[Registry, SlowTriton], repo: Path
 ) -> None:
     registry, triton = slow
-    promoting, errors = in_thread(lambda: registry.promote(3))
-    assert triton.loading.wait(10)
+    promoting, errors = promoting_3(registry, triton)
     write_serving_pointer(repo, "m", 1)  # by hand, while Triton loads 2 and 3
     triton.finish.set()
     promoting.join(10)

@@ -43,7 +43,15 @@ from slidr.topics import ensure_topics
 from streams.feature_store import RedisFeatureStore, featurize
 from tests.factories import make_click, mixed_traffic
 from tests.stack_fixtures import free_ports, private_model, settings_env
-from tests.worker_harness import SLIDR, DecisionReader, WorkerProcess, consume, isolated, produce
+from tests.worker_harness import (
+    SLIDR,
+    DecisionReader,
+    WorkerProcess,
+    consume,
+    isolated,
+    produce,
+    watermarks,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -102,17 +110,10 @@ def with_output(settings: Settings) -> Settings:
 
 
 def full_range(settings: Settings) -> dict[str, dict[int, int]]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "probe"})
-    try:
-        marks = {
-            p: consumer.get_watermark_offsets(TopicPartition(settings.topics.clicks, p), 10)
-            for p in range(settings.topics.partitions)
-        }
-    finally:
-        consumer.close()
+    marks = watermarks(settings)
     return {
-        "from_offsets": {p: low for p, (low, high) in marks.items() if high > low},
-        "to_offsets": {p: high - 1 for p, (low, high) in marks.items() if high > low},
+        "from_offsets": {p: low for p, (low, _) in marks.items()},
+        "to_offsets": {p: high - 1 for p, (_, high) in marks.items()},
     }
 
 

@@ -23,12 +23,11 @@ from replay.ranges import PartitionRange, check_offsets, check_size
 from replay.reader import MergedReader, Span
 from replay.request import FeatureMode, derive_run_id, parse_partition_offsets, parse_request
 from slidr.events import DeviceType
-from slidr.features import FEATURE_HASH, N_FEATURES
-from slidr.model_record import ModelRecord
+from slidr.features import N_FEATURES
 from slidr.registry import Registry
 from slidr.settings import PROJECT_ROOT, RedisSettings, ReplaySettings, Settings, TritonSettings
 from streams.decide import DecisionColumns, Stamp, decide
-from tests.decisions import validated
+from tests.decisions import network_record, validated
 from tests.factories import make_click
 
 # --- requests ---
@@ -271,15 +270,7 @@ def test_replayed_decisions_are_the_live_decisions_marked_as_a_replay() -> None:
     ).astype(np.float32)
     scores = rng.random(80).astype(np.float32)
     scores[:10] = np.float32(0.3)  # exactly at a threshold that float32 cannot hold
-    record = ModelRecord(
-        name="slidr",
-        version=4,
-        feature_hash=FEATURE_HASH,
-        kind="t",
-        default_threshold=0.5,
-        thresholds={"desktop/in": 0.3, "app": 0.7, "all": 0.6},
-        slice_fields=("device_type", "logged_in"),
-    )
+    record = network_record(4, {"desktop/in": 0.3, "app": 0.7, "all": 0.6})
     offsets: list[tuple[int | None, int | None]] = [(i % 2, 100 + i) for i in range(80)]
     columns = DecisionColumns.of(clicks, record.slice_fields, offsets, features)
     live = decide(columns, scores, Stamp(record, datetime.now(UTC), 5.0))

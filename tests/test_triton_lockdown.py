@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 from slidr.registry import RegistryError, TritonVersions
 from slidr.settings import REPOSITORY_KEY_HEADER, Settings
 from slidr.stack.triton_server import TritonService, restricted_api_flags
-from tests.stack_fixtures import private_settings
+from tests.stack_fixtures import private_settings, running
 
 KEY = "test-repository-key-0123456789abcdef"
 
@@ -43,13 +43,8 @@ def test_no_key_no_restriction_and_the_key_closes_both_protocols(tmp_path: Path)
 @pytest.fixture(scope="module")
 def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = locked_settings(tmp_path_factory.mktemp("locked"))
-    service = TritonService(settings)
-    service.check_prerequisites()
-    service.start()
-    try:
+    with running(TritonService(settings)):
         yield settings
-    finally:
-        service.proc.stop()
 
 
 @pytest.mark.integration

@@ -15,12 +15,13 @@ from pydantic import ValidationError
 from slidr.errors import StackError
 from slidr.features import N_FEATURES
 from slidr.registry import TritonVersions
-from slidr.settings import PROJECT_ROOT, Settings, TritonSettings
+from slidr.settings import Settings, TritonSettings
 from slidr.stack.triton_server import TritonService, grpc_tls_flags
 from slidr.triton_config import grpc_options
 from streams.scorer import ScorerUnavailable, TritonScorer
+from tests.client_sites import construction_sites, spreads_a_call_to
 from tests.pki import make_pki
-from tests.stack_fixtures import private_settings
+from tests.stack_fixtures import private_settings, running
 
 
 def _grpc_constructions(path: Path) -> list[tuple[int, bool]]:
@@ -35,23 +36,12 @@ def _grpc_constructions(path: Path) -> list[tuple[int, bool]]:
             isinstance(owner, ast.Name) and "http" in owner.id
         ):
             continue
-        ok = any(
-            kw.arg is None
-            and isinstance(kw.value, ast.Call)
-            and isinstance(kw.value.func, ast.Name)
-            and kw.value.func.id == "grpc_options"
-            for kw in node.keywords
-        )
-        found.append((node.lineno, ok))
+        found.append((node.lineno, spreads_a_call_to(node, {"grpc_options"})))
     return found
 
 
 def test_every_triton_grpc_client_in_the_project_is_built_from_the_settings() -> None:
-    sites = {}
-    for folder in ("slidr", "streams", "replay", "models", "benchmarks"):
-        for path in sorted((PROJECT_ROOT / folder).rglob("*.py")):
-            for line, ok in _grpc_constructions(path):
-                sites[f"{path.relative_to(PROJECT_ROOT)}:{line}"] = ok
+    sites = construction_sites(_grpc_constructions)
     for module in ("streams/scorer.py", "slidr/registry/triton.py", "benchmarks/bench_serving.py"):
         assert any(site.startswith(module + ":") for site in sites), module
     assert [site for site, ok in sites.items() if not ok] == []
@@ -103,13 +93,8 @@ def tls_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         }
     )
     settings = settings.model_copy(update={"triton": triton})
-    service = TritonService(settings)
-    service.check_prerequisites()
-    service.start()
-    try:
+    with running(TritonService(settings)):
         yield settings
-    finally:
-        service.proc.stop()
 
 
 @pytest.mark.integration

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,10 @@ from slidr.events import Click
 from slidr.features import INDEX
 from slidr.settings import RedisSettings, Settings, TritonSettings
 from slidr.stack.redis_server import RedisService
+from slidr.stack.service import Service
 from slidr.stack.triton_server import TritonService
 from tests.factories import make_click
-from tests.stack_fixtures import free_ports, process_alive
+from tests.stack_fixtures import free_ports, process_alive, running
 from tests.worker_harness import DecisionReader, WorkerProcess, isolated, produce
 
 pytestmark = pytest.mark.integration
@@ -34,12 +35,9 @@ def wave(prefix: str, n: int, start: int = 0) -> list[Click]:
 
 
 def assert_fails_open_through_outage(
-    settings: Settings,
-    tmp_path: Path,
-    stop: Callable[[], object],
-    start: Callable[[], None],
-    why: str,
+    settings: Settings, tmp_path: Path, service: Service, why: str
 ) -> None:
+    """A worker on ``settings`` decides while ``service`` (running) is stopped and started."""
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     worker.start()
     reader = DecisionReader(settings)
@@ -52,7 +50,7 @@ def assert_fails_open_through_outage(
         produce(settings, before)
         assert all(not d["degraded"] for d in decisions_for(before).values())
 
-        stop()
+        service.proc.stop()
         during = wave("during", 20, start=20)
         produce(settings, during)
         got = decisions_for(during)
@@ -61,7 +59,7 @@ def assert_fails_open_through_outage(
             assert d["degraded"] is True and d["verdict"] == "valid"
             assert d["reason_codes"] == [f"degraded:{why}"]
 
-        start()
+        service.start()
         deadline, healthy, n = time.monotonic() + 90, False, 40
         while not healthy and time.monotonic() < deadline:
             after = wave("after", 5, start=n)
@@ -80,14 +78,8 @@ def test_redis_outage_fails_open_and_recovers(stack_settings: Settings, tmp_path
     settings = isolated(stack_settings).model_copy(
         update={"redis": redis_settings, "state_dir": tmp_path / "state"}
     )
-    redis = RedisService(settings)
-    redis.start()
-    try:
-        assert_fails_open_through_outage(
-            settings, tmp_path, redis.proc.stop, redis.start, "redis_unavailable"
-        )
-    finally:
-        redis.proc.stop()
+    with running(RedisService(settings)) as redis:
+        assert_fails_open_through_outage(settings, tmp_path, redis, "redis_unavailable")
 
 
 def test_triton_outage_fails_open_and_recovers(stack_settings: Settings, tmp_path: Path) -> None:
@@ -101,14 +93,8 @@ def test_triton_outage_fails_open_and_recovers(stack_settings: Settings, tmp_pat
     settings = isolated(stack_settings).model_copy(
         update={"triton": triton_settings, "state_dir": tmp_path / "state"}
     )
-    triton = TritonService(settings)
-    triton.start()
-    try:
-        assert_fails_open_through_outage(
-            settings, tmp_path, triton.proc.stop, triton.start, "triton_unavailable"
-        )
-    finally:
-        triton.proc.stop()
+    with running(TritonService(settings)) as triton:
+        assert_fails_open_through_outage(settings, tmp_path, triton, "triton_unavailable")
 
 
 @pytest.fixture

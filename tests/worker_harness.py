@@ -8,12 +8,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from slidr.events import Click
 from slidr.kafka_config import client_config
@@ -24,18 +24,24 @@ from tests.stack_fixtures import free_ports, settings_env
 SLIDR = str(Path(sys.executable).parent / "slidr")
 
 
+def private_topics(prefix: str, partitions: int, clicks: str | None = None) -> TopicSettings:
+    """Topics of their own, each named ``{prefix}.<what>`` (the clicks topic ``clicks`` if
+    given: a shared backlog)."""
+    return TopicSettings(
+        clicks=clicks or f"{prefix}.clicks",
+        purchases=f"{prefix}.purchases",
+        decisions=f"{prefix}.decisions",
+        replayed_decisions=f"{prefix}.replayed",
+        dead_letters=f"{prefix}.dlq",
+        truth=f"{prefix}.truth",
+        partitions=partitions,
+    )
+
+
 def isolated(settings: Settings, **worker: object) -> Settings:
     """Same services, but fresh topics, consumer group and Redis key prefix."""
     tag = uuid.uuid4().hex[:8]
-    topics = TopicSettings(
-        clicks=f"t{tag}.clicks",
-        purchases=f"t{tag}.purchases",
-        decisions=f"t{tag}.decisions",
-        replayed_decisions=f"t{tag}.replayed",
-        dead_letters=f"t{tag}.dlq",
-        truth=f"t{tag}.truth",
-        partitions=2,
-    )
+    topics = private_topics(f"t{tag}", partitions=2)
     redis = RedisSettings(**{**settings.redis.model_dump(), "key_prefix": f"t{tag}:"})
     worker_settings = WorkerSettings(
         consumer_group=f"worker-{tag}",
@@ -76,6 +82,17 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
+    def decide(self, clicks: Sequence[Click], timeout_s: float = 90.0) -> list[dict[str, Any]]:
+        """Start, send ``clicks``, read their decisions (or those that came by the timeout),
+        stop."""
+        self.start()
+        try:
+            produce(self.settings, clicks)
+            topic = self.settings.topics.decisions
+            return consume(self.settings, topic, len(clicks), timeout_s=timeout_s)
+        finally:
+            self.stop()
+
 
 def produce(settings: Settings, clicks: Iterable[Click], raw: Iterable[bytes] = ()) -> int:
     producer = Producer(client_config(settings.kafka, {"linger.ms": 5}))
@@ -113,20 +130,42 @@ def _reader(settings: Settings, topic: str) -> Consumer:
     return consumer
 
 
-def read_raw(settings: Settings, topic: str, want: int, timeout_s: float = 60.0) -> list[bytes]:
-    """The first ``want`` values of ``topic`` as bytes (fewer if the timeout passed)."""
+def read_messages(
+    settings: Settings, topic: str, want: int, timeout_s: float = 60.0
+) -> list[tuple[int, bytes]]:
+    """The first ``want`` messages of ``topic`` with a value, as (Kafka timestamp ms, value),
+    fewer if the timeout passed."""
     consumer = _reader(settings, topic)
-    out: list[bytes] = []
+    out: list[tuple[int, bytes]] = []
     deadline = time.monotonic() + timeout_s
     try:
         while len(out) < want and time.monotonic() < deadline:
-            for msg in consumer.consume(500, timeout=0.5):
+            for msg in consumer.consume(1000, timeout=0.5):
                 value = msg.value()
                 if msg.error() is None and value is not None:
-                    out.append(value)
+                    out.append((msg.timestamp()[1], value))
     finally:
         consumer.close()
     return out
+
+
+def read_raw(settings: Settings, topic: str, want: int, timeout_s: float = 60.0) -> list[bytes]:
+    """The first ``want`` values of ``topic`` as bytes (fewer if the timeout passed)."""
+    return [value for _, value in read_messages(settings, topic, want, timeout_s)]
+
+
+def watermarks(settings: Settings, topic: str | None = None) -> dict[int, tuple[int, int]]:
+    """(low, high) of every non-empty partition of ``topic`` (the clicks topic by default)."""
+    topic = topic or settings.topics.clicks
+    consumer = Consumer(client_config(settings.kafka, {"group.id": f"probe-{uuid.uuid4()}"}))
+    try:
+        marks = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)
+            for p in range(settings.topics.partitions)
+        }
+    finally:
+        consumer.close()
+    return {p: (low, high) for p, (low, high) in marks.items() if high > low}
 
 
 def consume(
