@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 import faust
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import start_http_server
 
 from replay.errors import ReplayRefused
 from replay.plan import plan_replay
@@ -32,6 +32,7 @@ from replay.summary import ReplayProgress, ReplayState
 from slidr.errors import SlidrError
 from slidr.settings import Settings
 from streams.faust_app import raw_topic, slidr_app
+from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -39,29 +40,16 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 1.0
 
 
-class ReplayMetrics:
+class ReplayMetrics(Metrics):
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.runs = Counter(
-            "slidr_replay_runs", "Replay requests by outcome.", ["state"], registry=self.registry
+        super().__init__()
+        self.runs = self.counter("slidr_replay_runs", "Replay requests by outcome.", "state")
+        self.clicks = self.counter("slidr_replay_clicks", "Clicks decided by replays.", "features")
+        self.running = self.gauge("slidr_replay_running", "1 while a replay runs.")
+        self.progress = self.gauge(
+            "slidr_replay_progress_ratio", "Share of the current replay done."
         )
-        self.clicks = Counter(
-            "slidr_replay_clicks",
-            "Clicks decided by replays.",
-            ["features"],
-            registry=self.registry,
-        )
-        self.running = Gauge(
-            "slidr_replay_running", "1 while a replay runs.", registry=self.registry
-        )
-        self.progress = Gauge(
-            "slidr_replay_progress_ratio",
-            "Share of the current replay done.",
-            registry=self.registry,
-        )
-        self.rate = Gauge(
-            "slidr_replay_clicks_per_second", "Rate of the current replay.", registry=self.registry
-        )
+        self.rate = self.gauge("slidr_replay_clicks_per_second", "Rate of the current replay.")
 
 
 def create_replay_app(settings: Settings, metrics: ReplayMetrics | None = None) -> faust.App:

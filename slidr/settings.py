@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -39,9 +39,20 @@ def _default_state_dir() -> Path:
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+    #: Its variables' prefix, SLIDR_ and its name in the settings tree (set by the sections
+    #: whose checks name their variables).
+    ENV: ClassVar[str] = "SLIDR_"
+
+    def _paired(self, what: str, first: str, second: str) -> None:
+        """Refuse one of two settings that go together (a certificate and its key) without
+        the other, naming both variables."""
+        if (getattr(self, first) is None) != (getattr(self, second) is None):
+            both = f"{self.ENV}{first.upper()} and {self.ENV}{second.upper()}"
+            raise ValueError(f"{what} needs both {both}")
 
 
 class KafkaSettings(_Section):
+    ENV = "SLIDR_KAFKA__"
     host: str = "127.0.0.1"
     port: int = 19092
     controller_port: int = 19093
@@ -86,11 +97,7 @@ class KafkaSettings(_Section):
                 f"security_protocol {self.security_protocol} needs SLIDR_KAFKA__SASL_USERNAME "
                 "and SLIDR_KAFKA__SASL_PASSWORD"
             )
-        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
-            raise ValueError(
-                "a client certificate needs both SLIDR_KAFKA__SSL_CERTFILE and "
-                "SLIDR_KAFKA__SSL_KEYFILE"
-            )
+        self._paired("a client certificate", "ssl_certfile", "ssl_keyfile")
         return self
 
     @model_validator(mode="after")
@@ -158,6 +165,7 @@ class TopicSettings(_Section):
 
 
 class RedisSettings(_Section):
+    ENV = "SLIDR_REDIS__"
     host: str = "127.0.0.1"
     port: int = 16379
     db: int = 0
@@ -210,16 +218,8 @@ class RedisSettings(_Section):
         # An ACL user without a password would be refused at every connection.
         if self.username is not None and self.password is None:
             raise ValueError("SLIDR_REDIS__USERNAME needs SLIDR_REDIS__PASSWORD")
-        if (self.tls_certfile is None) != (self.tls_keyfile is None):
-            raise ValueError(
-                "a Redis client certificate needs both SLIDR_REDIS__TLS_CERTFILE and "
-                "SLIDR_REDIS__TLS_KEYFILE"
-            )
-        if (self.server_certfile is None) != (self.server_keyfile is None):
-            raise ValueError(
-                "the local Redis's certificate needs both SLIDR_REDIS__SERVER_CERTFILE and "
-                "SLIDR_REDIS__SERVER_KEYFILE"
-            )
+        self._paired("a Redis client certificate", "tls_certfile", "tls_keyfile")
+        self._paired("the local Redis's certificate", "server_certfile", "server_keyfile")
         return self
 
     @property
@@ -234,6 +234,7 @@ REPOSITORY_KEY_HEADER = "slidr-repository-key"
 
 
 class TritonSettings(_Section):
+    ENV = "SLIDR_TRITON__"
     host: str = "127.0.0.1"
     http_port: int = 18000
     grpc_port: int = 18001
@@ -267,16 +268,10 @@ class TritonSettings(_Section):
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> TritonSettings:
-        if (self.grpc_tls_certfile is None) != (self.grpc_tls_keyfile is None):
-            raise ValueError(
-                "a Triton client certificate needs both SLIDR_TRITON__GRPC_TLS_CERTFILE and "
-                "SLIDR_TRITON__GRPC_TLS_KEYFILE"
-            )
-        if (self.grpc_server_certfile is None) != (self.grpc_server_keyfile is None):
-            raise ValueError(
-                "the local Triton's certificate needs both SLIDR_TRITON__GRPC_SERVER_CERTFILE "
-                "and SLIDR_TRITON__GRPC_SERVER_KEYFILE"
-            )
+        self._paired("a Triton client certificate", "grpc_tls_certfile", "grpc_tls_keyfile")
+        self._paired(
+            "the local Triton's certificate", "grpc_server_certfile", "grpc_server_keyfile"
+        )
         return self
 
     @property

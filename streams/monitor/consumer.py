@@ -20,13 +20,14 @@ import time
 from collections.abc import Callable
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from slidr.errors import SlidrError
 from slidr.kafka_config import client_config
 from slidr.registry import Registry
 from slidr.serving_figures import ServingFigures
 from slidr.settings import Settings
+from streams.metrics import Metrics
 from streams.monitor import rules
 from streams.monitor.rules import Deviation
 from streams.monitor.window import Observation, SlidingWindow, WindowFigures
@@ -34,60 +35,51 @@ from streams.monitor.window import Observation, SlidingWindow, WindowFigures
 log = logging.getLogger(__name__)
 
 
-class MonitorMetrics:
+class MonitorMetrics(Metrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.decisions = Counter(
-            "slidr_monitor_decisions", "Decisions read", ["version"], registry=r
+        super().__init__(registry)
+        counter, gauge = self.counter, self.gauge
+        self.decisions = counter("slidr_monitor_decisions", "Decisions read", "version")
+        self.serving_version = gauge("slidr_monitor_serving_version", "Version the pointer names")
+        self.invalidation_rate = gauge(
+            "slidr_monitor_invalidation_rate", "Serving version's IVR over the window", "slice"
         )
-        self.serving_version = Gauge(
-            "slidr_monitor_serving_version", "Version the pointer names", registry=r
+        self.expected_invalidation_rate = gauge(
+            "slidr_monitor_expected_invalidation_rate",
+            "IVR the serving version is judged against",
+            "slice",
         )
-        self.invalidation_rate = Gauge(
-            "slidr_monitor_invalidation_rate", "Serving version's IVR over the window", ["slice"],
-            registry=r,
-        )  # fmt: skip
-        self.expected_invalidation_rate = Gauge(
-            "slidr_monitor_expected_invalidation_rate", "IVR the serving version is judged "
-            "against", ["slice"], registry=r,
-        )  # fmt: skip
-        self.model_error_share = Gauge(
-            "slidr_monitor_model_error_share", "Share of decisions Triton failed to score",
-            registry=r,
-        )  # fmt: skip
-        self.score_mean = Gauge(
-            "slidr_monitor_score_mean", "Mean score over the window", registry=r
+        self.model_error_share = gauge(
+            "slidr_monitor_model_error_share", "Share of decisions Triton failed to score"
         )
-        self.deviations = Counter(
-            "slidr_monitor_deviations", "Sharp deviations found", ["rule"], registry=r
-        )
-        self.alert = Gauge(
-            "slidr_monitor_alert", "1 while the serving version deviates", registry=r
-        )
-        self.rollbacks = Counter("slidr_monitor_rollbacks", "Automatic rollbacks", registry=r)
+        self.score_mean = gauge("slidr_monitor_score_mean", "Mean score over the window")
+        self.deviations = counter("slidr_monitor_deviations", "Sharp deviations found", "rule")
+        self.alert = gauge("slidr_monitor_alert", "1 while the serving version deviates")
+        self.rollbacks = counter("slidr_monitor_rollbacks", "Automatic rollbacks")
         # Every version with decisions in the window, the serving one included.
-        self.version_decisions = Gauge(
-            "slidr_monitor_version_decisions", "Decisions of the version over the window",
-            ["version"], registry=r,
-        )  # fmt: skip
-        self.version_degraded_share = Gauge(
-            "slidr_monitor_version_degraded_share", "Share of the version's decisions made "
-            "fail-open over the window (Redis or Triton)", ["version"], registry=r,
-        )  # fmt: skip
-        self.version_model_error_share = Gauge(
-            "slidr_monitor_version_model_error_share", "Share of the version's decisions Triton "
-            "failed to score over the window", ["version"], registry=r,
-        )  # fmt: skip
-        self.version_alert = Gauge(
-            "slidr_monitor_version_alert", "1 while Triton fails to score most of the version's "
-            "decisions", ["version"], registry=r,
-        )  # fmt: skip
-        self.rollback_seconds = Gauge(
+        self.version_decisions = gauge(
+            "slidr_monitor_version_decisions", "Decisions of the version over the window", "version"
+        )
+        self.version_degraded_share = gauge(
+            "slidr_monitor_version_degraded_share",
+            "Share of the version's decisions made fail-open over the window (Redis or Triton)",
+            "version",
+        )
+        self.version_model_error_share = gauge(
+            "slidr_monitor_version_model_error_share",
+            "Share of the version's decisions Triton failed to score over the window",
+            "version",
+        )
+        self.version_alert = gauge(
+            "slidr_monitor_version_alert",
+            "1 while Triton fails to score most of the version's decisions",
+            "version",
+        )
+        self.rollback_seconds = gauge(
             "slidr_monitor_rollback_seconds",
             "Last automatic rollback: seconds from the bad version's first decision to the "
-            "pointer switch", registry=r,
-        )  # fmt: skip
+            "pointer switch",
+        )
 
 
 class Monitor:
