@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from slidr.cli.offline import ArchiveOption, archive_root, report_dir_for, say
+from slidr.cli.options import setting_option
 from slidr.console import make_console
 from slidr.settings import get_settings
 
@@ -49,26 +50,22 @@ def calibrate(
         ),
     ] = None,
     archive: ArchiveOption = None,
-    budget: Annotated[
-        float | None,
-        typer.Option(
-            "--budget",
-            min=1e-6,
-            max=0.999999,
-            envvar="SLIDR_CALIBRATION__FPR_BUDGET",
-            help="Ceiling on the FPR over all purchasing clicks, e.g. 0.02. Default: setting.",
-        ),
-    ] = None,
-    min_coverage: Annotated[
-        float | None,
-        typer.Option(
-            "--min-coverage",
-            min=0.0,
-            max=1.0,
-            envvar="SLIDR_CALIBRATION__MIN_COVERAGE",
-            help="Robotic coverage every slice must reach. Default: setting.",
-        ),
-    ] = None,
+    budget: float | None = setting_option(
+        "calibration",
+        "fpr_budget",
+        "Ceiling on the FPR over all purchasing clicks, e.g. 0.02. Default: setting.",
+        "--budget",
+        min=1e-6,
+        max=0.999999,
+    ),
+    min_coverage: float | None = setting_option(
+        "calibration",
+        "min_coverage",
+        "Robotic coverage every slice must reach. Default: setting.",
+        "--min-coverage",
+        min=0.0,
+        max=1.0,
+    ),
     report_dir: Annotated[
         Path | None,
         typer.Option(

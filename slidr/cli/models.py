@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from slidr.cli.options import setting_option
 from slidr.console import make_console
 from slidr.registry import Entry, Registry, RegistryError, TritonVersions
 from slidr.serving_figures import ServingFigures
@@ -115,28 +116,24 @@ def rollback(
 
 
 def monitor(
-    window_s: Annotated[
-        float | None,
-        typer.Option(help="Sliding window, seconds (default 60).",
-                     envvar="SLIDR_MONITOR__WINDOW_S", show_default=False),
-    ] = None,
-    min_decisions: Annotated[
-        int | None,
-        typer.Option(help="Fewest decisions in a window before it is judged (default 500).",
-                     envvar="SLIDR_MONITOR__MIN_DECISIONS", show_default=False),
-    ] = None,
-    auto_rollback: Annotated[
-        bool | None,
-        typer.Option("--auto-rollback/--alert-only",
-                     help="Roll back on a sharp deviation, or only alert (default: roll back).",
-                     envvar="SLIDR_MONITOR__AUTO_ROLLBACK", show_default=False),
-    ] = None,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(help="Prometheus port; 0 disables (default 19101).",
-                     envvar="SLIDR_MONITOR__METRICS_PORT", show_default=False),
-    ] = None,
-) -> None:  # fmt: skip
+    window_s: float | None = setting_option(
+        "monitor", "window_s", "Sliding window, seconds (default 60)."
+    ),
+    min_decisions: int | None = setting_option(
+        "monitor",
+        "min_decisions",
+        "Fewest decisions in a window before it is judged (default 500).",
+    ),
+    auto_rollback: bool | None = setting_option(
+        "monitor",
+        "auto_rollback",
+        "Roll back on a sharp deviation, or only alert (default: roll back).",
+        "--auto-rollback/--alert-only",
+    ),
+    metrics_port: int | None = setting_option(
+        "monitor", "metrics_port", "Prometheus port; 0 disables (default 19101)."
+    ),
+) -> None:
     """Watch the decisions topic and roll a deviating model back to the stable version.
 
     Each version's decisions are tallied in a sliding window (IVR overall and per slice, the

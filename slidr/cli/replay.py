@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -231,6 +231,16 @@ def _submit(settings: Settings, request: ReplayRequest, timeout_s: float) -> Rep
         consumer.close()
 
 
+def _offset_option(end: str, help: str) -> Any:
+    """``--from-offset`` or ``--to-offset``: one end of the range, per partition."""
+    return typer.Option(
+        f"--{end}-offset",
+        metavar="PARTITION:OFFSET",
+        envvar=f"SLIDR_REPLAY_{end.upper()}_OFFSET",
+        help=help,
+    )
+
+
 def replay(
     model_version: Annotated[
         int,
@@ -243,21 +253,11 @@ def replay(
     ],
     from_offset: Annotated[
         list[str] | None,
-        typer.Option(
-            "--from-offset",
-            metavar="PARTITION:OFFSET",
-            envvar="SLIDR_REPLAY_FROM_OFFSET",
-            help="First offset to replay on a partition (repeat per partition).",
-        ),
+        _offset_option("from", "First offset to replay on a partition (repeat per partition)."),
     ] = None,
     to_offset: Annotated[
         list[str] | None,
-        typer.Option(
-            "--to-offset",
-            metavar="PARTITION:OFFSET",
-            envvar="SLIDR_REPLAY_TO_OFFSET",
-            help="Last offset to replay on a partition, included (same partitions).",
-        ),
+        _offset_option("to", "Last offset to replay on a partition, included (same partitions)."),
     ] = None,
     from_time: Annotated[
         str | None,

@@ -12,6 +12,7 @@ import time
 
 import typer
 
+from slidr.cli.options import setting_option
 from slidr.errors import StackError
 from slidr.settings import Settings, get_settings
 
@@ -50,30 +51,20 @@ def worker(
         help="Worker processes in one consumer group, each on its own core (Prometheus on "
         "metrics-port, metrics-port+1, ...). One Ctrl-C or SIGTERM stops them all.",
     ),
-    batch_size: int = typer.Option(
-        None,
-        help="Most clicks per micro-batch (default 500).",
-        envvar="SLIDR_WORKER__BATCH_SIZE",
-        show_default=False,
+    batch_size: int = setting_option(
+        "worker", "batch_size", "Most clicks per micro-batch (default 500)."
     ),
-    batch_wait_ms: int = typer.Option(
-        None,
-        help="Longest wait for a full batch while the partitions have a backlog, ms (default "
+    batch_wait_ms: int = setting_option(
+        "worker",
+        "batch_wait_ms",
+        "Longest wait for a full batch while the partitions have a backlog, ms (default "
         "20). With no backlog a batch leaves at once: a click never waits for others.",
-        envvar="SLIDR_WORKER__BATCH_WAIT_MS",
-        show_default=False,
     ),
-    model_version: int = typer.Option(
-        None,
-        help="Pin a model version instead of following the serving pointer.",
-        envvar="SLIDR_WORKER__MODEL_VERSION",
-        show_default=False,
+    model_version: int = setting_option(
+        "worker", "model_version", "Pin a model version instead of following the serving pointer."
     ),
-    metrics_port: int = typer.Option(
-        None,
-        help="Prometheus port; 0 disables (default 19100).",
-        envvar="SLIDR_WORKER__METRICS_PORT",
-        show_default=False,
+    metrics_port: int = setting_option(
+        "worker", "metrics_port", "Prometheus port; 0 disables (default 19100)."
     ),
 ) -> None:
     """Consume clicks, score them on Triton with Redis features, publish decisions.
