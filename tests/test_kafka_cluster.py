@@ -70,7 +70,13 @@ def test_the_stack_starts_three_brokers_and_replicates_every_topic(
     health = cluster.health()
     assert health.ok and health.detail.startswith("3 brokers"), health.detail
     admin = admin_client(settings)
+    # A broker learns a new topic from the controller a moment after another one created it:
+    # ask until the answering broker knows it (a loaded machine takes seconds).
+    deadline = time.monotonic() + 30
     meta = admin.list_topics(timeout=10)
+    while settings.topics.clicks not in meta.topics and time.monotonic() < deadline:
+        time.sleep(0.5)
+        meta = admin.list_topics(timeout=10)
     assert sorted(meta.brokers) == [1, 2, 3]
     topic = meta.topics[settings.topics.clicks]
     assert all(len(p.replicas) == 3 for p in topic.partitions.values())
