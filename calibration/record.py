@@ -90,8 +90,14 @@ def write_record(outcome: CalibrationOutcome, repository: Path, model: str) -> P
             f"model {model!r} has no version {outcome.model_version} in {repository}: "
             "calibrate a version that exists"
         )
+    return replace_record(path, record_of(outcome, model))
+
+
+def replace_record(path: Path, record: dict[str, Any]) -> Path:
+    """Serve ``record`` at ``path`` (a version's ``calibration.json``): the daily calibration
+    and the monitor's intraday re-solve (calibration/intraday.py) both write through here."""
     staging = path.with_name(CALIBRATION_FILE + ".partial")
-    staging.write_text(json.dumps(record_of(outcome, model), indent=2) + "\n")
+    staging.write_text(json.dumps(record, indent=2) + "\n")
     if path.exists():
         previous = path.with_name(PREVIOUS_FILE + ".partial")
         shutil.copyfile(path, previous)

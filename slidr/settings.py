@@ -534,6 +534,32 @@ class MonitorSettings(_Section):
     metrics_port: int = 19101
 
 
+class IntradaySettings(_Section):
+    """The monitor's intraday re-solve: the realised FPR of live decisions on the purchases
+    joined with them, and a new calibration record when it leaves its band
+    (calibration/intraday.py, docs/calibration.md)."""
+
+    #: Off: the monitor reads decisions only. On: it also reads the purchases topic.
+    enabled: bool = False
+    #: Sliding window of decisions and joined purchases (by decision time).
+    window_s: float = Field(default=4 * 3600.0, gt=0)
+    #: How long a decision waits for its purchase (and a purchase for its decision).
+    join_horizon_s: float = Field(default=3600.0, gt=0)
+    evaluate_every_s: float = Field(default=60.0, gt=0)
+    #: Fewest seconds between two re-solves of one version (each needs fresh evidence).
+    min_interval_s: float = Field(default=1800.0, ge=0)
+    #: No verdict on fewer joined purchases in the window (overall; per slice).
+    min_stand_ins: int = Field(default=100, ge=1)
+    min_slice_stand_ins: int = Field(default=100, ge=1)
+    #: The realised FPR leaves its band when its interval (at ``confidence``) lies wholly
+    #: outside expected x (1 -/+ band).
+    band: float = Field(default=0.25, gt=0.0, lt=1.0)
+    confidence: float = Field(default=0.8, gt=0.0, lt=1.0)
+    #: Guardrail: one re-solve moves a slice's threshold by at most this much (score units);
+    #: a longer move is clipped to it, and the next window may move further.
+    max_threshold_step: float = Field(default=0.05, gt=0.0, le=1.0)
+
+
 class GivtSettings(_Section):
     """General invalid traffic (GIVT): clicks decided invalid by lists, before the model."""
 
@@ -573,6 +599,7 @@ class Settings(BaseSettings):
     guardrails: GuardrailSettings = GuardrailSettings()
     registry: RegistrySettings = RegistrySettings()
     monitor: MonitorSettings = MonitorSettings()
+    intraday: IntradaySettings = IntradaySettings()
     givt: GivtSettings = GivtSettings()
 
     def overriding(self, section: str, **values: object) -> Settings:

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer
 from prometheus_client import CollectorRegistry
@@ -29,8 +30,12 @@ from slidr.serving_figures import ServingFigures
 from slidr.settings import Settings
 from streams.metrics import Metrics
 from streams.monitor import rules
+from streams.monitor.budget_metrics import BudgetMetrics
 from streams.monitor.rules import Deviation
 from streams.monitor.window import Observation, SlidingWindow, WindowFigures
+
+if TYPE_CHECKING:
+    from streams.monitor.budget import BudgetKeeper
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,8 @@ class MonitorMetrics(Metrics):
             "Last automatic rollback: seconds from the bad version's first decision to the "
             "pointer switch",
         )
+        #: The intraday re-solve's (streams/monitor/budget.py), exported even when it is off.
+        self.budget = BudgetMetrics(self)
 
 
 class Monitor:
@@ -102,6 +109,12 @@ class Monitor:
         #: When each version other than the serving one was last flagged (once a window).
         self._flagged: dict[int, float] = {}
         self._unload_at: float | None = None
+        self.budget: BudgetKeeper | None = None
+        if settings.intraday.enabled:
+            # Imported only when on: it brings calibration/ (cvxpy, pandas) into the monitor.
+            from streams.monitor.budget import BudgetKeeper
+
+            self.budget = BudgetKeeper(settings, registry.name, self.metrics.budget, clock)
 
     def observe(self, o: Observation) -> None:
         window = self.windows.get(o.version)
@@ -109,6 +122,8 @@ class Monitor:
             window = self.windows[o.version] = SlidingWindow(self.limits.window_s)
         window.add(o)
         self.metrics.decisions.labels(str(o.version)).inc()
+        if self.budget is not None and not o.degraded and o.click_id:
+            self.budget.decision(o.click_id, o.version, o.slice, o.score, o.at)
 
     def baseline(self, version: int) -> ServingFigures | None:
         """Expected figures of ``version``, else those observed for the stable version."""
@@ -128,6 +143,11 @@ class Monitor:
         serving = self.registry.serving().version
         self.metrics.serving_version.set(serving)
         self.watch_versions(serving, now)
+        if self.budget is not None and self.budget.due(now):
+            try:
+                self.budget.evaluate(serving, now)
+            except (SlidrError, OSError, ValueError) as exc:  # keep watching the version
+                log.exception("intraday re-solve of version %d failed: %s", serving, exc)
         window = self.windows.get(serving)
         if window is None:
             return []
@@ -246,7 +266,9 @@ class Monitor:
                 },
             )
         )
-        consumer.subscribe([self.settings.topics.decisions])
+        topics = self.settings.topics
+        purchases = topics.purchases if self.budget is not None else None
+        consumer.subscribe([topics.decisions] + ([purchases] if purchases else []))
         log.info(
             "monitoring %s on %s (window %.0f s, at least %d decisions)",
             self.registry.name, self.settings.topics.decisions, self.limits.window_s,
@@ -258,6 +280,10 @@ class Monitor:
                 for msg in consumer.consume(1000, timeout=0.2):
                     value = msg.value()
                     if msg.error() is not None or value is None:
+                        continue
+                    if purchases is not None and msg.topic() == purchases:
+                        assert self.budget is not None
+                        self.budget.purchase(value)
                         continue
                     kind, stamp_ms = msg.timestamp()
                     at = self.clock() if kind == TIMESTAMP_NOT_AVAILABLE else stamp_ms / 1000

@@ -29,6 +29,8 @@ class Observation:
     model_error: bool
     #: When it was decided, epoch seconds.
     at: float
+    #: The click's id (the intraday re-solve joins purchases with it; streams/monitor/budget.py).
+    click_id: str = field(default="", compare=False)
 
     @classmethod
     def from_json(cls, payload: bytes, at: float) -> Observation | None:
@@ -45,6 +47,7 @@ class Observation:
                 degraded=bool(d["degraded"]),
                 model_error=MODEL_ERROR in d["reason_codes"],
                 at=at,
+                click_id=str(d.get("click_id", "")),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None

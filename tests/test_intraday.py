@@ -1,0 +1,198 @@
+"""The intraday re-solve (issue 19 item 3): purchases joined with live decisions, the realised
+FPR judged against its band, a re-solve whose threshold moves are bounded, and the new record;
+as plain logic, in the monitor on a temporary registry, and (integration) picked up by a real
+worker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calibration.intraday import (
+    BudgetWindow,
+    Joined,
+    PurchaseJoin,
+    clip_moves,
+    expected_fpr,
+    judge,
+    out_of_band,
+    stand_in_target,
+)
+from slidr.settings import IntradaySettings, MonitorSettings, Settings, TritonSettings
+from streams.monitor.consumer import Monitor
+from streams.monitor.window import Observation
+from tests.test_monitor import Clock
+from tests.test_registry import FakeTriton, add_version
+
+LIMITS = IntradaySettings(
+    enabled=True,
+    window_s=600.0,
+    evaluate_every_s=1.0,
+    min_interval_s=0.0,
+    min_stand_ins=50,
+    min_slice_stand_ins=50,
+    max_threshold_step=0.05,
+)
+
+
+def test_a_threshold_move_is_clipped_to_the_guardrail_in_both_directions() -> None:
+    moves = clip_moves(
+        {"app/in": 0.80, "app/out": 0.80, "desktop/in": 0.60},
+        {"app/in": 0.97, "app/out": 0.82, "desktop/in": 0.40},
+        max_step=0.05,
+    )
+    assert moves["app/in"].after == pytest.approx(0.85) and moves["app/in"].clipped
+    assert moves["app/out"].after == 0.82 and not moves["app/out"].clipped
+    assert moves["desktop/in"].after == pytest.approx(0.55) and moves["desktop/in"].clipped
+
+
+def test_purchases_join_their_decision_once_whichever_comes_first() -> None:
+    join = PurchaseJoin(horizon_s=10.0)
+    seen = Joined(1, "app/out", 0.7, 100.0)
+    assert join.decision("c1", seen, now=100.0) is None
+    assert join.purchase("c1", now=101.0) == seen
+    assert join.purchase("c1", now=102.0) is None  # a second purchase of the same click
+    assert join.purchase("c2", now=103.0) is None  # its decision comes later
+    assert join.decision("c2", seen, now=104.0) == seen
+    assert join.purchase("c3", now=105.0) is None
+    join.expire(now=116.0)  # c3's decision never came within the horizon
+    assert join.expired_purchases == 1 and len(join) == 0
+
+
+def record(threshold: float = 0.5) -> dict[str, object]:
+    """A calibration record as `slidr calibrate` writes it (the parts read here): a human
+    budget of 2 % whose calibration day showed 1.5 % purchaser FPR for 2 % human FPR."""
+    figures = {"purchaser": {"value": 0.015}, "human": {"value": 0.02}}
+    return {
+        "id": "v1-daily",
+        "model_version": 1,
+        "thresholds": {"app/out": threshold, "desktop/out": threshold},
+        "fpr_budget": 0.02,
+        "fpr_target": "human",
+        "fpr": {"calibration_day": figures},
+        "slices": {
+            name: {"members": [name], "threshold": threshold, "fpr": {"purchaser": {"value": v}}}
+            for name, v in (("app/out", 0.02), ("desktop/out", 0.01))
+        },
+        "expected": {"ivr": 0.2, "slices": {"app/out": 0.25, "desktop/out": 0.15}},
+    }
+
+
+def drifted(rng: np.random.Generator, n_clicks: int) -> list[Observation]:
+    """A fifth of the clicks are bots scoring 0.7-1; humans score 0-0.45, but the day's humans
+    drifted: every 10th scores 0.5-0.7, above the served 0.5 (the record expects 1.5 %)."""
+    out = []
+    for i in range(n_clicks):
+        if i % 5 == 0:
+            score = rng.uniform(0.7, 1.0)
+        else:
+            score = rng.uniform(0.5, 0.7) if i % 10 == 1 else rng.uniform(0.0, 0.45)
+        name = "app/out" if i % 2 else "desktop/out"
+        out.append(Observation(1, name, score >= 0.5, score, False, False, 1000.0, f"c{i}"))
+    return out
+
+
+def test_expected_fpr_carries_a_human_budget_onto_the_stand_ins() -> None:
+    r = record()
+    assert stand_in_target(r) == pytest.approx(0.015)
+    assert expected_fpr(r, ["app/out", "desktop/out", "web/in"]) == pytest.approx(
+        {"all": 0.015, "app/out": 0.02, "desktop/out": 0.01}
+    )
+
+
+def test_a_window_in_band_is_left_alone_and_a_drifted_one_is_not() -> None:
+    window = BudgetWindow(600.0)
+    for i in range(200):
+        window.add_decision("app/out", 0.2, 1000.0)
+        window.add_stand_in("app/out", 0.9 if i < 3 else 0.2, 1000.0)  # 1.5 %
+    data = window.data(1000.0)
+    expected = expected_fpr(record(), data.slices())
+    evidence = judge(data, record()["thresholds"], 0.5, expected, LIMITS)  # type: ignore[arg-type]
+    assert evidence["all"].verdict == "inside" and out_of_band(evidence, LIMITS) == []
+    for _ in range(40):
+        window.add_stand_in("app/out", 0.9, 1000.0)
+    evidence = judge(window.data(1000.0), {"app/out": 0.5}, 0.5, expected, LIMITS)
+    assert evidence["all"].verdict == "above" and evidence["all"].low > 0.015 * 1.25
+    assert {e.scope for e in out_of_band(evidence, LIMITS)} == {"all", "app/out"}
+
+
+def test_a_drifted_fpr_is_re_solved_into_a_new_record_with_bounded_moves(
+    tmp_path: Path,
+) -> None:
+    add_version(tmp_path, 1)
+    path = tmp_path / "m" / "1" / "calibration.json"
+    path.write_text(json.dumps(record()))
+    settings = Settings(
+        triton=TritonSettings(model_repository=tmp_path, model_name="m"),
+        monitor=MonitorSettings(min_decisions=10**6),
+        intraday=LIMITS,
+    )
+    from slidr.registry import Registry
+
+    clock = Clock()
+    monitor = Monitor(settings, Registry(settings, FakeTriton()), clock=clock)
+    assert monitor.budget is not None
+    rng = np.random.default_rng(7)
+    observations = drifted(rng, n_clicks=4000)
+    for o in observations:
+        monitor.observe(o)
+    humans = [o for i, o in enumerate(observations) if i % 5]
+    for o in humans[:1000]:  # 1 in 8 of them scores above 0.5
+        monitor.budget.purchase(json.dumps({"click_id": o.click_id}).encode())
+    monitor.evaluate()
+
+    served = json.loads(path.read_text())
+    intraday = served["intraday"]
+    assert served["id"].startswith("v1-") and "intraday" in served["id"]
+    assert intraday["based_on"] == "v1-daily" and intraday["calibrated_record"] == "v1-daily"
+    assert intraday["evidence"]["all"]["verdict"] == "above"
+    assert intraday["evidence"]["all"]["stand_ins"] == 1000
+    low, high = intraday["evidence"]["all"]["interval"]
+    assert low <= intraday["evidence"]["all"]["fpr"] <= high
+    for name in ("app/out", "desktop/out"):
+        move = intraday["moves"][name]
+        # The solver wants the drifted humans (0.5-0.7) valid again: beyond the guardrail.
+        assert move["solved"] > move["before"] + 0.05 and move["clipped"]
+        assert served["thresholds"][name] == pytest.approx(0.55)
+        assert served["slices"][name]["threshold"] == pytest.approx(0.55)
+    assert served["expected"]["ivr"] <= 0.2  # the monitor's baseline follows the move
+    assert json.loads((path.parent / "calibration.prev.json").read_text())["id"] == "v1-daily"
+
+    m = monitor.metrics.registry.get_sample_value
+    assert m("slidr_monitor_resolves_total", {"outcome": "written"}) == 1
+    assert m("slidr_monitor_threshold_moves_clipped_total") == 2
+    assert m("slidr_monitor_threshold", {"slice": "app/out"}) == pytest.approx(0.55)
+    assert m("slidr_monitor_budget_out_of_band") == 1
+    assert m("slidr_monitor_budget_stand_ins", {"slice": "all"}) == 1000
+    assert m("slidr_monitor_purchases_joined_total") == 1000
+
+    # The next window is judged against the re-solve's targets; the next step moves on.
+    clock.now += 1
+    monitor.evaluate()
+    again = json.loads(path.read_text())
+    assert again["thresholds"]["app/out"] == pytest.approx(0.60)
+    assert again["intraday"]["calibrated_record"] == "v1-daily"
+
+
+def test_the_worker_never_imports_the_monitor_calibration_or_torch() -> None:
+    """The monitor imports calibration/ (cvxpy, pandas) for the re-solve: allowed only while
+    the scoring path imports neither it nor torch."""
+    code = (
+        "import sys; import slidr.cli.worker, streams.app, streams.pipeline; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'calibration', 'cvxpy') or m.startswith('streams.monitor')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]"
+    code = "import sys, calibration.intraday; print('torch' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "False"
