@@ -6,12 +6,16 @@ worker."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from confluent_kafka import Producer
 
 from calibration.intraday import (
     BudgetWindow,
@@ -23,11 +27,18 @@ from calibration.intraday import (
     out_of_band,
     stand_in_target,
 )
+from slidr.events import Purchase
+from slidr.kafka_config import client_config
+from slidr.registry import Registry
 from slidr.settings import IntradaySettings, MonitorSettings, Settings, TritonSettings
+from slidr.slices import lookup_threshold
 from streams.monitor.consumer import Monitor
 from streams.monitor.window import Observation
+from tests.factories import mixed_traffic
+from tests.stack_fixtures import free_ports, private_model, settings_env
 from tests.test_monitor import Clock
 from tests.test_registry import FakeTriton, add_version
+from tests.worker_harness import SLIDR, DecisionReader, WorkerProcess, isolated, produce
 
 LIMITS = IntradaySettings(
     enabled=True,
@@ -71,7 +82,7 @@ def record(threshold: float = 0.5) -> dict[str, object]:
     return {
         "id": "v1-daily",
         "model_version": 1,
-        "thresholds": {"app/out": threshold, "desktop/out": threshold},
+        "thresholds": {"all": threshold, "app/out": threshold, "desktop/out": threshold},
         "fpr_budget": 0.02,
         "fpr_target": "human",
         "fpr": {"calibration_day": figures},
@@ -132,8 +143,6 @@ def test_a_drifted_fpr_is_re_solved_into_a_new_record_with_bounded_moves(
         monitor=MonitorSettings(min_decisions=10**6),
         intraday=LIMITS,
     )
-    from slidr.registry import Registry
-
     clock = Clock()
     monitor = Monitor(settings, Registry(settings, FakeTriton()), clock=clock)
     assert monitor.budget is not None
@@ -196,3 +205,82 @@ def test_the_worker_never_imports_the_monitor_calibration_or_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+# --- the real stack: a drifted FPR re-solved by `slidr monitor`, followed by a worker ---
+
+
+def purchases_of(settings: Settings, click_ids: list[str]) -> None:
+    producer = Producer(client_config(settings.kafka, {"linger.ms": 5}))
+    for i, click_id in enumerate(click_ids):
+        purchase = Purchase(
+            event_time=datetime.now(UTC), purchase_id=f"p-{click_id}", click_id=click_id,
+            session_id=f"s-{i}", customer_id=None, amount=10.0, currency="EUR",
+        )  # fmt: skip
+        producer.produce(settings.topics.purchases, purchase.to_json(), click_id.encode())
+    assert producer.flush(30) == 0
+
+
+@pytest.mark.integration
+def test_a_drifted_fpr_is_re_solved_intraday_and_a_running_worker_follows(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    live = isolated(private_model(stack_settings), reload_every_s=0.5)
+    live = live.model_copy(
+        update={
+            "monitor": MonitorSettings(
+                consumer_group=f"monitor-{live.worker.consumer_group}", from_beginning=True,
+                evaluate_every_s=0.25, metrics_port=free_ports(1)[0],
+            ),
+            "intraday": LIMITS.model_copy(
+                update={"window_s": 300.0, "evaluate_every_s": 0.25, "min_stand_ins": 20,
+                        "min_slice_stand_ins": 10**6, "max_threshold_step": 1.0}
+            ),
+        }
+    )  # fmt: skip
+    repo, name = live.triton.model_repository, live.triton.model_name
+    path = Path(repo) / name / "1" / "calibration.json"
+    # Served thresholds far too low for today's humans: every click is invalid.
+    path.write_text(json.dumps(record(threshold=0.0) | {"fpr_target": "purchaser"}))
+    worker = WorkerProcess(live, tmp_path / "worker.log")
+    reader = DecisionReader(live)
+    log_path = tmp_path / "monitor.log"
+    env = {**os.environ, **settings_env(live)}
+    with log_path.open("ab") as log:
+        monitor = subprocess.Popen([SLIDR, "monitor"], env=env, stdout=log, stderr=log)
+    worker.start()
+    try:
+        first = mixed_traffic(120, "before", datetime.now(UTC) - timedelta(minutes=5))
+        produce(live, first)
+        decided = reader.wait_for(c.click_id for c in first)
+        assert len(decided) == 120, worker.log()
+        assert {d["threshold"] for d in decided.values()} == {0.0}
+        purchases_of(live, [c.click_id for c in first[::3]])  # 40 humans, all invalidated
+        bought = time.monotonic()
+        deadline = time.monotonic() + 60
+        while "intraday" not in json.loads(path.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        served = json.loads(path.read_text())
+        assert "intraday" in served, log_path.read_text()
+        assert served["intraday"]["evidence"]["all"]["verdict"] == "above"
+        assert "intraday re-solve of model" in log_path.read_text()
+        moves = served["intraday"]["moves"]
+        print(
+            f"\npurchases produced -> intraday record written: {time.monotonic() - bought:.2f} s; "
+            f"solve {served['intraday']['solve_ms']:.1f} ms; moves "
+            + ", ".join(f"{s} {m['before']:.3f}->{m['after']:.3f}" for s, m in moves.items())
+        )
+
+        time.sleep(2 * 0.5)  # the worker looks for a new record this often
+        second = mixed_traffic(30, "after", datetime.now(UTC) - timedelta(minutes=1))
+        produce(live, second)
+        after = reader.wait_for(c.click_id for c in second)
+        assert len(after) == 30, worker.log()
+        for d in after.values():
+            assert d["threshold"] == lookup_threshold(served["thresholds"], d["slice"], -1.0)
+            assert d["threshold"] > 0.0
+    finally:
+        reader.close()
+        worker.stop()
+        monitor.terminate()
+        monitor.wait(timeout=30)
