@@ -19,6 +19,13 @@ one global threshold picked on the later day at that human FPR.
 
     .venv/bin/python benchmarks/bench_budget.py --seeds 301 311 321 331 --json out.json
 
+With ``--intraday`` the later day is also replayed hour by hour through the monitor's intraday
+re-solve (calibration/intraday.py, the settings' ``SLIDR_INTRADAY__*`` defaults): at the start
+of each hour the window of the day's earlier decisions and purchases is judged against the
+current calibration's record and, when out of band, re-solved into a new record whose
+thresholds decide the following hour; the figures are the later day's true human FPR and IVR
+with and without it (stand-ins: purchasing clicks only, which is what the monitor joins).
+
 Scored days are cached under ``--cache`` (one folder per seed and volume), so comparing
 calibrations does not simulate and train again. Seeds 201, 211, 221 were used to choose the
 methods (docs/calibration.md); report on others.
@@ -42,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.simulated
@@ -136,6 +144,64 @@ class SeedFigures:
     ivr: float
     previous_ivr_at_equal_human_fpr: float
     global_ivr_at_equal_human_fpr: float
+    #: Later day with the intraday re-solve (``--intraday``): true human FPR, IVR, re-solves.
+    intraday_realised_human_fpr: float | None = None
+    intraday_ivr: float | None = None
+    intraday_resolves: int | None = None
+
+
+def replay_intraday(outcome: Any, later: pd.DataFrame) -> tuple[npt.NDArray[np.bool_], int]:
+    """The later day decided hour by hour, thresholds re-solved intraday: invalid flags and
+    the number of records written. Hour h's clicks are spread evenly over the hour; the
+    window is judged (and maybe re-solved) at the start of every hour, before deciding it."""
+    from calibration.compare import invalidated
+    from calibration.intraday import (
+        BudgetWindow,
+        expected_fpr,
+        intraday_record,
+        judge,
+        out_of_band,
+        resolve,
+    )
+    from calibration.problem import SolveFailed
+    from calibration.record import record_of
+    from slidr.settings import get_settings
+
+    # The settings' defaults, or SLIDR_INTRADAY__* from the environment.
+    limits = get_settings().intraday.model_copy(update={"enabled": True})
+    record = record_of(outcome, "bench")
+    window = BudgetWindow(limits.window_s)
+    invalid = np.zeros(len(later), dtype=bool)
+    hours = later["hour"].to_numpy()
+    resolves, last = 0, -math.inf
+    for hour in range(24):
+        now = hour * 3600.0
+        data = window.data(now)
+        thresholds = record["thresholds"]
+        evidence = judge(data, thresholds, 0.5, expected_fpr(record, data.slices()), limits)
+        leaving = out_of_band(evidence, limits)
+        if leaving and now - last >= limits.min_interval_s:
+            last = now
+            try:
+                r = resolve(
+                    data, record, 0, 0.5, evidence, [str(e) for e in leaving],
+                    outcome.settings, limits, (now - limits.window_s, now),
+                )  # fmt: skip
+            except SolveFailed:
+                pass
+            else:
+                record, resolves = intraday_record(record, r), resolves + 1
+        rows = np.flatnonzero(hours == hour)
+        frame = later.iloc[rows]
+        invalid[rows] = invalidated(frame, record["thresholds"], 0.5)
+        at = now + 3600.0 * np.arange(len(rows)) / max(len(rows), 1)
+        for name, score, bought, t in zip(
+            frame["slice"].astype(str), frame["score"], frame["purchased"], at, strict=True
+        ):
+            window.add_decision(name, float(score), float(t))
+            if bought:
+                window.add_stand_in(name, float(score), float(t))
+    return invalid, resolves
 
 
 def _calibrate(calib: pd.DataFrame, later: pd.DataFrame, settings: Any) -> Any:
@@ -154,7 +220,9 @@ def _global_ivr_at(later: pd.DataFrame, human_fpr: float) -> float:
     return float((later["score"].to_numpy() >= threshold).mean())
 
 
-def measure_seed(seed: int, calib: pd.DataFrame, later: pd.DataFrame) -> SeedFigures:
+def measure_seed(
+    seed: int, calib: pd.DataFrame, later: pd.DataFrame, intraday: bool = False
+) -> SeedFigures:
     from calibration import Policy
     from slidr.settings import CalibrationSettings
 
@@ -176,6 +244,15 @@ def measure_seed(seed: int, calib: pd.DataFrame, later: pd.DataFrame) -> SeedFig
             sweep.append((float(day.truth.human_fpr), float(day.overall.ivr)))
     sweep.sort()
     xs, ys = zip(*sweep, strict=True)
+    extra: dict[str, Any] = {}
+    if intraday:
+        flags, resolves = replay_intraday(now, later)
+        humans = ~later["is_bot"].to_numpy(dtype=bool)
+        extra = {
+            "intraday_realised_human_fpr": float(flags[humans].mean()),
+            "intraday_ivr": float(flags.mean()),
+            "intraday_resolves": resolves,
+        }
     return SeedFigures(
         seed=seed,
         budget=current.fpr_budget,
@@ -191,6 +268,7 @@ def measure_seed(seed: int, calib: pd.DataFrame, later: pd.DataFrame) -> SeedFig
         ivr=float(mine.evaluation_day.overall.ivr),
         previous_ivr_at_equal_human_fpr=float(np.interp(realised, xs, ys)),
         global_ivr_at_equal_human_fpr=_global_ivr_at(later, realised),
+        **extra,
     )
 
 
@@ -202,6 +280,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "slidr-budget")
     parser.add_argument("--prepare-only", action="store_true")
     parser.add_argument("--json", type=Path, help="write the figures per seed here")
+    parser.add_argument(
+        "--intraday", action="store_true", help="also replay the later day with intraday re-solves"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
     results = []
@@ -210,7 +291,7 @@ def main() -> None:
         calib, later = scored_days(seed, args.days, args.clicks_per_day, args.cache)
         print(f"seed {seed}: scored days ready ({time.perf_counter() - started:.0f} s)")
         if not args.prepare_only:
-            results.append(measure_seed(seed, calib, later))
+            results.append(measure_seed(seed, calib, later, args.intraday))
     if args.prepare_only:
         return
     header = (
@@ -230,6 +311,20 @@ def main() -> None:
             f"{r.ivr:.2%} | {r.previous_ivr_at_equal_human_fpr:.2%} | "
             f"{r.global_ivr_at_equal_human_fpr:.2%} |"
         )
+    if args.intraday:
+        print(
+            "\n| seed | next day: true human FPR (x budget) | with intraday re-solve (x budget) "
+            "| IVR next day | with intraday | re-solves |"
+        )
+        print("|" + "---|" * 6)
+        for r in results:
+            assert r.intraday_realised_human_fpr is not None and r.intraday_ivr is not None
+            print(
+                f"| {r.seed} | {r.realised_human_fpr:.2%} ({r.realised_ratio:.2f}x) | "
+                f"{r.intraday_realised_human_fpr:.2%} "
+                f"({r.intraday_realised_human_fpr / r.budget:.2f}x) | {r.ivr:.2%} | "
+                f"{r.intraday_ivr:.2%} | {r.intraday_resolves} |"
+            )
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
 

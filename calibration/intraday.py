@@ -321,12 +321,14 @@ def judge(
 
 
 def out_of_band(evidence: Mapping[str, Evidence], limits: IntradaySettings) -> list[Evidence]:
-    """Scopes whose realised FPR left the band with confidence, on enough stand-ins (overall:
-    ``min_stand_ins``; a slice: ``min_slice_stand_ins``)."""
+    """Scopes whose realised FPR left the band with confidence (below it only with
+    ``loosen``), on enough stand-ins (overall: ``min_stand_ins``; a slice:
+    ``min_slice_stand_ins``)."""
+    verdicts = ("above", "below") if limits.loosen else ("above",)
     return [
         e
         for e in evidence.values()
-        if e.verdict in ("above", "below")
+        if e.verdict in verdicts
         and e.stand_ins
         >= (limits.min_stand_ins if e.scope == ROOT_SLICE else limits.min_slice_stand_ins)
     ]

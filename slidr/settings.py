@@ -555,6 +555,10 @@ class IntradaySettings(_Section):
     #: outside expected x (1 -/+ band).
     band: float = Field(default=0.25, gt=0.0, lt=1.0)
     confidence: float = Field(default=0.8, gt=0.0, lt=1.0)
+    #: Also re-solve when the FPR is below its band (thresholds loosened). Off: the budget is
+    #: a ceiling, and a window of part of the day under-represents the night, when humans are
+    #: invalidated most (docs/calibration.md).
+    loosen: bool = False
     #: Guardrail: one re-solve moves a slice's threshold by at most this much (score units);
     #: a longer move is clipped to it, and the next window may move further.
     max_threshold_step: float = Field(default=0.05, gt=0.0, le=1.0)
