@@ -49,6 +49,16 @@ class RedisNodes:
     def version(self) -> str:
         return str(self._info("server")[0]["redis_version"])
 
+    def delete(self, keys: list[str]) -> None:
+        """Delete these keys wherever they live (on a cluster each node deletes its own and
+        answers MOVED for the others, which is ignored)."""
+        for client in self.clients:
+            for start in range(0, len(keys), _SCAN_COUNT):
+                pipe = client.pipeline(transaction=False)
+                for key in keys[start : start + _SCAN_COUNT]:
+                    pipe.unlink(key)
+                pipe.execute(raise_on_error=False)
+
     def purge_expired(self) -> None:
         """One full SCAN per node: SCAN deletes the expired keys it meets, so what is left is
         exactly the live keys, without waiting for Redis's sampling expiry cycle."""

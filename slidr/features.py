@@ -56,11 +56,18 @@ class Entity:
 
 @dataclass(frozen=True)
 class Velocity:
-    """``<entity>_clicks_<window>`` for each window, and ``<entity>_gap_s`` if ``gap``."""
+    """``<entity>_clicks_<window>`` for each window, and ``<entity>_gap_s`` if ``gap``.
+
+    The gap is capped at ``gap_cap_s`` (also its value when there is no previous click). An
+    entity whose windows and gap cap are all short is kept only that long after its last
+    click (plus an hour): pair entities are many, and most are seen once
+    (docs/redis-keys.md, "Keys").
+    """
 
     entity: Entity
     windows: tuple[Window, ...]
     gap: bool = True
+    gap_cap_s: float = MAX_GAP_S
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,23 @@ class FeatureSpec:
             raise ValueError("two features of the spec have the same name")
         object.__setattr__(self, "names", tuple(names))
 
+    def horizon_s(self, entity: Entity) -> float:
+        """How far back anything counted for the entity looks: its longest window, distinct
+        count window or gap cap. Its state is kept that long after its last click (plus
+        slack), so an expired state changes no feature."""
+        spans = [
+            s
+            for v in self.velocity
+            if v.entity == entity
+            for s in [*(w.seconds for w in v.windows), *([v.gap_cap_s] if v.gap else [])]
+        ]
+        spans += [d.window.seconds for d in self.distinct if d.entity == entity]
+        return float(max(spans))
+
+    def gap_cap_s(self, entity: Entity) -> float:
+        """The cap of the entity's gap (MAX_GAP_S when it has none)."""
+        return next((v.gap_cap_s for v in self.velocity if v.entity == entity and v.gap), MAX_GAP_S)
+
     @property
     def entities(self) -> tuple[Entity, ...]:
         """Every counted entity, once, in spec order."""
@@ -115,15 +139,27 @@ WINDOWS: tuple[Window, ...] = (MINUTE, TEN_MINUTES, HOUR, DAY)
 CUSTOMER = Entity("customer", ("customer_id",))
 SESSION = Entity("session", ("session_id",))
 IP = Entity("ip", ("ip",))
+#: Ad context: an IP's clicks on one advertiser (on TalkingData: an ip's clicks on one app).
+IP_ADVERTISER = Entity("ip_advertiser", ("ip", "advertiser_id"))
+#: The pair's windows and gap stop at an hour, so its state lives 2 h, not 25: there are about
+#: four (ip, advertiser) pairs per IP in a day, most clicked once (docs/redis-keys.md, "Cost").
+PAIR_GAP_CAP_S = 3600.0
 
 #: The features slidr serves. Add a counter here; everything else follows.
 SPEC = FeatureSpec(
-    velocity=(Velocity(CUSTOMER, WINDOWS), Velocity(SESSION, WINDOWS), Velocity(IP, WINDOWS)),
+    velocity=(
+        Velocity(CUSTOMER, WINDOWS),
+        Velocity(SESSION, WINDOWS),
+        Velocity(IP, WINDOWS),
+        Velocity(IP_ADVERTISER, (TEN_MINUTES, HOUR), gap_cap_s=PAIR_GAP_CAP_S),
+    ),
     distinct=(
         Distinct("ip_distinct_sessions", IP, "session_id", DAY),
         Distinct("ip_distinct_customers", IP, "customer_id", DAY),
         Distinct("customer_distinct_ips", CUSTOMER, "ip", DAY),
         Distinct("ip_distinct_user_agents", IP, "user_agent", DAY),
+        # Ad context (TalkingData: distinct apps per ip).
+        Distinct("ip_distinct_advertisers", IP, "advertiser_id", DAY),
     ),
 )
 

@@ -370,6 +370,9 @@ def test_the_distinct_cap_and_what_compaction_keeps_of_many_elements(seed: int) 
 
 def test_no_stored_state_and_one_click() -> None:
     kind = KINDS["ip"]
-    part = Part(kind, [None], np.zeros(1, dtype=np.int64), np.array([(T0, 7, 1, 0, 2)], kind.dtype))
-    got = count_parts([part])
-    assert got.values[0].tolist() == [[1, 1, 1, 1, -1, 1, 0, 1]] and not got.bases[0]
+    # Elements 1, none (an anonymous click has no customer), 2, 3...: one per distinct count.
+    elements = [1, 0, *range(2, len(kind.sets))]
+    record = np.array([(T0, 7, *elements)], kind.dtype)
+    got = count_parts([Part(kind, [None], np.zeros(1, dtype=np.int64), record)])
+    distinct = [int(e > 0) for e in elements]
+    assert got.values[0].tolist() == [[1, 1, 1, 1, -1, *distinct]] and not got.bases[0]

@@ -55,7 +55,6 @@ from tests.test_feature_counting import Part, count_parts, decode_base
 integration = pytest.mark.integration
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-ENTITIES = (("customer", "customer_id"), ("session", "session_id"), ("ip", "ip"))
 
 
 def make_click(
@@ -67,6 +66,7 @@ def make_click(
     ip: str = "10.0.0.1",
     user_agent: str = "Mozilla/5.0",
     advertiser: str = "adv1",
+    campaign: str = "cmp1",
 ) -> Click:
     return Click(
         click_id=click_id,
@@ -80,7 +80,7 @@ def make_click(
         platform=Platform.LINUX,
         marketplace="us",
         ad_id="ad1",
-        campaign_id="cmp1",
+        campaign_id=campaign,
         advertiser_id=advertiser,
     )
 
@@ -99,31 +99,32 @@ def reference(clicks: Sequence[Click], *, exact: bool = False) -> dict[str, dict
         me = _order(c)
         t = me[0]
         row: dict[str, float] = {}
-        for entity, attr in ENTITIES:
-            key = getattr(c, attr)
+        for v in SPEC.velocity:
+            fields = v.entity.fields
+            key = entity_value(c, fields)
             before = sorted(
                 _order(o)
                 for o in unique
-                if key is not None and getattr(o, attr) == key and _order(o) <= me
+                if key is not None and entity_value(o, fields) == key and _order(o) <= me
             )
-            for w in WINDOWS:
+            for w in v.windows:
                 start = (
                     t - w.seconds * 1000 + 1
                     if exact
                     else (t // w.tile_ms - w.tiles + 1) * w.tile_ms
                 )
-                row[f"{entity}_clicks_{w.name}"] = sum(s >= start for s, _ in before)
-            gap = (t - before[-2][0]) / 1000 if len(before) > 1 else MAX_GAP_S
-            row[f"{entity}_gap_s"] = min(gap, MAX_GAP_S)
+                row[f"{v.entity.name}_clicks_{w.name}"] = sum(s >= start for s, _ in before)
+            if v.gap:
+                gap = (t - before[-2][0]) / 1000 if len(before) > 1 else v.gap_cap_s
+                row[f"{v.entity.name}_gap_s"] = min(gap, v.gap_cap_s)
         for d in SPEC.distinct:
-            (field,) = d.entity.fields
-            key = getattr(c, field)
+            key = entity_value(c, d.entity.fields)
             first_tile = t // d.window.tile_ms - d.window.tiles + 1
             seen = {
                 getattr(o, d.counted)
                 for o in unique
                 if key is not None
-                and getattr(o, field) == key
+                and entity_value(o, d.entity.fields) == key
                 and _order(o) <= me
                 and epoch_ms(o.event_time) // d.window.tile_ms >= first_tile
                 and getattr(o, d.counted) not in (None, "")
@@ -164,6 +165,8 @@ def mixed_stream(n: int, seed: int = 7) -> list[Click]:
                 customer=customer,
                 ip=f"10.0.0.{rng.randrange(4)}",
                 user_agent=f"ua{rng.randrange(3)}",
+                advertiser=f"adv{rng.randrange(3)}",
+                campaign=f"cmp{rng.randrange(4)}",
             )
         )
     return sorted(clicks, key=_order)
@@ -203,19 +206,19 @@ def test_every_feature_has_exactly_one_source() -> None:
 
 
 def test_adding_a_counter_over_an_entity_pair_is_one_line_of_spec() -> None:
-    ip_advertiser = Entity("ip_advertiser", ("ip", "advertiser_id"))
+    session_ad = Entity("session_ad", ("session_id", "ad_id"))
     spec = FeatureSpec(
-        velocity=(*SPEC.velocity, Velocity(ip_advertiser, WINDOWS)),
+        velocity=(*SPEC.velocity, Velocity(session_ad, WINDOWS)),
         distinct=SPEC.distinct,
     )
-    assert "ip_advertiser_clicks_1m" in spec.names and "ip_advertiser_gap_s" in spec.names
+    assert "session_ad_clicks_1m" in spec.names and "session_ad_gap_s" in spec.names
     assert spec.digest() != SPEC.digest()
     layout = build_layout(spec)
-    assert [k.entity.name for k in layout.kinds][-1] == "ip_advertiser"
+    assert [k.entity.name for k in layout.kinds][-1] == "session_ad"
     # Clicks refuse control characters in ids; the key's separator stays unambiguous anyway.
     click = make_click("a", T0)
     force_setattr(click, "advertiser_id", "adv\x1fx")
-    assert entity_value(click, ip_advertiser.fields) == "10.0.0.1\x1fadv\ufffdx"
+    assert entity_value(click, ("ip", "advertiser_id")) == "10.0.0.1\x1fadv\ufffdx"
     anonymous = Entity("customer_advertiser", ("customer_id", "advertiser_id"))
     assert entity_value(make_click("b", T0, customer=None), anonymous.fields) is None
 
@@ -240,7 +243,12 @@ def test_time_of_click_and_login_are_computed_locally() -> None:
 def test_a_base_survives_encoding_and_drops_what_no_window_reads() -> None:
     ip = next(k for k in LAYOUT.kinds if k.entity.name == "ip")
     t = epoch_ms(T0)
-    records = [(t - 2 * 86_400_000, 1, 5, 0, 7), (t - 30_000, 2, 5, 9, 7), (t, 3, 6, 0, 8)]
+    more = (0,) * (len(ip.sets) - 3)  # the IP's further distinct counts: no element
+    records = [
+        (t - 2 * 86_400_000, 1, 5, 0, 7, *more),
+        (t - 30_000, 2, 5, 9, 7, *more),
+        (t, 3, 6, 0, 8, *more),
+    ]
     # Clicks two days apart: a compaction is due at once.
     folded = count_parts(
         [Part(ip, [None], np.zeros(3, dtype=np.int64), np.array(records, ip.dtype))]
@@ -284,6 +292,43 @@ async def test_window_counts_and_gaps_of_clicks_30_s_apart(redis_settings: Redis
     assert feature(f, 5, "customer_clicks_1h") == 2  # t=700 s and itself
     assert feature(f, 5, "customer_clicks_24h") == 6
     assert feature(f, 6, "customer_clicks_24h") == 1  # the others are over a day older
+    assert_matches_reference(clicks, f)
+
+
+@integration
+async def test_an_ip_advertiser_pair_counts_its_own_clicks_and_lives_two_hours(
+    redis_settings: RedisSettings, admin: redis.Redis | RedisCluster
+) -> None:
+    """Ad context: the (ip, advertiser) pair counts one IP's clicks on one advertiser, its gap
+    stops at an hour, its state lives two hours after its last click (every append renews
+    it), and the IP counts the advertisers it clicked."""
+    at = [0, 20, 50, 60, 7250]  # seconds
+    clicks = [
+        make_click("a1", T0, advertiser="a", campaign="c1"),
+        make_click("b1", T0 + timedelta(seconds=at[1]), advertiser="b", campaign="c2"),
+        make_click("a2", T0 + timedelta(seconds=at[2]), advertiser="a", campaign="c3"),
+        make_click("o1", T0 + timedelta(seconds=at[3]), advertiser="a", ip="10.9.9.9"),
+        make_click("a3", T0 + timedelta(seconds=at[4]), advertiser="a", campaign="c1"),
+    ]
+    async with RedisFeatureStore(redis_settings) as store:
+        f = await store.features(clicks[:4])
+        pair = f"{redis_settings.key_prefix}e:*{{ip_advertiser:10.0.0.1\x1fa}}"
+        (key,) = admin.scan_iter(match=pair)
+        kind = next(k for k in LAYOUT.kinds if k.entity.name == "ip_advertiser")
+        assert kind.ttl_ms == 7_200_000 and kind.refresh
+        assert 7_140_000 < admin.pttl(key) <= 7_200_000
+        admin.pexpire(key, 60_000)
+        f = np.concatenate([f, await store.features(clicks[4:])])
+        assert admin.pttl(key) > 7_140_000  # the append renewed it
+    pair_of = {n: [feature(f, i, n) for i in range(5)] for n in FEATURES if "advertiser" in n}
+    assert pair_of == {
+        # a1, b1, a2 from one IP; o1 from another IP; a3 two hours later.
+        "ip_advertiser_clicks_10m": [1, 1, 2, 1, 1],
+        "ip_advertiser_clicks_1h": [1, 1, 2, 1, 1],
+        "ip_advertiser_gap_s": [3600, 3600, 50, 3600, 3600],  # 7,200 s, capped at 1 h
+        "ip_distinct_advertisers": [1, 2, 2, 1, 2],
+    }
+    assert [feature(f, i, "ip_clicks_10m") for i in range(5)] == [1, 2, 3, 1, 1]
     assert_matches_reference(clicks, f)
 
 
@@ -440,15 +485,16 @@ async def test_windowed_counts_stay_within_the_documented_bound(
     compacted = 0
     for i, c in enumerate(clicks):
         t = epoch_ms(c.event_time)
-        for entity, attr in ENTITIES:
-            for w in WINDOWS:
-                name = f"{entity}_clicks_{w.name}"
+        for v in SPEC.velocity:
+            key = entity_value(c, v.entity.fields)
+            for w in v.windows:
+                name = f"{v.entity.name}_clicks_{w.name}"
                 got, sliding = feature(f, i, name), exact[c.click_id][name]
                 edge_start = t - w.seconds * 1000
                 edge = sum(
                     edge_start < epoch_ms(o.event_time) < edge_start + w.tile_ms
                     for o in clicks
-                    if getattr(o, attr) is not None and getattr(o, attr) == getattr(c, attr)
+                    if key is not None and entity_value(o, v.entity.fields) == key
                 )
                 assert got == tiled[c.click_id][name]
                 assert sliding - edge <= got <= sliding, (c.click_id, name)
@@ -479,9 +525,11 @@ async def test_every_key_expires(
         await store.features(mixed_stream(50))
     keys = list(admin.scan_iter(match=f"{redis_settings.key_prefix}*"))
     assert any(b":e:" in k for k in keys) and any(b":rows:" in k for k in keys)
+    ttl_s = {f":e:{k.digest}:".encode(): k.ttl_ms // 1000 for k in LAYOUT.kinds}
+    assert max(ttl_s.values()) == ENTITY_TTL_S
     for key in keys:
-        limit = redis_settings.row_horizon_s if b":rows:" in key else ENTITY_TTL_S
-        assert 0 < admin.ttl(key) <= limit, key
+        limit = next((s for d, s in ttl_s.items() if d in key), redis_settings.row_horizon_s)
+        assert limit - 60 < admin.ttl(key) <= limit, key
 
 
 @integration

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from slidr.events import Click
-from slidr.features import INDEX, MAX_GAP_S, N_FEATURES, TIME_FEATURES, time_features
+from slidr.features import INDEX, N_FEATURES, TIME_FEATURES, time_features
 from streams.feature_store.arrays import Ints, ends_of, runs, starts_of
 from streams.feature_store.layout import LAYOUT, Kind, Layout
 
@@ -382,8 +382,8 @@ def features(batch: Plan) -> npt.NDArray[np.float32]:
     out = clicks_local_features(batch.clicks, batch.ms)
     tables = batch.layout.tables
     raw = values.astype(np.float64)
-    gaps = raw[:, tables.gaps]
-    raw[:, tables.gaps] = np.where(gaps < 0, MAX_GAP_S, np.minimum(gaps / 1000.0, MAX_GAP_S))
+    gaps, caps = raw[:, tables.gaps], tables.gap_caps
+    raw[:, tables.gaps] = np.where(gaps < 0, caps, np.minimum(gaps / 1000.0, caps))
     out[:, tables.features] = raw
     back = np.empty_like(out)
     back[batch.order] = out

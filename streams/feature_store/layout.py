@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from slidr.features import (
+    MAX_GAP_S,
     SPEC,
     Distinct,
     Entity,
@@ -36,6 +37,22 @@ class Kind:
     sets: tuple[Distinct, ...]
     #: Feature column of each value computed for one click of this kind, in order.
     columns: tuple[int, ...]
+    #: The gap's cap, and how far back anything counted for the kind looks
+    #: (``FeatureSpec.horizon_s``): its state's TTL is that plus ``TTL_SLACK_S``.
+    gap_cap_s: float = MAX_GAP_S
+    horizon_s: float = MAX_GAP_S
+
+    @property
+    def ttl_ms(self) -> int:
+        """How long an idle state is kept: its horizon, plus slack for late clicks."""
+        return int(self.horizon_s + TTL_SLACK_S) * 1000
+
+    @property
+    def refresh(self) -> bool:
+        """A kind whose horizon is under a day refreshes its TTL at every append, not only at
+        compaction: its state must outlive its newest click by the horizon, and a short TTL
+        set at the last compaction would not (docs/redis-keys.md, "Keys")."""
+        return self.horizon_s < MAX_GAP_S
 
     @property
     def width(self) -> int:
@@ -68,6 +85,8 @@ class Kind:
 
 
 Ints = npt.NDArray[np.int64]
+#: An idle state outlives its kind's horizon by this much: slack for late clicks.
+TTL_SLACK_S = 3600
 
 
 @dataclass(frozen=True)
@@ -97,11 +116,16 @@ class Tables:
     record_bytes: Ints  # 0 .. record.itemsize - 1
     #: [kind, slot]: the slot's column in the values matrix, -1 where the kind has none.
     value_columns: Ints
-    #: Per values column: its feature column; the values columns holding gaps; and a click's
-    #: values before counting (no entity: counts 0, gaps -1 for "none").
+    #: Per values column: its feature column; the values columns holding gaps, and each
+    #: one's cap in seconds; and a click's values before counting (no entity: counts 0,
+    #: gaps -1 for "none").
     features: npt.NDArray[np.intp]
     gaps: npt.NDArray[np.intp]
+    gap_caps: npt.NDArray[np.float64]
     blank: Ints
+    #: [kind]: the TTL of its states in ms, negative where every append refreshes it
+    #: (``Kind.refresh``; read_append.lua).
+    ttl_ms: Ints
     #: Counted fields (click attributes), and [kind, distinct count]: the field's index, or
     #: len(counted) (no element) in padding slots.
     counted: tuple[str, ...]
@@ -136,6 +160,7 @@ def _tables(kinds: tuple[Kind, ...]) -> Tables:
     value_columns = np.full((len(kinds), n_windows + 1 + n_sets), -1, dtype=np.int64)
     features: list[int] = []
     gaps: list[int] = []
+    gap_caps: list[float] = []
     for k, kind in enumerate(kinds):
         for s, d in enumerate(kind.sets):
             element_field[k, s] = counted.index(d.counted)
@@ -145,6 +170,7 @@ def _tables(kinds: tuple[Kind, ...]) -> Tables:
         value_columns[k, slots] = np.arange(len(features), len(features) + kind.width)
         if kind.gap:
             gaps.append(len(features) + len(kind.windows))
+            gap_caps.append(kind.gap_cap_s)
         features += kind.columns
     offsets = np.cumsum([0, *(k.width for k in kinds)])
     record = np.dtype([("t", ">i8"), ("h", ">u4"), *([("e", ">u4", (n_sets,))] if n_sets else [])])
@@ -179,7 +205,9 @@ def _tables(kinds: tuple[Kind, ...]) -> Tables:
         value_columns=value_columns,
         features=np.array(features, dtype=np.intp),
         gaps=np.array(gaps, dtype=np.intp),
+        gap_caps=np.array(gap_caps, dtype=np.float64),
         blank=np.where(np.isin(np.arange(len(features)), gaps), -1, 0),
+        ttl_ms=np.array([-k.ttl_ms if k.refresh else k.ttl_ms for k in kinds], dtype=np.int64),
         counted=counted,
         element_field=element_field,
         labels=tuple(labels),
@@ -224,7 +252,18 @@ def build_layout(spec: FeatureSpec = SPEC) -> Layout:
         columns = [index[f"{entity.name}_clicks_{w.name}"] for w in windows]
         columns += [index[f"{entity.name}_gap_s"]] if gap else []
         columns += [index[d.name] for d in sets]
-        kinds.append(Kind(number, entity, windows, gap, sets, tuple(columns)))
+        kinds.append(
+            Kind(
+                number,
+                entity,
+                windows,
+                gap,
+                sets,
+                tuple(columns),
+                gap_cap_s=spec.gap_cap_s(entity),
+                horizon_s=spec.horizon_s(entity),
+            )
+        )
     redis_columns = sorted(c for k in kinds for c in k.columns)
     return Layout(
         kinds=tuple(kinds),

@@ -19,8 +19,8 @@ from redis.exceptions import AskError, RedisError, ResponseError, TryAgainError
 
 from slidr.errors import SlidrError
 from slidr.events import Click
-from slidr.features import WINDOWS
 from slidr.settings import RedisSettings
+from streams.feature_store.arrays import runs
 from streams.feature_store.batch import (
     NodeCall,
     Plan,
@@ -31,18 +31,19 @@ from streams.feature_store.batch import (
     regroup,
 )
 from streams.feature_store.entity import count
+from streams.feature_store.layout import LAYOUT
 from streams.feature_store.nodes import Nodes, connect
 from streams.feature_store.script import Args, script
 from streams.feature_store.stored import split_state
 
 log = logging.getLogger(__name__)
 #: Per compaction: the state key, what was read of it up to its log, the length folded in,
-#: the new base (commit.lua).
-_Compactions = list[tuple[str, bytes, int, bytes]]
+#: the new base, the state's TTL in ms (commit.lua).
+_Compactions = list[tuple[str, bytes, int, bytes, int]]
 
-#: An idle entity's state outlives the largest window, plus slack for late clicks.
-ENTITY_TTL_S = max(w.seconds for w in WINDOWS) + 3600
-_ENTITY_TTL_MS = ENTITY_TTL_S * 1000
+#: The longest an idle entity's state is kept: the largest window, plus slack for late
+#: clicks (a kind that looks back less is kept less: ``Kind.ttl_ms``).
+ENTITY_TTL_S = max(k.ttl_ms for k in LAYOUT.kinds) // 1000
 #: Slot-map changes (MOVED/ASK) survived within one batch before it fails open, and the first
 #: pause before learning the map again: nodes learn a move by gossip, so a map asked for at
 #: once can still be the old one.
@@ -187,6 +188,7 @@ class RedisFeatureStore:
         )
         batch.counted(records, counted.values)
         compactions: list[_Compactions] = [[] for _ in reads]
+        ttl_ms = batch.layout.tables.ttl_ms
         if counted.bases:
             ends = np.cumsum([len(r.states) for r in reads]).tolist()
             for i, base in counted.bases.items():
@@ -195,7 +197,9 @@ class RedisFeatureStore:
                 state = states[i]
                 read, _ = split_state(state)
                 folded = len(state or b"\0\0") + len(reads[r].logs[j])
-                compactions[r].append((batch.keys[int(entities[i])], read, folded, base))
+                entity = int(entities[i])
+                ttl = abs(int(ttl_ms[batch.kinds[entity]]))
+                compactions[r].append((batch.keys[entity], read, folded, base, ttl))
         return [self._commit_args(batch, r, c) for r, c in zip(reads, compactions, strict=True)]
 
     def _commit_args(
@@ -205,15 +209,16 @@ class RedisFeatureStore:
         call = read.call
         rows, fields = batch.encoded_rows(call), call.fields
         args = Args()
-        args.add(self._row_ttl_ms, _ENTITY_TTL_MS)
+        args.add(self._row_ttl_ms)
         for a, b in call.groups.values():
             args.add(b - a)
             args.pairs(fields[a:b], rows[a:b])
-        for key, read_base, folded, base in compactions:
+        for key, read_base, folded, base, ttl in compactions:
             args.add(key)
             args.blobs([read_base])
             args.add(folded)
             args.blobs([base])
+            args.add(ttl)
         return list(call.groups), args
 
     async def _commit(self, call: NodeCall, keys: list[str], args: Args) -> None:
@@ -222,8 +227,14 @@ class RedisFeatureStore:
 
     async def _read_append(self, batch: Plan, call: NodeCall, logs: list[bytes]) -> list[Any]:
         keys, fields = batch.keys, call.fields
+        # Entities are numbered kind after kind: the call's come in runs of one kind (TTL).
+        kinds = batch.kinds[call.entities]
+        cuts = runs(kinds)
+        sizes = np.diff(np.append(cuts, len(kinds)))
+        ttls = batch.layout.tables.ttl_ms[kinds[cuts]]
         args = Args()
-        args.add(len(logs), _ENTITY_TTL_MS)
+        args.add(len(logs), len(cuts))
+        args.extend(np.column_stack((sizes, ttls)).ravel().tolist())
         args.extend([keys[e] for e in call.entities.tolist()])
         args.blobs(logs)
         for a, b in call.groups.values():
