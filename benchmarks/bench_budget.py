@@ -157,6 +157,7 @@ def replay_intraday(outcome: Any, later: pd.DataFrame) -> tuple[npt.NDArray[np.b
     from calibration.compare import invalidated
     from calibration.intraday import (
         BudgetWindow,
+        diurnal_factor,
         expected_fpr,
         intraday_record,
         judge,
@@ -178,14 +179,16 @@ def replay_intraday(outcome: Any, later: pd.DataFrame) -> tuple[npt.NDArray[np.b
         now = hour * 3600.0
         data = window.data(now)
         thresholds = record["thresholds"]
-        evidence = judge(data, thresholds, 0.5, expected_fpr(record, data.slices()), limits)
+        factor = diurnal_factor(record, data)
+        expected = expected_fpr(record, data.slices(), factor)
+        evidence = judge(data, thresholds, 0.5, expected, limits)
         leaving = out_of_band(evidence, limits)
         if leaving and now - last >= limits.min_interval_s:
             last = now
             try:
                 r = resolve(
                     data, record, 0, 0.5, evidence, [str(e) for e in leaving],
-                    outcome.settings, limits, (now - limits.window_s, now),
+                    outcome.settings, limits, (now - limits.window_s, now), factor,
                 )  # fmt: skip
             except SolveFailed:
                 pass

@@ -102,6 +102,10 @@ class CalibrationOutcome:
     #: Day ("calibration_day", "evaluation_day") -> slice ("all" too) -> "purchaser" / "human"
     #: FPR of the served thresholds, with intervals (calibration/human.py).
     fpr_estimates: dict[str, dict[str, dict[str, Estimate]]] = field(default_factory=dict)
+    #: The calibration day's purchaser FPR of the served thresholds per band of hours of the
+    #: day (``human_hour_bands``), and its purchasing clicks: the diurnal profile the intraday
+    #: re-solve judges a part-day window against (calibration/intraday.py).
+    fpr_by_hour_band: dict[str, list[float]] = field(default_factory=dict)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -316,7 +320,24 @@ def run(
             "calibration_day": fpr_estimates(calib, kept, default_threshold, settings),
             "evaluation_day": fpr_estimates(held_out, kept, default_threshold, settings),
         },
+        fpr_by_hour_band=hour_profile(calib, kept, default_threshold, settings.human_hour_bands),
     )
+
+
+def hour_profile(
+    frame: pd.DataFrame, thresholds: Mapping[str, float], default: float, bands: int
+) -> dict[str, list[float]]:
+    """Purchaser FPR of ``thresholds`` and purchasing clicks per band of hours of the day
+    (empty without an ``hour`` column)."""
+    if "hour" not in frame.columns:
+        return {}
+    invalid = invalidated(frame, thresholds, default)
+    bought = frame["purchased"].to_numpy(dtype=bool)
+    band = frame["hour"].to_numpy(dtype=np.int64) * bands // 24
+    n = np.bincount(band[bought], minlength=bands).astype(np.float64)
+    k = np.bincount(band[bought & invalid], minlength=bands).astype(np.float64)
+    fpr = np.divide(k, n, out=np.zeros(bands), where=n > 0)
+    return {"purchaser": fpr.tolist(), "purchases": n.tolist()}
 
 
 def fpr_weight(frame: pd.DataFrame, settings: CalibrationSettings) -> Floats:

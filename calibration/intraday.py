@@ -115,7 +115,8 @@ class PurchaseJoin:
 @dataclass
 class _Bucket:
     clicks: dict[str, Counts] = field(default_factory=dict)
-    stand_ins: list[tuple[str, float]] = field(default_factory=list)
+    #: (slice, score, hour of the day, UTC)
+    stand_ins: list[tuple[str, float, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ class WindowData:
 
     clicks: dict[str, Counts]
     stand_ins: dict[str, Floats]
+    #: Stand-ins per hour of the day (UTC), all slices together.
+    stand_in_hours: Counts = field(default_factory=lambda: np.zeros(24, dtype=np.int64))
 
     @property
     def total_stand_ins(self) -> int:
@@ -165,7 +168,7 @@ class BudgetWindow:
     def add_stand_in(self, slice_name: str, score: float, at: float) -> None:
         bucket = self._bucket(at)
         if bucket is not None:
-            bucket.stand_ins.append((slice_name, score))
+            bucket.stand_ins.append((slice_name, score, int(at % 86400 // 3600)))
 
     def _forget_before(self, oldest: int) -> None:
         for index in [i for i in self.buckets if i < oldest]:
@@ -175,15 +178,18 @@ class BudgetWindow:
         self._forget_before(int(now // self.bucket_s) - BUCKETS + 1)
         clicks: dict[str, Counts] = {}
         scores: dict[str, list[float]] = {}
+        hours = np.zeros(24, dtype=np.int64)
         for bucket in self.buckets.values():
             for name, counts in bucket.clicks.items():
                 if name in clicks:
                     clicks[name] = clicks[name] + counts
                 else:
                     clicks[name] = counts.copy()
-            for name, score in bucket.stand_ins:
+            for name, score, hour in bucket.stand_ins:
                 scores.setdefault(name, []).append(score)
-        return WindowData(clicks, {k: np.asarray(v, dtype=np.float64) for k, v in scores.items()})
+                hours[hour] += 1
+        stand_ins = {k: np.asarray(v, dtype=np.float64) for k, v in scores.items()}
+        return WindowData(clicks, stand_ins, hours)
 
 
 # --- what the record expects ---------------------------------------------------------------
@@ -213,11 +219,16 @@ def stand_in_target(record: Mapping[str, Any]) -> float:
     return budget * purchaser / bound
 
 
-def expected_fpr(record: Mapping[str, Any], slices: list[str]) -> dict[str, float]:
-    """The stand-in FPR the record expects overall ("all") and of each slice it can say.
+def expected_fpr(
+    record: Mapping[str, Any], slices: list[str], factor: float = 1.0
+) -> dict[str, float]:
+    """The stand-in FPR the record expects of a day, overall ("all") and of each slice it can
+    say, times ``factor`` (:func:`diurnal_factor`: the window's hours against the day's).
 
     After an intraday re-solve: the solver's targets. Else the calibration day's purchaser FPR
     of each slice (of its unit, for a pooled slice), scaled like the budget."""
+    if factor != 1.0:
+        return {k: v * factor for k, v in expected_fpr(record, slices).items()}
     intraday = record.get(INTRADAY_KEY)
     if isinstance(intraday, Mapping) and isinstance(intraday.get("expected_fpr"), Mapping):
         return {str(k): float(v) for k, v in intraday["expected_fpr"].items()}
@@ -242,6 +253,35 @@ def expected_fpr(record: Mapping[str, Any], slices: list[str]) -> dict[str, floa
         if figure is not None:
             out[name] = figure * scale
     return out
+
+
+#: Pseudo-purchases pulling each hour band's FPR of the profile toward the day's (a band rests
+#: on ~100 purchasing clicks at 30,000 clicks a day, a few of them invalidated).
+PROFILE_PRIOR = 50.0
+
+
+def diurnal_factor(record: Mapping[str, Any], data: WindowData) -> float:
+    """How much higher than the day's the calibration day's FPR was over the hours the window
+    holds (its stand-ins' mix of hours): 1 without a profile in the record.
+
+    Humans are invalidated far more at night (the model scores night clicks higher): a window
+    of part of the day is judged, and re-solved, against the calibration day's same hours,
+    not against the day's average."""
+    profile = record.get("fpr_by_hour_band")
+    if not isinstance(profile, Mapping) or not profile.get("purchaser"):
+        return 1.0
+    fpr = np.asarray(profile["purchaser"], dtype=np.float64)
+    n = np.asarray(profile["purchases"], dtype=np.float64)
+    bands = len(fpr)
+    if n.sum() <= 0 or data.stand_in_hours.sum() == 0:
+        return 1.0
+    day = float((fpr * n).sum() / n.sum())
+    if day <= 0:
+        return 1.0
+    smoothed = (fpr * n + day * PROFILE_PRIOR) / (n + PROFILE_PRIOR)
+    hours = np.arange(24) * bands // 24
+    in_window = np.bincount(hours, weights=data.stand_in_hours, minlength=bands)
+    return float((smoothed * in_window).sum() / in_window.sum() / day)
 
 
 # --- judging the window --------------------------------------------------------------------
@@ -402,6 +442,8 @@ class Resolution:
     fpr_after: float
     solve_ms: float
     window: tuple[float, float]
+    #: The window's hours against the day's (:func:`diurnal_factor`).
+    factor: float = 1.0
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def summary(self) -> str:
@@ -440,12 +482,15 @@ def resolve(
     calibration: CalibrationSettings,
     limits: IntradaySettings,
     window: tuple[float, float],
+    factor: float = 1.0,
 ) -> Resolution:
-    """Re-solve the record's problem on the window; raises SolveFailed without a solution."""
+    """Re-solve the record's problem on the window, under the record's budget on the
+    stand-ins times ``factor`` (:func:`diurnal_factor`); raises SolveFailed without a
+    solution. The targets kept for the next windows are the day's (divided by ``factor``)."""
     names = [n for n in data.slices() if n in data.clicks]
     if not names or data.total_stand_ins == 0:
         raise SolveFailed("no decisions or no stand-ins in the window")
-    target = stand_in_target(record)
+    target = stand_in_target(record) * factor
     served = {str(k): float(v) for k, v in record.get("thresholds", {}).items()}
     # Stand-ins with weight 1; a slice without any still gets a node (weight 0): its FPR curve
     # is its parent's.
@@ -485,7 +530,8 @@ def resolve(
         evidence=evidence,
         triggered_by=triggered_by,
         target=target,
-        targets={ROOT_SLICE: target} | {n: float(f) for n, f in zip(names, chosen, strict=True)},
+        targets={ROOT_SLICE: target / factor}
+        | {n: float(f) / factor for n, f in zip(names, chosen, strict=True)},
         moves=moves,
         thresholds=thresholds,
         ivr_before=_ivr(data, before, default),
@@ -493,6 +539,7 @@ def resolve(
         fpr_after=sum(after_counts) / total_stand_ins,
         solve_ms=solve_ms,
         window=window,
+        factor=factor,
     )
 
 
@@ -521,7 +568,9 @@ def intraday_record(record: Mapping[str, Any], r: Resolution) -> dict[str, Any]:
         "resolved_at": r.at.isoformat(),
         "window": [datetime.fromtimestamp(t, UTC).isoformat() for t in r.window],
         "triggered_by": r.triggered_by,
+        # The window's budget on the stand-ins: the day's times the diurnal factor.
         "stand_in_budget": r.target,
+        "diurnal_factor": r.factor,
         "expected_fpr": r.targets,
         "evidence": {scope: e.as_dict() for scope, e in sorted(r.evidence.items())},
         "moves": {

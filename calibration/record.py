@@ -61,6 +61,8 @@ def record_of(outcome: CalibrationOutcome, model: str) -> dict[str, Any]:
             day: {kind: e.as_dict() for kind, e in figures["all"].items()}
             for day, figures in outcome.fpr_estimates.items()
         },
+        # Per band of hours of the calibration day: the intraday re-solve's diurnal profile.
+        "fpr_by_hour_band": outcome.fpr_by_hour_band,
         "min_coverage": s.min_coverage,
         "slices": slices,
         "pooled": {

@@ -18,10 +18,12 @@ import pytest
 from confluent_kafka import Producer
 
 from calibration.intraday import (
+    PROFILE_PRIOR,
     BudgetWindow,
     Joined,
     PurchaseJoin,
     clip_moves,
+    diurnal_factor,
     expected_fpr,
     judge,
     out_of_band,
@@ -114,6 +116,23 @@ def test_expected_fpr_carries_a_human_budget_onto_the_stand_ins() -> None:
     assert expected_fpr(r, ["app/out", "desktop/out", "web/in"]) == pytest.approx(
         {"all": 0.015, "app/out": 0.02, "desktop/out": 0.01}
     )
+
+
+def test_a_part_day_window_is_judged_against_the_same_hours_of_the_calibration_day() -> None:
+    # Calibration day: 10 % of purchasers invalidated at night (00-06), 1 % in the day.
+    r = record() | {"fpr_by_hour_band": {"purchaser": [0.10, 0.01, 0.01, 0.01],
+                                         "purchases": [100.0, 300.0, 300.0, 300.0]}}  # fmt: skip
+    day = (0.10 * 100 + 0.01 * 900) / 1000
+    night, noon = BudgetWindow(6 * 3600.0), BudgetWindow(6 * 3600.0)
+    for i in range(50):
+        night.add_stand_in("app/out", 0.2, 3 * 3600.0 + i)
+        noon.add_stand_in("app/out", 0.2, 12 * 3600.0 + i)
+    at_night = diurnal_factor(r, night.data(3 * 3600.0 + 60))
+    at_noon = diurnal_factor(r, noon.data(12 * 3600.0 + 60))
+    assert at_night * day == pytest.approx((0.10 * 100 + day * PROFILE_PRIOR) / 150)
+    assert at_noon * day == pytest.approx((0.01 * 300 + day * PROFILE_PRIOR) / 350)
+    assert expected_fpr(r, [], at_night)["all"] == pytest.approx(0.015 * at_night)
+    assert diurnal_factor(record(), night.data(3 * 3600.0 + 60)) == 1.0  # no profile
 
 
 def test_a_window_in_band_is_left_alone_and_a_drifted_one_is_not() -> None:

@@ -19,6 +19,7 @@ from calibration.intraday import (
     Joined,
     PurchaseJoin,
     Resolution,
+    diurnal_factor,
     expected_fpr,
     intraday_record,
     judge,
@@ -102,7 +103,8 @@ class BudgetKeeper:
             return None  # uncalibrated: nothing to re-solve
         default = self.settings.worker.global_threshold
         thresholds = {str(k): float(v) for k, v in record["thresholds"].items()}
-        expected = expected_fpr(record, data.slices())
+        factor = diurnal_factor(record, data)
+        expected = expected_fpr(record, data.slices(), factor)
         evidence = judge(data, thresholds, default, expected, self.limits)
         self._export(evidence)
         leaving = out_of_band(evidence, self.limits)
@@ -114,6 +116,7 @@ class BudgetKeeper:
             r = resolve(
                 data, record, serving, default, evidence, [str(e) for e in leaving],
                 self.settings.calibration, self.limits, (now - self.limits.window_s, now),
+                factor,
             )  # fmt: skip
         except SolveFailed as exc:
             self.metrics.resolves.labels("failed").inc()
