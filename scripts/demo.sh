@@ -26,8 +26,10 @@ export SLIDR_GUARDRAILS__MIN_HUMAN_DENSITY=${SLIDR_GUARDRAILS__MIN_HUMAN_DENSITY
 
 $slidr stack up   # also creates this run's topics
 day() { date -u -d "$(date -u +%F) $1 days" +%F; }
-seed=$(( $(date +%s) % 100000 ))
+# A new simulated world each run; SLIDR_DEMO_SEED=N repeats one (the seed is printed).
+seed=${SLIDR_DEMO_SEED:-$(( $(date +%s) % 100000 ))}
 say() { echo "[demo] $*" >&2; }
+say "seed $seed (SLIDR_DEMO_SEED=$seed make demo runs this world again)"
 
 # A day is complete once a full attribution window (24 h) of purchases after it is archived:
 # history ending at day -3 makes day -6 the newest complete one; live days up to today, day -3.
