@@ -549,8 +549,9 @@ class IntradaySettings(_Section):
     #: Fewest seconds between two re-solves of one version (each needs fresh evidence).
     min_interval_s: float = Field(default=1800.0, ge=0)
     #: No verdict on fewer joined purchases in the window (overall; per slice). The interval
-    #: already accounts for the count; at 30,000 clicks a day the night (when the FPR drifts
-    #: most) holds 10-60 purchases (20: chosen on bench_budget.py's validation seeds).
+    #: already accounts for the count; at 30,000 clicks a day the windows before noon (when
+    #: the FPR drifts most) hold 5-64 purchases (20: chosen on bench_budget.py's validation
+    #: seeds).
     min_stand_ins: int = Field(default=20, ge=1)
     min_slice_stand_ins: int = Field(default=100, ge=1)
     #: The realised FPR leaves its band when its interval (at ``confidence``) lies wholly
