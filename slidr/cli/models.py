@@ -139,7 +139,9 @@ def monitor(
     Each version's decisions are tallied in a sliding window (IVR overall and per slice, the
     share Triton failed to score, the score histogram) and judged against the figures expected
     of the serving version, or those observed for the previous one. A sharp deviation logs an
-    ERROR alert, counts in Prometheus and rolls back. Runs until interrupted (Ctrl-C, SIGTERM).
+    ERROR alert, counts in Prometheus and rolls back. With SLIDR_INTRADAY__ENABLED=true it also
+    joins purchases with decisions and re-solves the thresholds when the realised FPR leaves
+    its band (docs/calibration.md). Runs until interrupted (Ctrl-C, SIGTERM).
     """
     from prometheus_client import start_http_server
 
