@@ -26,6 +26,7 @@ from slidr.ingest.talkingdata import import_talkingdata, write_archive
 from slidr.ingest.talkingdata_csv import TRAIN_COLUMNS, TalkingDataError, TrainFileReader
 from slidr.settings import LearnSettings, RedisSettings, Settings, TritonSettings
 from slidr.stack.redis_server import RedisService
+from streams.feature_store import short_hash
 from tests.stack_fixtures import free_ports, settings_env
 from tests.talkingdata_synth import synthetic_frame
 from tests.worker_harness import SLIDR
@@ -354,8 +355,10 @@ def test_cli_refuses_a_bad_file_with_one_line_and_exit_code_2(tmp_path: Path) ->
 
 
 def _ranks(clicks: pd.DataFrame, key: str) -> Any:
-    """1-based rank of each click within its ``key`` group, in (event_time, click_id) order."""
-    ordered = clicks.sort_values(["event_time", "click_id"])
+    """1-based rank of each click within its ``key`` group, in the store's order: event time,
+    then click hash (clicks of one second are counted in that order)."""
+    ordered = clicks.assign(_hash=clicks["click_id"].map(short_hash))
+    ordered = ordered.sort_values(["event_time", "_hash"])
     return ordered.groupby(key).cumcount().reindex(clicks.index) + 1
 
 
