@@ -14,7 +14,8 @@ from models.heuristic import heuristic_onnx, heuristic_spec, limit_scores
 from slidr.errors import PrerequisiteMissing, SlidrError
 from slidr.features import FEATURE_HASH, FEATURES, N_FEATURES
 from slidr.model_record import HEURISTIC_FILE, METADATA_FILE, ONNX_FILE
-from slidr.settings import TritonSettings
+from slidr.registry import Registry, TritonVersions
+from slidr.settings import Settings, TritonSettings
 
 DAY_ZERO_VERSION = 1
 #: Largest difference allowed between the ONNX graph's scores and the numpy heuristic's.
@@ -73,7 +74,11 @@ def ensure_day_zero_version(triton: TritonSettings) -> int | None:
     model_dir = Path(triton.model_repository) / triton.model_name
     if version_dirs(model_dir):
         return None
-    target = model_dir / str(DAY_ZERO_VERSION)
+    return _write_day_zero(model_dir, DAY_ZERO_VERSION)
+
+
+def _write_day_zero(model_dir: Path, version: int) -> int:
+    target = model_dir / str(version)
     staging = model_dir / ".day-zero.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -86,4 +91,29 @@ def ensure_day_zero_version(triton: TritonSettings) -> int | None:
     }
     (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     staging.rename(target)  # atomic: Triton never sees a half-written version
-    return DAY_ZERO_VERSION
+    return version
+
+
+def serve_current_features(settings: Settings) -> tuple[int, int] | None:
+    """When the serving version was trained on another feature list than this code computes
+    (slidr was upgraded), install the day-zero heuristic for the current features as the next
+    version and serve it, so the local pipeline runs again; the old versions stay in the
+    registry (a worker refuses them). Returns (the stale version, the new one), or None.
+
+    For the local stack (``slidr stack up``): in production a new feature list comes with a
+    trained version, and the worker refuses to start rather than serve a mismatch.
+    """
+    registry = Registry(settings, TritonVersions(settings.triton))
+    stale = registry.serving()
+    if stale.metadata.get("feature_hash") == FEATURE_HASH:
+        return None
+    t = settings.triton
+    model_dir = Path(t.model_repository) / t.model_name
+    version = _write_day_zero(model_dir, max(version_dirs(model_dir)) + 1)
+    registry.register(version)
+    why = (
+        f"day zero for the current features {FEATURE_HASH}: version {stale.version} was "
+        f"trained on {stale.metadata.get('feature_hash')}"
+    )
+    registry.promote(version, why=why)
+    return stale.version, version

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from models.day_zero import ensure_day_zero_version
+from models.day_zero import ensure_day_zero_version, serve_current_features
 from slidr.console import make_console
 from slidr.settings import get_settings
 from slidr.stack import LocalStack, ServiceStatus
@@ -36,6 +36,14 @@ def up() -> None:
     if version is not None:
         console.print(f"installed the day-zero velocity heuristic as model version {version}")
     statuses = LocalStack(settings).up(on_progress=console.print)
+    if all(s.healthy for s in statuses):
+        replaced = serve_current_features(settings)
+        if replaced is not None:
+            console.print(
+                f"model version {replaced[0]} was trained on another feature list than this "
+                f"slidr computes: installed the day-zero heuristic for the current features as "
+                f"version {replaced[1]} and serving it (train a version to replace it)"
+            )
     console.print(_table(statuses))
     console.print(f"logs: {statuses[0].log_file.parent.parent}/<service>/<service>*.log")
     started = {s.name: s.started_in_s for s in statuses if s.started_in_s is not None}
