@@ -154,16 +154,8 @@ def replay_intraday(outcome: Any, later: pd.DataFrame) -> tuple[npt.NDArray[np.b
     """The later day decided hour by hour, thresholds re-solved intraday: invalid flags and
     the number of records written. Hour h's clicks are spread evenly over the hour; the
     window is judged (and maybe re-solved) at the start of every hour, before deciding it."""
+    from calibration import intraday
     from calibration.compare import invalidated
-    from calibration.intraday import (
-        BudgetWindow,
-        diurnal_factor,
-        expected_fpr,
-        intraday_record,
-        judge,
-        out_of_band,
-        resolve,
-    )
     from calibration.problem import SolveFailed
     from calibration.record import record_of
     from slidr.settings import get_settings
@@ -171,7 +163,7 @@ def replay_intraday(outcome: Any, later: pd.DataFrame) -> tuple[npt.NDArray[np.b
     # The settings' defaults, or SLIDR_INTRADAY__* from the environment.
     limits = get_settings().intraday.model_copy(update={"enabled": True})
     record = record_of(outcome, "bench")
-    window = BudgetWindow(limits.window_s)
+    window = intraday.BudgetWindow(limits.window_s)
     invalid = np.zeros(len(later), dtype=bool)
     hours = later["hour"].to_numpy()
     resolves, last = 0, -math.inf
@@ -179,21 +171,21 @@ def replay_intraday(outcome: Any, later: pd.DataFrame) -> tuple[npt.NDArray[np.b
         now = hour * 3600.0
         data = window.data(now)
         thresholds = record["thresholds"]
-        factor = diurnal_factor(record, data)
-        expected = expected_fpr(record, data.slices(), factor)
-        evidence = judge(data, thresholds, 0.5, expected, limits)
-        leaving = out_of_band(evidence, limits)
+        factor = intraday.diurnal_factor(record, data)
+        expected = intraday.expected_fpr(record, data.slices(), factor)
+        evidence = intraday.judge(data, thresholds, 0.5, expected, limits)
+        leaving = intraday.out_of_band(evidence, limits)
         if leaving and now - last >= limits.min_interval_s:
             last = now
             try:
-                r = resolve(
+                r = intraday.resolve(
                     data, record, 0, 0.5, evidence, [str(e) for e in leaving],
                     outcome.settings, limits, (now - limits.window_s, now), factor,
                 )  # fmt: skip
             except SolveFailed:
                 pass
             else:
-                record, resolves = intraday_record(record, r), resolves + 1
+                record, resolves = intraday.intraday_record(record, r), resolves + 1
         rows = np.flatnonzero(hours == hour)
         frame = later.iloc[rows]
         invalid[rows] = invalidated(frame, record["thresholds"], 0.5)

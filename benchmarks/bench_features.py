@@ -108,7 +108,7 @@ from slidr.stack.redis_server import RedisService
 from streams.feature_store import RedisFeatureStore
 from streams.feature_store.batch import entity_value
 from streams.feature_store.layout import LAYOUT
-from streams.feature_store.nodes import Nodes, connect
+from streams.feature_store.nodes import Nodes, OneNode, connect
 from streams.feature_store.script import Script
 from tests.stack_fixtures import free_port_range, free_ports
 
@@ -378,21 +378,12 @@ class Recorder:
         await self.inner.aclose()
 
 
-class Replay:
+class Replay(OneNode):
     """One Redis node that answers the store's script calls with recorded replies, in order,
     at no cost: what remains is the worker's own work."""
 
     def __init__(self, replies: list[Any]) -> None:
         self._replies = iter(replies)
-
-    async def ready(self) -> None:
-        return None
-
-    def node_of(self, key: str) -> Hashable:
-        return None
-
-    def row_tag(self, node: Hashable) -> str:
-        return "rows"
 
     async def evalsha(
         self, node: Hashable, script: Script, keys: Sequence[str], args: Sequence[Any]

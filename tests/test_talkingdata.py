@@ -239,6 +239,15 @@ def test_malformed_values_are_refused_naming_file_line_and_column(
     assert message in str(refused.value)
 
 
+def _refusal(tmp_path: Path, content: bytes) -> str:
+    """Why the reader refuses a file of ``content``."""
+    path = tmp_path / "odd.csv"
+    path.write_bytes(content)
+    with pytest.raises(TalkingDataError) as refused:
+        TrainFileReader(path)
+    return str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -257,11 +266,7 @@ def test_malformed_values_are_refused_naming_file_line_and_column(
 def test_headers_other_than_the_train_format_are_refused(
     tmp_path: Path, content: bytes, message: str
 ) -> None:
-    path = tmp_path / "odd.csv"
-    path.write_bytes(content)
-    with pytest.raises(TalkingDataError) as refused:
-        TrainFileReader(path)
-    assert message in str(refused.value)
+    assert message in _refusal(tmp_path, content)
 
 
 @pytest.mark.parametrize(
@@ -304,12 +309,9 @@ def test_stray_characters_glued_to_header_names_are_cut_off(
 def test_header_names_that_cannot_be_repaired_are_refused(
     tmp_path: Path, header: str, message: str
 ) -> None:
-    path = tmp_path / "odd.csv"
-    path.write_text(header + "\n")
-    with pytest.raises(TalkingDataError) as refused:
-        TrainFileReader(path)
-    assert str(refused.value).startswith(f"{path}, line 1")
-    assert message in str(refused.value)
+    refusal = _refusal(tmp_path, (header + "\n").encode())
+    assert refusal.startswith(f"{tmp_path / 'odd.csv'}, line 1")
+    assert message in refusal
 
 
 def test_a_file_refused_half_way_leaves_the_earlier_archive_intact(

@@ -292,7 +292,20 @@ def _client_options(settings: RedisSettings, timeout_s: float) -> dict[str, Any]
     return {**client_options(settings, timeout_s), "client_name": CLIENT_NAME}
 
 
-class SingleNode:
+class OneNode:
+    """Placement on one node: every key lives there, ready at once (a node has no slot map)."""
+
+    async def ready(self) -> None:
+        return None
+
+    def node_of(self, key: str) -> Hashable:
+        return None
+
+    def row_tag(self, node: Hashable) -> str:
+        return "rows"
+
+
+class SingleNode(OneNode):
     def __init__(self, settings: RedisSettings, timeout_s: float) -> None:
         self._name = f"{settings.host}:{settings.port}"
         self._settings = settings
@@ -306,15 +319,6 @@ class SingleNode:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             **_client_options(settings, timeout_s),
         )
-
-    async def ready(self) -> None:
-        return None
-
-    def node_of(self, key: str) -> Hashable:
-        return None
-
-    def row_tag(self, node: Hashable) -> str:
-        return "rows"
 
     async def evalsha(
         self, node: Hashable, script: Script, keys: Sequence[str], args: Sequence[Any]
