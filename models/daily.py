@@ -23,6 +23,7 @@ import pandas as pd
 import calibration
 from calibration.compare import PolicyRates, measure
 from calibration.record import write_record
+from calibration.report import fpr_lines
 from calibration.report import write_report as write_calibration_report
 from guardrails.data import check_training_data
 from guardrails.model import OVERALL, check_candidate
@@ -198,6 +199,13 @@ class DailyCycle:
             )
             written = write_calibration_report(calibrated, self.run_dir / "calibration")
             parts.calibration = calibrated
+            if calibrated.thresholds:
+                self.say(
+                    "thresholds: "
+                    + ", ".join(f"{n} {t:.4f}" for n, t in sorted(calibrated.thresholds.items()))
+                )
+            for line in fpr_lines(calibrated):
+                self.say(line)
             parts.plots += [path for path in written if path.suffix == ".png"]
             if not calibrated.calibrated:
                 raise CycleStopped(f"calibration: {calibrated.message}")
