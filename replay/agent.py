@@ -1,7 +1,7 @@
 """The replay agent: replay requests from a topic, progress and results back on a topic.
 
 On-call triggers a replay without shell access to a worker: publish a
-:class:`~replay.request.ReplayRequest` as JSON to ``replay.requests_topic`` (or run
+:class:`~slidr.replay_messages.ReplayRequest` as JSON to ``replay.requests_topic`` (or run
 ``slidr replay --submit``); the agent answers on ``replay.progress_topic`` under the request's
 key: ``accepted``, ``running`` (about once a second, with rate and ETA), then ``done`` with the
 summary, ``refused`` or ``failed`` with the reason. Prometheus metrics on
@@ -28,8 +28,8 @@ from replay.plan import plan_replay
 from replay.request import parse_request
 from replay.runner import ReplayRunner
 from replay.signing import Headers, RequestGate, Unauthenticated
-from replay.summary import ReplayProgress, ReplayState
 from slidr.errors import SlidrError
+from slidr.replay_messages import ReplayProgress, ReplayState
 from slidr.settings import Settings
 from streams.faust_app import raw_topic, slidr_app
 from streams.metrics import Metrics

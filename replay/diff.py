@@ -19,8 +19,8 @@ from confluent_kafka import TopicPartition
 
 from replay.features import Step
 from replay.ranges import TopicOffsets, reader_consumer
-from replay.summary import DiffRow
 from slidr.metrics import rates
+from slidr.replay_messages import DiffRow
 from slidr.settings import Settings
 
 _ALL = "all"

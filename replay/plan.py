@@ -17,10 +17,11 @@ from replay.checkpoint import Checkpoint, checkpoint_path, resumable, run_revisi
 from replay.errors import ReplayError, ReplayRefused
 from replay.ranges import PartitionRange, TopicOffsets, reader_consumer, resolve_ranges
 from replay.reader import Span
-from replay.request import FeatureMode, ReplayRequest, derive_run_id
+from replay.request import derive_run_id
 from slidr.errors import SlidrError
 from slidr.model_record import ModelRecord, load_record, versions
 from slidr.registry import Registry, State
+from slidr.replay_messages import FeatureMode, ReplayRequest
 from slidr.settings import RedisSettings, Settings
 
 _HOUR_MS = 3_600_000

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from replay.errors import ReplayRefused
-from replay.request import ReplayRequest
 from slidr.kafka_config import client_config
+from slidr.replay_messages import ReplayRequest
 from slidr.settings import Settings
 
 _TIMEOUT_S = 10.0

@@ -1,78 +1,20 @@
-"""What on-call asks a replay to do: a range of the clicks topic, a pinned model, a feature mode.
+"""Reading a replay request (``slidr.replay_messages.ReplayRequest``) from the CLI's options or
+the requests topic's JSON, and naming its run.
 
-The same request comes from the CLI (``slidr replay``) or, as JSON, from the replay requests
-topic (``slidr replay-agent``). A run id is derived from the resolved range, the model and the
-mode, so the same replay asked twice is the same run: same checkpoint, same decisions.
+A run id is derived from the resolved range, the model and the mode, so the same replay asked
+twice is the same run: same checkpoint, same decisions.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from enum import StrEnum
-from typing import Annotated
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from replay.errors import ReplayRefused
-from slidr.events import UtcTime
-
-#: Safe in a file name, a Kafka key and a Redis key prefix (no braces: hash tags).
-RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,80}$")]
-
-
-class FeatureMode(StrEnum):
-    #: Re-score the vectors logged with the original decisions (exact, another model).
-    LOGGED = "logged"
-    #: Rebuild counters in a private Redis namespace from a warm-up window (corrects outages).
-    RECOMPUTE = "recompute"
-
-
-class ReplayRequest(BaseModel):
-    """Either per-partition offsets (inclusive) or a time range [from_time, to_time)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    from_offsets: dict[int, Annotated[int, Field(ge=0)]] | None = None
-    to_offsets: dict[int, Annotated[int, Field(ge=0)]] | None = None
-    from_time: UtcTime | None = None
-    to_time: UtcTime | None = None
-    model_version: Annotated[int, Field(ge=1)]
-    features: FeatureMode = FeatureMode.LOGGED
-    dry_run: bool = False
-    #: Allow a range larger than ``replay.max_clicks``.
-    force: bool = False
-    run_id: RunId | None = None
-
-    @model_validator(mode="after")
-    def _one_kind_of_range(self) -> ReplayRequest:
-        offsets = (self.from_offsets, self.to_offsets)
-        times = (self.from_time, self.to_time)
-        if any(v is not None for v in offsets) and any(v is not None for v in times):
-            raise ValueError("give offsets or times, not both")
-        if self.from_time is not None or self.to_time is not None:
-            if self.from_time is None or self.to_time is None:
-                raise ValueError("a time range needs both from_time and to_time")
-            if self.from_time >= self.to_time:
-                raise ValueError("from_time must be before to_time")
-            return self
-        if self.from_offsets is None or self.to_offsets is None:
-            raise ValueError("give from_offsets and to_offsets, or from_time and to_time")
-        if set(self.from_offsets) != set(self.to_offsets):
-            raise ValueError(
-                f"from-offsets name partitions {sorted(self.from_offsets)}, to-offsets "
-                f"{sorted(self.to_offsets)}: name the same partitions in both"
-            )
-        for p, first in self.from_offsets.items():
-            if first > self.to_offsets[p]:
-                raise ValueError(
-                    f"partition {p}: from-offset {first} is after to-offset {self.to_offsets[p]}"
-                )
-        return self
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+from slidr.replay_messages import FeatureMode, ReplayRequest
 
 
 def parse_partition_offsets(values: Sequence[str], option: str) -> dict[int, int]:

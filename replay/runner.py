@@ -27,8 +27,8 @@ from replay.originals import OriginalDecisions
 from replay.plan import ReplayPlan, counters_namespace
 from replay.ranges import reader_consumer
 from replay.reader import MergedReader
-from replay.request import FeatureMode
-from replay.summary import ReplayProgress, ReplaySummary, SummaryBuilder
+from replay.summary import SummaryBuilder
+from slidr.replay_messages import FeatureMode, ReplayProgress, ReplaySummary
 from slidr.settings import Settings
 from streams.decide import Stamp, decide
 from streams.feature_store import FeatureStoreUnavailable, RedisFeatureStore

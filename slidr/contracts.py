@@ -2,7 +2,7 @@
 
 The models are the one definition: msgspec structs for the upstream events (``Click``,
 ``Purchase``: decoded on the hot path), pydantic models for the rest (``slidr/events.py``,
-``replay/request.py``, ``replay/summary.py``). The files under ``contracts/`` are generated from
+``slidr/replay_messages.py``). The files under ``contracts/`` are generated from
 them by ``slidr contracts`` and committed, and a test fails when they differ. Each schema is the
 model's *validation* schema: what slidr accepts, and what a consumer can rely on across the
 topic's retention (a field with a default may be absent from messages written before it
@@ -22,9 +22,8 @@ from typing import Any
 import msgspec
 from pydantic import BaseModel
 
-from replay.request import ReplayRequest
-from replay.summary import ReplayProgress
 from slidr.events import Click, DeadLetter, Decision, Purchase
+from slidr.replay_messages import ReplayProgress, ReplayRequest
 from slidr.settings import PROJECT_ROOT, Settings
 
 #: Where the committed schema files live.

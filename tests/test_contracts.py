@@ -18,8 +18,6 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 from typer.testing import CliRunner
 
-from replay.request import ReplayRequest
-from replay.summary import ReplayProgress, ReplayState, ReplaySummary, SliceCounts
 from slidr.cli.main import _register, app
 from slidr.contracts import CONTRACTS, CONTRACTS_DIR, REGENERATE, Model, render_all, stale_files
 from slidr.events import (
@@ -32,6 +30,13 @@ from slidr.events import (
     Purchase,
 )
 from slidr.features import N_FEATURES
+from slidr.replay_messages import (
+    ReplayProgress,
+    ReplayRequest,
+    ReplayState,
+    ReplaySummary,
+    SliceCounts,
+)
 from slidr.settings import Settings
 from slidr.topics import topic_specs
 from streams.decide import DecisionColumns, Stamp, decide, fail_open

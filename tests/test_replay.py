@@ -33,10 +33,10 @@ from replay.errors import ReplayRefused
 from replay.plan import plan_replay
 from replay.request import parse_request
 from replay.runner import ReplayRunner
-from replay.summary import ReplayProgress, ReplaySummary
 from slidr.events import Click
 from slidr.features import INDEX
 from slidr.registry import Registry
+from slidr.replay_messages import ReplayProgress, ReplaySummary
 from slidr.settings import Settings
 from slidr.stack.redis_server import RedisService
 from slidr.topics import ensure_topics

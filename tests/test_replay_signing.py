@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from replay.request import ReplayRequest
 from replay.signing import (
     SIGNATURE_HEADER,
     SIGNED_AT_HEADER,
@@ -16,6 +15,7 @@ from replay.signing import (
     Unauthenticated,
     sign,
 )
+from slidr.replay_messages import ReplayRequest
 from slidr.settings import ReplaySettings
 
 KEY = SecretStr("replay-signing-test-key-0123456789")

@@ -21,10 +21,11 @@ from replay.errors import ReplayRefused
 from replay.plan import counters_namespace, pinned_record
 from replay.ranges import PartitionRange, check_offsets, check_size
 from replay.reader import MergedReader, Span
-from replay.request import FeatureMode, derive_run_id, parse_partition_offsets, parse_request
+from replay.request import derive_run_id, parse_partition_offsets, parse_request
 from slidr.events import DeviceType
 from slidr.features import N_FEATURES
 from slidr.registry import Registry
+from slidr.replay_messages import FeatureMode
 from slidr.settings import PROJECT_ROOT, RedisSettings, ReplaySettings, Settings, TritonSettings
 from streams.decide import DecisionColumns, Stamp, decide
 from tests.decisions import network_record, validated

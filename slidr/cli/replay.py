@@ -25,12 +25,18 @@ from rich.table import Table
 from rich.text import Text
 
 from replay.errors import ReplayError
-from replay.request import FeatureMode, ReplayRequest, parse_partition_offsets, parse_request
+from replay.request import parse_partition_offsets, parse_request
 from replay.signing import sign
-from replay.summary import ReplayProgress, ReplayState, ReplaySummary
 from slidr.console import make_console
 from slidr.errors import StackError
 from slidr.kafka_config import client_config
+from slidr.replay_messages import (
+    FeatureMode,
+    ReplayProgress,
+    ReplayRequest,
+    ReplayState,
+    ReplaySummary,
+)
 from slidr.settings import Settings, get_settings
 from slidr.stack.service import kafka_reachable
 
