@@ -55,7 +55,7 @@ import triton_python_backend_utils as pb_utils
 class TritonPythonModel:
     def initialize(self, args):
         torch.set_num_threads(1)
-        path = Path(args["model_repository"]) / args["model_version"] / "model.pt"
+        path = Path(args["model_repository"]) / args["model_version"] / "{torchscript}"
         self.module = torch.jit.load(str(path), map_location="cpu").eval()
 
     def execute(self, requests):
@@ -161,6 +161,7 @@ def through_triton(root: Path, net: Any, requests: int) -> dict[str, Any]:
     import tritonclient.grpc as triton_grpc
 
     from models.export import export_version
+    from slidr.model_record import TORCHSCRIPT_FILE
     from slidr.registry import TritonVersions
     from slidr.stack.triton_server import TritonService
     from slidr.triton_config import grpc_options
@@ -180,7 +181,8 @@ def through_triton(root: Path, net: Any, requests: int) -> dict[str, Any]:
         onnx_version, onnx_dir = export_version(net, repo, name, {}, rows(256))
         torch_dir = onnx_dir.parent / str(onnx_version + 1)
         shutil.copytree(onnx_dir, torch_dir)
-        (torch_dir / "model.py").write_text(TORCH_MODEL_PY)
+        served = TORCH_MODEL_PY.replace("{torchscript}", TORCHSCRIPT_FILE)
+        (torch_dir / "model.py").write_text(served)
         dirs = {"onnx": onnx_dir, "torchscript": torch_dir}
         for runtime, vdir in dirs.items():
             started = time.perf_counter()
@@ -231,6 +233,7 @@ def measure(with_triton: bool, requests: int) -> dict[str, Any]:
     from models.day_zero import ensure_day_zero_version
     from models.export import export_version
     from models.network import SlidrNet
+    from slidr.model_record import ONNX_FILE, TORCHSCRIPT_FILE
     from slidr.settings import PROJECT_ROOT, LearnSettings, TritonSettings
 
     hidden = LearnSettings().hidden
@@ -250,8 +253,8 @@ def measure(with_triton: bool, requests: int) -> dict[str, Any]:
         ensure_day_zero_version(TritonSettings(model_repository=model.parent))
         _, vdir = export_version(net.eval(), model.parent, "slidr", {}, rows(256))
         report["in_process"] = {
-            "torchscript": in_process("torchscript", vdir / "model.pt"),
-            "onnx": in_process("onnx", vdir / "model.onnx"),
+            "torchscript": in_process("torchscript", vdir / TORCHSCRIPT_FILE),
+            "onnx": in_process("onnx", vdir / ONNX_FILE),
         }
         if with_triton:
             report["triton"] = through_triton(root / "triton", net, requests)

@@ -2,7 +2,7 @@
 
 A slice needs enough purchasing clicks to estimate its FPR. One with fewer than
 ``min_purchases`` is pooled into its nearest ancestor that has enough ("desktop/in" ->
-"desktop" -> "all", :func:`slidr.model_record.slice_ancestors`): every slice under that
+"desktop" -> "all", :func:`slidr.slices.slice_ancestors`): every slice under that
 ancestor then shares one threshold, estimated on all of their clicks and served under the
 ancestor's name, which the worker falls back to for each of them. (Keeping a big sibling's
 own threshold would leave the pooled threshold estimated on clicks it does not decide.)
