@@ -90,13 +90,32 @@ def decisions(
         + ", ".join(f"v{v}: {c:,}" for v, c in sorted(versions.items()))
     )
     if labels:
-        known = [(labels[c], r["verdict"] == "invalid") for c, r in latest.items() if c in labels]
-        bots = sum(b for b, _ in known)
-        humans = len(known) - bots
-        caught = sum(b and f for b, f in known)
-        false_pos = sum((not b) and f for b, f in known)
+        budget = settings.calibration.fpr_budget
+        # Per day of the clicks: a threshold chosen on one day is judged on the days after it.
+        known = [
+            (str(r["event_time"])[:10], labels[c], r["verdict"] == "invalid")
+            for c, r in latest.items()
+            if c in labels
+        ]
+        bots = sum(b for _, b, _ in known)
+        caught = sum(b and f for _, b, f in known)
+        false_pos = sum((not b) and f for _, b, f in known)
         console.print(
             f"ground truth on {len(known):,} clicks: bot recall {caught / max(bots, 1):.1%}, "
             f"precision {caught / max(caught + false_pos, 1):.1%}, "
-            f"human false-positive rate {false_pos / max(humans, 1):.2%}"
+            f"human false-positive rate {_against(false_pos, len(known) - bots, budget)}"
         )
+        humans: Counter[str] = Counter(day for day, b, _ in known if not b)
+        harmed: Counter[str] = Counter(day for day, b, f in known if f and not b)
+        console.print(
+            "human false-positive rate by day: "
+            + ", ".join(
+                f"{day} {_against(harmed[day], n, budget)}" for day, n in sorted(humans.items())
+            )
+        )
+
+
+def _against(false_pos: int, humans: int, budget: float) -> str:
+    """A true human FPR beside the FPR budget (``SLIDR_CALIBRATION__FPR_BUDGET``)."""
+    rate = false_pos / max(humans, 1)
+    return f"{rate:.2%} ({rate / budget:.2f}x the {budget:.2%} budget)"
