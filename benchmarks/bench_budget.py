@@ -9,10 +9,11 @@ later day against the simulator's ground truth, for two calibrations:
 - ``previous``: the calibration before issue 19: slices with fewer than ``min_purchases``
   purchasing clicks pooled into their parent, the budget bound to the purchaser FPR;
 - ``current``: the settings' defaults (shrinkage toward the parent, the budget bound to the
-  estimated human FPR, read through its upper confidence bound).
+  estimated human FPR, calibration/human.py).
 
 Figures per seed: the estimated and the true human FPR at the operating point (calibration
-day), the realised true human FPR on the later day against the budget, the number of slices
+day; and of a second calibration on the later day itself, a second test of the estimate), the
+realised true human FPR on the later day against the budget, the number of slices
 with their own threshold, and IVR at equal realised human FPR against the previous calibration
 (its budget swept, its IVR interpolated at the current one's realised human FPR) and against
 one global threshold picked on the later day at that human FPR.
@@ -133,6 +134,9 @@ class SeedFigures:
     estimated_human_fpr_interval: tuple[float, float]
     purchaser_fpr: float
     true_human_fpr: float
+    #: A second calibration, on the later day itself: its estimated and true human FPR.
+    later_estimated_human_fpr: float
+    later_true_human_fpr: float
     #: Later day, true human FPR of each calibration, and its ratio to the budget.
     realised_human_fpr: float
     realised_ratio: float
@@ -231,6 +235,9 @@ def measure_seed(
     theirs = before.comparison[Policy.SLICE_LEVEL]
     estimate = now.fpr_estimates["calibration_day"]["all"]["human"]
     realised = float(mine.evaluation_day.truth.human_fpr)
+    itself = _calibrate(later, calib, current)
+    if not itself.calibrated:
+        raise SystemExit(f"seed {seed}, later day: {itself.message}")
     sweep = []
     for budget in SWEEP:
         outcome = _calibrate(calib, later, previous.model_copy(update={"fpr_budget": budget}))
@@ -255,6 +262,10 @@ def measure_seed(
         estimated_human_fpr_interval=(estimate.low, estimate.high),
         purchaser_fpr=float(mine.calibration_day.overall.fpr),
         true_human_fpr=float(mine.calibration_day.truth.human_fpr),
+        later_estimated_human_fpr=itself.fpr_estimates["calibration_day"]["all"]["human"].value,
+        later_true_human_fpr=float(
+            itself.comparison[Policy.SLICE_LEVEL].calibration_day.truth.human_fpr
+        ),
         realised_human_fpr=realised,
         realised_ratio=realised / current.fpr_budget,
         previous_realised_human_fpr=float(theirs.evaluation_day.truth.human_fpr),
@@ -305,6 +316,15 @@ def main() -> None:
             f"{r.slices_with_own_threshold} ({r.previous_slices_with_own_threshold}) | "
             f"{r.ivr:.2%} | {r.previous_ivr_at_equal_human_fpr:.2%} | "
             f"{r.global_ivr_at_equal_human_fpr:.2%} |"
+        )
+    print("\n| seed | est. human FPR (error) | later day calibrated on itself: est. (error) |")
+    print("|" + "---|" * 3)
+    for r in results:
+        print(
+            f"| {r.seed} | {r.estimated_human_fpr:.2%} vs {r.true_human_fpr:.2%} "
+            f"({r.estimated_human_fpr / r.true_human_fpr - 1:+.0%}) | "
+            f"{r.later_estimated_human_fpr:.2%} vs {r.later_true_human_fpr:.2%} "
+            f"({r.later_estimated_human_fpr / r.later_true_human_fpr - 1:+.0%}) |"
         )
     if args.intraday:
         print(

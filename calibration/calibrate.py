@@ -20,10 +20,10 @@ import pandas as pd
 from calibration.compare import PolicyRates, global_thresholds, invalidated, measure
 from calibration.errors import CalibrationError
 from calibration.fit import FitMethod, IvrFit, fit_ivr
-from calibration.human import Estimate, human_weights, weighted_rate
+from calibration.human import Estimate, human_weights, stand_in_weights, weighted_rate
 from calibration.problem import SliceTerms, SolveFailed, allocation_problem
 from calibration.slices import SliceData, build_shrunk_slices, build_slices, check_frame
-from slidr.metrics import REPORT_CONFIDENCE, Curve, Floats, curve, knee
+from slidr.metrics import REPORT_CONFIDENCE, Curve, Floats, curve, effective_size, knee
 from slidr.serving_figures import SCORE_BINS
 from slidr.settings import CalibrationSettings
 from slidr.slices import ROOT_SLICE, SLICE_FIELDS
@@ -364,6 +364,9 @@ def fpr_estimates(
     human = human_weights(
         frame, with_rfm=settings.human_with_rfm, hour_bands=settings.human_hour_bands
     )
+    behind = stand_in_weights(
+        frame, with_rfm=settings.human_with_rfm, hour_bands=settings.human_hour_bands
+    )
     out = {}
     groups = {ROOT_SLICE: np.arange(len(frame))} | {
         str(k): v for k, v in frame.groupby("slice", observed=True).indices.items()
@@ -371,6 +374,11 @@ def fpr_estimates(
     for name, rows in groups.items():
         out[name] = {
             "purchaser": weighted_rate(invalid[rows], purchased[rows], REPORT_CONFIDENCE),
-            "human": weighted_rate(invalid[rows], human[rows], REPORT_CONFIDENCE),
+            "human": weighted_rate(
+                invalid[rows],
+                human[rows],
+                REPORT_CONFIDENCE,
+                effective_size(behind[rows][behind[rows] > 0]),
+            ),
         }
     return out

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from slidr.metrics import Bools, Floats, effective_size, wilson, z_two_sided
@@ -32,6 +33,9 @@ from slidr.metrics import Bools, Floats, effective_size, wilson, z_two_sided
 LOW_SCORE_QUANTILE = 0.5
 #: A cell with fewer stand-ins than this is merged into its slice (all hours together).
 MIN_CELL_STAND_INS = 10
+#: Each stand-in's weight is shared with the clicks within about this many other stand-ins
+#: on each side by score, in its slice (:func:`smooth_by_rank`).
+SMOOTH_STAND_INS = 4.0
 
 
 def stand_ins(frame: pd.DataFrame, with_rfm: bool) -> Bools:
@@ -51,7 +55,7 @@ def _cells(frame: pd.DataFrame, hour_bands: int) -> pd.Series:
     return cells
 
 
-def human_weights(frame: pd.DataFrame, *, with_rfm: bool, hour_bands: int) -> Floats:
+def stand_in_weights(frame: pd.DataFrame, *, with_rfm: bool, hour_bands: int) -> Floats:
     """Per click: its weight as a stand-in for the human clicks of its cell (0 if none)."""
     score = frame["score"].to_numpy(dtype=np.float64)
     chosen = stand_ins(frame, with_rfm)
@@ -74,6 +78,73 @@ def human_weights(frame: pd.DataFrame, *, with_rfm: bool, hour_bands: int) -> Fl
     return weights
 
 
+def _box(a: Floats, length: int) -> Floats:
+    """Full convolution of ``a`` with ``length`` ones (running sums), O(n)."""
+    pad = np.zeros(length - 1)
+    c = np.r_[0.0, np.cumsum(np.r_[pad, a, pad])]
+    out: Floats = c[length:] - c[: len(c) - length]
+    return out
+
+
+def _triangle(a: Floats, half: int) -> Floats:
+    """``a`` convolved with the triangle ``half + 1 - |d|`` for |d| <= half, same length."""
+    full = _box(_box(a, half + 1), half + 1)
+    out: Floats = full[half : half + len(a)]
+    return out
+
+
+def smooth_by_rank(
+    score: Floats, weights: Floats, groups: npt.ArrayLike, per_side: float
+) -> Floats:
+    """Each positive weight shared with its neighbours by score rank within its group.
+
+    In a group of ``n`` clicks holding ``k`` stand-ins, a stand-in's weight is spread over the
+    clicks within ``h = ceil(per_side * n / k)`` ranks of it, by a triangular kernel (truncated
+    at the ends of the group and renormalised, so each stand-in keeps its total weight): about
+    ``per_side`` other stand-ins on each side. The result, at every click, is a local average of
+    the stand-in weight around that score, i.e. a kernel estimate of the (weighted) stand-in
+    share given the score, times all clicks' score distribution. A threshold's weighted share
+    then moves smoothly with the threshold instead of stepping at each stand-in's score.
+
+    >>> one = np.r_[np.zeros(4), 4.0, np.zeros(4)]  # 9 clicks, one stand-in: h = 3 ranks
+    >>> smooth_by_rank(np.arange(9.0), one, np.zeros(9), 0.25).tolist()
+    [0.0, 0.25, 0.5, 0.75, 1.0, 0.75, 0.5, 0.25, 0.0]
+    >>> edge = smooth_by_rank(np.arange(9.0), np.r_[4.0, np.zeros(8)], np.zeros(9), 0.25)
+    >>> float(edge.sum())  # at the end of the group the kernel is cut and renormalised
+    4.0
+    """
+    out = np.zeros(len(score))
+    keys = np.asarray(groups)
+    for _, rows in pd.Series(np.arange(len(score))).groupby(keys):
+        idx = rows.to_numpy()
+        order = idx[np.argsort(score[idx], kind="stable")]
+        a = weights[order]
+        k = int((a > 0).sum())
+        if k == 0:
+            continue
+        half = max(int(np.ceil(per_side * len(a) / k)), 0)
+        norm = _triangle(np.ones(len(a)), half)
+        out[order] = _triangle(a / norm, half)
+    return out
+
+
+def human_weights(
+    frame: pd.DataFrame,
+    *,
+    with_rfm: bool,
+    hour_bands: int,
+    per_side: float = SMOOTH_STAND_INS,
+) -> Floats:
+    """Per click: its weight in the estimated human FPR: the post-stratified stand-in weights
+    (:func:`stand_in_weights`) smoothed by score rank within each slice
+    (:func:`smooth_by_rank`); ``per_side`` 0 leaves them on the stand-ins."""
+    weights = stand_in_weights(frame, with_rfm=with_rfm, hour_bands=hour_bands)
+    if per_side <= 0:
+        return weights
+    score = frame["score"].to_numpy(dtype=np.float64)
+    return smooth_by_rank(score, weights, frame["slice"].astype(str).to_numpy(), per_side)
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A rate with its two-sided interval and the sample size behind it."""
@@ -88,13 +159,17 @@ class Estimate:
         return {"value": self.value, "low": self.low, "high": self.high, "n": self.n}
 
 
-def weighted_rate(invalid: Bools, weights: Floats, confidence: float) -> Estimate:
+def weighted_rate(
+    invalid: Bools, weights: Floats, confidence: float, n: float | None = None
+) -> Estimate:
     """The weighted share of ``invalid`` among weighted clicks, with a Wilson interval on
-    Kish's effective sample size (weights make the plain count overstate the evidence)."""
+    Kish's effective sample size (weights make the plain count overstate the evidence), or on
+    ``n`` when given (smoothed weights: the evidence is still the stand-ins they came from)."""
     total = float(weights.sum())
     if total <= 0:
         return Estimate(float("nan"), float("nan"), float("nan"), 0.0)
     value = float(weights[invalid].sum()) / total
-    n = effective_size(weights[weights > 0])
+    if n is None:
+        n = effective_size(weights[weights > 0])
     low, high = wilson(value, n, z_two_sided(confidence))
     return Estimate(value, low, high, n)

@@ -408,6 +408,17 @@ def clip_moves(
     return out
 
 
+def hold_loosening(moves: Mapping[str, Move]) -> dict[str, Move]:
+    """The moves with no threshold lowered: without ``loosen`` a re-solve runs because an FPR
+    is above its band, and the solver's re-allocation across slices must not spend that on
+    loosening another slice (a part-day window under-represents the rest of the day).
+
+    >>> hold_loosening({"app": Move(0.80, 0.70, 0.75), "web": Move(0.6, 0.7, 0.65)})["app"]
+    Move(before=0.8, solved=0.7, after=0.8)
+    """
+    return {n: Move(m.before, m.solved, max(m.after, m.before)) for n, m in moves.items()}
+
+
 def _curve(counts: Counts, fpr_at: Floats) -> Curve:
     """The slice's sweep at every bin edge, highest first (bin b: scores in [b, b+1)/BINS)."""
     edges = np.arange(SCORE_BINS - 1, -1, -1, dtype=np.float64) / SCORE_BINS
@@ -520,6 +531,8 @@ def resolve(
     }
     before = {n: lookup_threshold(served, n, default) for n in names}
     moves = clip_moves(before, solved, limits.max_threshold_step)
+    if not limits.loosen:
+        moves = hold_loosening(moves)
     thresholds = served | {n: m.after for n, m in moves.items()}
     after_counts = [
         int((data.stand_ins.get(n, np.empty(0)) >= moves[n].after).sum()) for n in names

@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 
 from calibration import Policy, Status, run
-from calibration.human import human_weights, weighted_rate
+from calibration.calibrate import fpr_estimates
+from calibration.human import human_weights, stand_in_weights, weighted_rate
 from calibration.shrink import fit_shrinkage
 from calibration.slices import build_shrunk_slices
+from slidr.metrics import Bools
 from slidr.settings import CalibrationSettings
 from tests.test_calibration import SLICES, synthetic_day
 
@@ -94,3 +96,57 @@ def test_the_budget_binds_the_human_fpr_and_both_figures_are_reported() -> None:
     assert set(figures) == {"purchaser", "human"}
     assert figures["human"].low <= figures["human"].value <= figures["human"].high
     assert outcome.comparison[Policy.SLICE_LEVEL].calibration_day.overall.fpr > 0
+
+
+def _thin_stand_ins(rng: np.random.Generator) -> tuple[pd.DataFrame, Bools]:
+    """One logged-out slice as at 30,000 clicks a day: 6,000 humans (scores 0-0.8), 3,000
+    bots (0.6-1), and about 60 purchasing clicks drawn at random from the humans."""
+    score = np.r_[rng.uniform(0.0, 0.8, 6000), rng.uniform(0.6, 1.0, 3000)]
+    human = np.r_[np.ones(6000, dtype=bool), np.zeros(3000, dtype=bool)]
+    bought = human & (rng.random(len(score)) < 0.01)
+    frame = pd.DataFrame({"slice": "app/out", "score": score, "purchased": bought})
+    return frame, human
+
+
+def test_smoothed_stand_ins_are_not_fooled_where_a_threshold_sits_just_above_one() -> None:
+    # The solver picks thresholds where the stand-ins' step curve is flattest: just above a
+    # stand-in, the raw share undercounts the humans there (the truth is known here).
+    rng = np.random.default_rng(19)
+    raw_ratio, smoothed_ratio = [], []
+    for _ in range(100):
+        frame, human = _thin_stand_ins(rng)
+        score = frame["score"].to_numpy()
+        second = np.sort(score[frame["purchased"].to_numpy()])[-2]
+        invalid = score >= np.nextafter(second, 1.0)
+        truth = float(invalid[human].mean())
+        raw = stand_in_weights(frame, with_rfm=False, hour_bands=4)
+        smoothed = human_weights(frame, with_rfm=False, hour_bands=4)
+        raw_ratio.append(weighted_rate(invalid, raw, 0.95).value / truth)
+        smoothed_ratio.append(weighted_rate(invalid, smoothed, 0.95).value / truth)
+    assert np.median(raw_ratio) < 0.7  # about 2 stand-ins in 60 where 3.4 % of humans are
+    assert np.median(smoothed_ratio) == pytest.approx(1.0, abs=0.25)
+    assert np.mean(np.abs(np.log(smoothed_ratio))) < np.mean(np.abs(np.log(raw_ratio)))
+
+
+def test_smoothing_keeps_each_slice_s_stand_in_weight_and_counts_the_evidence_on_them() -> None:
+    rng = np.random.default_rng(3)
+    frame, _ = _thin_stand_ins(rng)
+    other, _ = _thin_stand_ins(rng)
+    frame = pd.concat([frame, other.assign(slice="desktop/out")], ignore_index=True)
+    raw = stand_in_weights(frame, with_rfm=False, hour_bands=4)
+    smoothed = human_weights(frame, with_rfm=False, hour_bands=4)
+    assert (smoothed > 0).sum() > 10 * (raw > 0).sum()  # shared with the neighbours
+    for name in ("app/out", "desktop/out"):
+        rows = (frame["slice"] == name).to_numpy()
+        assert smoothed[rows].sum() == pytest.approx(raw[rows].sum())
+    assert np.array_equal(human_weights(frame, with_rfm=False, hour_bands=4, per_side=0), raw)
+    # The interval rests on the stand-ins, not on the clicks their weight was shared with.
+    estimates = fpr_estimates(
+        frame.assign(robotic=False),
+        {"app/out": 0.7, "desktop/out": 0.7},
+        0.5,
+        CalibrationSettings(human_with_rfm=False),
+    )
+    human = estimates["app/out"]["human"]
+    assert human.n == pytest.approx(frame.loc[frame["slice"] == "app/out", "purchased"].sum())
+    assert human.low < human.value < human.high

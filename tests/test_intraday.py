@@ -25,6 +25,7 @@ from calibration.intraday import (
     clip_moves,
     diurnal_factor,
     expected_fpr,
+    hold_loosening,
     judge,
     out_of_band,
     stand_in_target,
@@ -303,3 +304,16 @@ def test_a_drifted_fpr_is_re_solved_intraday_and_a_running_worker_follows(
         worker.stop()
         monitor.terminate()
         monitor.wait(timeout=30)
+
+
+def test_without_loosen_a_re_solve_lowers_no_threshold() -> None:
+    moves = hold_loosening(
+        clip_moves(
+            {"app/out": 0.80, "desktop/out": 0.70, "mobile_web/out": 0.75},
+            {"app/out": 0.90, "desktop/out": 0.60, "mobile_web/out": 0.76},
+            max_step=0.05,
+        )
+    )
+    assert moves["app/out"].after == pytest.approx(0.85)  # tightened, clipped as before
+    assert moves["desktop/out"].after == 0.70 and moves["desktop/out"].clipped  # held
+    assert moves["mobile_web/out"].after == pytest.approx(0.76)
