@@ -32,7 +32,7 @@ from great_expectations.expectations.core.expect_column_values_to_be_in_set impo
 )
 from great_expectations.expectations.expectation import Expectation
 
-from slidr.features import FEATURES, MAX_GAP_S, TIME_FEATURES
+from slidr.features import FEATURES, MAX_GAP_S, SPEC, TIME_FEATURES
 from slidr.settings import GuardrailSettings
 
 #: Required columns of the labelled click frame (docs/datasets.md) and their type families.
@@ -94,7 +94,11 @@ def _in_set(column: str, values: list[float]) -> Expectation:
 
 
 def feature_bounds(name: str) -> tuple[float, float | None]:
-    """The valid range of a feature: counts are >= 0, gaps capped, time on the unit circle."""
+    """The valid range of a feature: counts are >= 0, gaps capped, time on the unit circle,
+    a categorical id one of its buckets."""
+    buckets = {c.name: c.buckets for c in SPEC.categorical}
+    if name in buckets:
+        return 0.0, float(buckets[name] - 1)
     if name.endswith("_gap_s"):
         return 0.0, MAX_GAP_S
     if name in TIME_FEATURES:

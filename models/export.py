@@ -112,6 +112,7 @@ def export_version(
     shutil.copy(root / "model.py", staging / "model.py")
     meta = {
         "kind": "slidr_mlp",
+        "architecture": net.describe(),
         "feature_hash": FEATURE_HASH,
         "features": list(FEATURES),
         "export_check": {"rows": len(sample), "max_abs_diff": gaps},

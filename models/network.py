@@ -1,8 +1,12 @@
 """The SLIDR network: three fully connected layers, ReLU, L2 on the intermediate layers, sigmoid.
 
 Preprocessing is part of the module, so what Triton serves is exactly what was trained:
-heavy-tailed counters and gaps go through log1p, then every feature is standardised with the
-mean and deviation of the training rows (buffers, saved with the weights).
+heavy-tailed counters and gaps go through log1p, then every numeric feature is standardised
+with the mean and deviation of the training rows (buffers, saved with the weights). The
+categorical columns (hashed bucket ids, ``slidr.features.CATEGORICAL``) are looked up in one
+small embedding table per field (learned representations, issue 14 item 3); their vectors join
+the numeric ones before the first layer. Optionally a deep-and-cross block (DCN-v2 cross
+layers) sits between that input and the hidden layers; docs/learning.md says which won.
 
 Training is seeded and deterministic on a given machine, weighted (models/weights.py) and
 stops early on a later day (time-based holdout, never shuffled rows).
@@ -21,34 +25,90 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from slidr.features import HEAVY_TAILED, N_FEATURES
+from slidr.features import (
+    CATEGORICAL_BUCKETS,
+    CATEGORICAL_COLUMNS,
+    HEAVY_TAILED,
+    N_FEATURES,
+    NUMERIC_COLUMNS,
+)
 from slidr.settings import LearnSettings
 
 log = logging.getLogger(__name__)
+
+
+def embedding_dim(buckets: int) -> int:
+    """Width of a field's embedding: 4 for small vocabularies, 8 for large ones."""
+    return 4 if buckets <= 1024 else 8
+
+
+class CrossLayer(nn.Module):
+    """One DCN-v2 cross layer: ``x0 * (W x + b) + x`` (Wang et al., 2021)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = x0 * self.linear(x) + x
+        return out
 
 
 class SlidrNet(nn.Module):
     log_mask: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
+    numeric: torch.Tensor
+    categorical: torch.Tensor
+    top_bucket: torch.Tensor
 
-    def __init__(self, hidden: tuple[int, int]) -> None:
+    def __init__(
+        self, hidden: tuple[int, int], *, embeddings: bool = True, cross_layers: int = 0
+    ) -> None:
         super().__init__()
         mask = torch.zeros(N_FEATURES, dtype=torch.bool)
         mask[list(HEAVY_TAILED)] = True
-        self.register_buffer("log_mask", mask)
-        self.register_buffer("mean", torch.zeros(N_FEATURES))
-        self.register_buffer("std", torch.ones(N_FEATURES))
-        self.hidden1 = nn.Linear(N_FEATURES, hidden[0])
+        numeric = list(NUMERIC_COLUMNS)
+        self.register_buffer("log_mask", mask[numeric])
+        self.register_buffer("mean", torch.zeros(len(numeric)))
+        self.register_buffer("std", torch.ones(len(numeric)))
+        self.register_buffer("numeric", torch.tensor(numeric, dtype=torch.long))
+        fields = list(CATEGORICAL_COLUMNS) if embeddings else []
+        buckets = list(CATEGORICAL_BUCKETS) if embeddings else []
+        self.register_buffer("categorical", torch.tensor(fields, dtype=torch.long))
+        self.register_buffer("top_bucket", torch.tensor([b - 1 for b in buckets]).float())
+        # Zero at the start: a bucket no training click had (a new ad) adds nothing, instead of
+        # a random vector.
+        self.embeddings = nn.ModuleList(nn.Embedding(b, embedding_dim(b)) for b in buckets)
+        for table in self.embeddings:
+            assert isinstance(table, nn.Embedding)
+            nn.init.zeros_(table.weight)
+        width = len(numeric) + sum(embedding_dim(b) for b in buckets)
+        self.cross = nn.ModuleList(CrossLayer(width) for _ in range(cross_layers))
+        self.hidden1 = nn.Linear(width, hidden[0])
         self.hidden2 = nn.Linear(hidden[0], hidden[1])
         self.output = nn.Linear(hidden[1], 1)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.where(self.log_mask, torch.log1p(torch.clamp(x, min=0.0)), x)
-        return (x - self.mean) / self.std
+        """The standardised numeric columns, then each categorical field's embedding."""
+        z = x.index_select(1, self.numeric)
+        z = torch.where(self.log_mask, torch.log1p(torch.clamp(z, min=0.0)), z)
+        parts = [(z - self.mean) / self.std]
+        if len(self.embeddings):
+            # Ids outside [0, buckets) (a corrupt row) read the nearest valid bucket.
+            ids = x.index_select(1, self.categorical).clamp(min=0.0)
+            ids = torch.minimum(ids, self.top_bucket).long()
+            for i, table in enumerate(self.embeddings):
+                parts.append(table(ids[:, i]))
+        return torch.cat(parts, dim=1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.hidden1(self.preprocess(x)))
+        h = self.preprocess(x)
+        x0 = h
+        for layer in self.cross:
+            h = layer(x0, h)
+        h = torch.relu(self.hidden1(h))
         h = torch.relu(self.hidden2(h))
         out: torch.Tensor = self.output(h)
         return out
@@ -59,13 +119,31 @@ class SlidrNet(nn.Module):
 
     def fit_standardisation(self, x: torch.Tensor) -> None:
         with torch.no_grad():
-            z = torch.where(self.log_mask, torch.log1p(torch.clamp(x, min=0.0)), x)
+            z = x.index_select(1, self.numeric)
+            z = torch.where(self.log_mask, torch.log1p(torch.clamp(z, min=0.0)), z)
             self.mean.copy_(z.mean(dim=0))
             self.std.copy_(z.std(dim=0).clamp(min=1e-6))
 
     def l2_penalty(self) -> torch.Tensor:
-        """L2 on the weights of the intermediate (hidden) layers, as in the article."""
-        return self.hidden1.weight.pow(2).sum() + self.hidden2.weight.pow(2).sum()
+        """L2 on the weights of the intermediate (hidden) layers, as in the article, and on the
+        embeddings (a rare bucket's vector stays small)."""
+        penalty = self.hidden1.weight.pow(2).sum() + self.hidden2.weight.pow(2).sum()
+        for table in self.embeddings:
+            assert isinstance(table, nn.Embedding)
+            penalty = penalty + table.weight.pow(2).sum()
+        return penalty
+
+    def describe(self) -> str:
+        """The architecture in a line (metadata, reports)."""
+        parts = [f"{len(self.numeric)} numeric"]
+        if len(self.embeddings):
+            parts.append(f"{len(self.embeddings)} embeddings")
+        if len(self.cross):
+            parts.append(f"{len(self.cross)} cross layers")
+        return (
+            f"{' + '.join(parts)} -> {self.hidden1.out_features}"
+            f" -> {self.hidden2.out_features} -> 1"
+        )
 
 
 @dataclass(frozen=True)
@@ -120,7 +198,7 @@ def _train(
 ) -> TrainedNetwork:
     torch.manual_seed(learn.seed)
     generator = torch.Generator().manual_seed(learn.seed)
-    net = SlidrNet(learn.hidden)
+    net = SlidrNet(learn.hidden, embeddings=learn.embeddings, cross_layers=learn.cross_layers)
     x, y, w = (torch.from_numpy(a) for a in (fit.x, fit.y, fit.w))
     xs, ys, ws = (torch.from_numpy(a) for a in (stop.x, stop.y, stop.w))
     net.fit_standardisation(x)

@@ -354,6 +354,11 @@ class LearnSettings(_Section):
     seed: int = 7
     #: Widths of the two hidden layers; 128-64 edged out 64-32 on simulated data (docs/learning.md).
     hidden: tuple[int, int] = (128, 64)
+    #: Learn an embedding of each categorical click field's hashed id (slidr.features); off,
+    #: the network reads only the numeric features (docs/learning.md compares both).
+    embeddings: bool = True
+    #: DCN-v2 cross layers before the hidden layers; 0: none (docs/learning.md).
+    cross_layers: int = Field(default=0, ge=0, le=4)
     l2: float = Field(default=1e-4, ge=0.0)
     learning_rate: float = Field(default=2e-3, gt=0.0)
     batch_size: int = Field(default=2048, ge=1)

@@ -161,7 +161,7 @@ def test_network_training_is_seeded_and_learns() -> None:
     accuracy = ((scores >= 0.5) == (stop.y == 1)).mean()
     assert accuracy > 0.75
     # Standardisation lives inside the module: its buffers were fitted on the training rows.
-    assert not torch.allclose(first.module.mean, torch.zeros(N_FEATURES))
+    assert not torch.allclose(first.module.mean, torch.zeros_like(first.module.mean))
 
 
 def test_too_few_days_is_refused_with_the_fix() -> None:

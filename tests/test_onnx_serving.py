@@ -27,7 +27,7 @@ from models.heuristic import (
     limit_scores,
 )
 from models.network import SlidrNet, predict
-from slidr.features import INDEX, N_FEATURES
+from slidr.features import CATEGORICAL_BUCKETS, CATEGORICAL_COLUMNS, INDEX, N_FEATURES
 from slidr.model_record import HEURISTIC_FILE, ONNX_FILE, TORCHSCRIPT_FILE
 from slidr.settings import PROJECT_ROOT, Settings
 from streams.scorer import TritonScorer
@@ -92,11 +92,24 @@ def test_the_onnx_config_serves_what_the_local_config_declares() -> None:
 # --- the local Triton: ONNX Runtime in the Python backend ---
 
 
+def feature_rows(n: int, seed: int) -> npt.NDArray[np.float32]:
+    """Heavy-tailed counters, and categorical ids in their buckets (a few hundred of each)."""
+    rng = np.random.default_rng(seed)
+    x = rng.gamma(1.0, 5.0, size=(n, N_FEATURES)).astype(np.float32)
+    for column, buckets in zip(CATEGORICAL_COLUMNS, CATEGORICAL_BUCKETS, strict=True):
+        x[:, column] = rng.integers(0, min(buckets, 300), n)
+    return x
+
+
 def random_network(seed: int) -> tuple[SlidrNet, npt.NDArray[np.float32]]:
-    """A SlidrNet with seeded weights and a standardisation fitted on heavy-tailed rows."""
+    """A SlidrNet with seeded weights (embeddings and a cross layer too) and a standardisation
+    fitted on heavy-tailed rows."""
     torch.manual_seed(seed)
-    x = np.random.default_rng(seed).gamma(1.0, 5.0, size=(2000, N_FEATURES)).astype(np.float32)
-    net = SlidrNet((32, 16))
+    x = feature_rows(2000, seed)
+    net = SlidrNet((32, 16), cross_layers=1)
+    for table in net.embeddings:  # trained tables are not zero: make the ids matter
+        assert isinstance(table, torch.nn.Embedding)
+        torch.nn.init.normal_(table.weight)
     net.fit_standardisation(torch.from_numpy(x))
     return net.eval(), x
 
@@ -141,11 +154,17 @@ async def test_a_trained_version_scores_the_same_in_triton_and_in_pytorch(
 ) -> None:
     settings, net, _, version, vdir = private_export(stack_settings, 11, {"note": "random weights"})
     load(settings)
-    x = np.random.default_rng(3).gamma(1.0, 5.0, size=(520, N_FEATURES)).astype(np.float32)
+    x = feature_rows(520, 3)
+    # The categorical ids reach the embeddings: the same rows with other ads score otherwise.
+    other_ads = x.copy()
+    other_ads[:, INDEX["ad_bucket"]] = (other_ads[:, INDEX["ad_bucket"]] + 1) % 300
+    x = np.vstack([x, other_ads])
     got = np.asarray(await served(settings, version, x), dtype=np.float32)
     want = predict(net, x)
     assert np.max(np.abs(got - want)) <= 1e-5
     assert float(np.std(want)) > 0.01  # not a constant: the rows really went through the network
+    assert float(np.max(np.abs(want[:520] - want[520:]))) > 1e-3
+    assert json.loads((vdir / "metadata.json").read_text())["architecture"] == net.describe()
     stub_maps = Path(f"/proc/{stub_pid(vdir)}/maps").read_text()
     assert "libtorch" not in stub_maps  # served by ONNX Runtime, torch never loaded
 

@@ -13,6 +13,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from operator import attrgetter
 from typing import Protocol
 
 import msgspec
@@ -20,7 +21,16 @@ import numpy as np
 import numpy.typing as npt
 
 from slidr.events import Click
-from slidr.features import INDEX, N_FEATURES, TIME_FEATURES, time_features
+from slidr.features import (
+    INDEX,
+    N_FEATURES,
+    SPEC,
+    TIME_FEATURES,
+    Categorical,
+    bucket,
+    category_text,
+    time_features,
+)
 from streams.feature_store.arrays import Ints, ends_of, runs, starts_of
 from streams.feature_store.layout import LAYOUT, Kind, Layout
 
@@ -415,4 +425,43 @@ def clicks_local_features(clicks: Sequence[Click], ms: Ints) -> npt.NDArray[np.f
         times.append(found)
     out[:, _TIME_COLUMNS] = times
     out[:, _LOGGED_IN] = [c.logged_in for c in clicks]
+    if _CATEGORICAL:
+        values = list(zip(*map(_CATEGORY_FIELDS, clicks), strict=True))
+        ids = [lookup(values[field]) for field, lookup in _CATEGORICAL]
+        out[:, _CATEGORICAL_COLUMNS] = np.array(ids, dtype=np.float32).T
     return out
+
+
+class _BucketIds:
+    """The bucket ids of one categorical feature for a batch of clicks, from the click alone.
+
+    A bounded cache maps a field value to its id: most values repeat (a device type, an ad,
+    a user agent), so a click costs a dict lookup, and parsing and hashing run once per value.
+    """
+
+    MAX = 1 << 16
+
+    def __init__(self, categorical: Categorical) -> None:
+        self.source = categorical.source
+        self.buckets = categorical.buckets
+        self.cache: dict[str | None, int] = {}
+
+    def __call__(self, values: Sequence[str | None]) -> list[int]:
+        cache = self.cache
+        try:
+            return [cache[v] for v in values]
+        except KeyError:
+            if len(cache) > self.MAX:
+                cache.clear()
+            for v in values:
+                if v not in cache:
+                    cache[v] = bucket(category_text(self.source, v), self.buckets)
+            return [cache[v] for v in values]
+
+
+#: The click fields the categorical features read, each once, and per feature its field's
+#: position there and its bucket ids.
+_FIELDS = tuple(dict.fromkeys(c.click_field for c in SPEC.categorical))
+_CATEGORY_FIELDS = attrgetter(*_FIELDS) if len(_FIELDS) > 1 else (lambda c: ())
+_CATEGORICAL = [(_FIELDS.index(c.click_field), _BucketIds(c)) for c in SPEC.categorical]
+_CATEGORICAL_COLUMNS = np.array([INDEX[c.name] for c in SPEC.categorical], dtype=np.int64)
