@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from slidr.cli.simulate import simulate
 from slidr.events import Click, Purchase
 from slidr.settings import Settings
-from slidr.simulate.bots import BotKind
+from slidr.simulate import catalog
+from slidr.simulate.bots import PUBLISHER_KINDS, BotKind
 from slidr.simulate.config import SimConfig, SimulationConfigError, parse_mix
 from slidr.simulate.encode import click_values, purchase_values
 from slidr.simulate.generator import Generator, HourBatch
@@ -31,6 +32,7 @@ from slidr.simulate.sinks import KafkaSink, ParquetSink
 from slidr.slices import slice_of
 
 MONDAY = datetime(2026, 1, 5, tzinfo=UTC)
+PUBLISHER_NAMES = [k.value for k in PUBLISHER_KINDS]
 
 
 def _config(**overrides: object) -> SimConfig:
@@ -165,6 +167,116 @@ def test_many_humans_share_carrier_and_corporate_ips(week: tuple[pa.Table, ...])
     assert len(bot_ips & set(humans.column("ip").to_pylist())) > 20
 
 
+def _columns(clicks: pa.Table, truth: pa.Table, *names: str) -> list[npt.NDArray[Any]]:
+    table = clicks.append_column("bot_kind", truth.column("bot_kind"))
+    return [table.column(n).to_numpy(zero_copy_only=False) for n in names]
+
+
+def test_humans_see_placements_by_popularity(week: tuple[pa.Table, ...]) -> None:
+    clicks, _, truth = week
+    human = pc.equal(truth.column("bot_kind"), "human")
+    shown = clicks.filter(pc.and_(human, pc.is_valid(clicks.column("placement"))))
+    _, counts = np.unique(
+        shown.column("placement").to_numpy(zero_copy_only=False), return_counts=True
+    )
+    assert len(counts) == len(catalog.PLACEMENTS)  # humans reach every placement ...
+    assert counts.max() > 10 * counts.min()  # ... but some far more than others
+
+
+@pytest.mark.parametrize("kind", PUBLISHER_NAMES)
+def test_publisher_fraud_sits_on_few_placements_and_campaigns(
+    week: tuple[pa.Table, ...], kind: str
+) -> None:
+    clicks, _, truth = week
+    placement, campaign, kinds = _columns(clicks, truth, "placement", "campaign_id", "bot_kind")
+    mine = kinds == kind
+    assert mine.sum() > 200
+    places = set(placement[mine])
+    # One publisher's slots (no search query, never a missing placement), a few campaigns.
+    assert len(places) <= len(catalog.PUBLISHER_SLOTS)
+    assert len({str(p).split("/")[0] for p in places}) == 1
+    assert all(str(p).startswith("pub:") for p in places)
+    assert len(set(campaign[mine])) <= 3
+    # Each fraud kind has a publisher of its own.
+    others = kinds != kind
+    assert places.isdisjoint(set(placement[others & np.isin(kinds, PUBLISHER_NAMES)]))
+    # Humans click there too, rarely: the placement is a strong hint, not a label.
+    human = kinds == "human"
+    on_fraud_place = np.isin(placement, list(places))
+    assert 0 < (human & on_fraud_place).sum() < 0.05 * human.sum()
+    assert (mine & on_fraud_place).sum() > (human & on_fraud_place).sum()
+
+
+def test_click_spam_and_ad_stacking_come_from_real_visitors_devices(
+    week: tuple[pa.Table, ...],
+) -> None:
+    clicks, _, truth = week
+    ip, ua, kinds = _columns(clicks, truth, "ip", "user_agent", "bot_kind")
+    human = kinds == "human"
+    human_ips, human_uas = set(ip[human]), set(ua[human])
+    odd = {u.text for u in catalog.USER_AGENTS if u.odd}
+    for kind in (BotKind.CLICK_SPAM, BotKind.AD_STACKING):
+        mine = kinds == kind.value
+        # Hijacked devices: the owners' home and carrier IPs and browsers; nothing headless.
+        assert np.isin(ip[mine], list(human_ips)).mean() > 0.7
+        assert set(ua[mine]) <= human_uas
+        assert not set(ua[mine]) & odd
+
+
+def test_ad_stacking_clicks_several_ads_of_one_slot_within_a_second(
+    week: tuple[pa.Table, ...],
+) -> None:
+    clicks, _, truth = week
+    stacked = clicks.filter(pc.equal(truth.column("bot_kind"), BotKind.AD_STACKING.value))
+    per_tap = stacked.group_by("session_id").aggregate(
+        [("event_time", "min"), ("event_time", "max"), ("ad_id", "count_distinct"),
+         ("placement", "count_distinct"), ("ad_id", "count")]
+    )  # fmt: skip
+    several = pc.greater(per_tap.column("ad_id_count"), 1)
+    taps = per_tap.filter(several)
+    assert taps.num_rows > 50
+    span_ms = pc.subtract(taps.column("event_time_max"), taps.column("event_time_min")).cast(
+        pa.int64()
+    )
+    clicks_per_tap = taps.column("ad_id_count").to_numpy()
+    # A stack of n ads: n clicks in well under a second per ad, on n different ads mostly.
+    assert np.median(span_ms.to_numpy() / (clicks_per_tap - 1)) < 500
+    assert np.mean(taps.column("ad_id_count_distinct").to_numpy() / clicks_per_tap) > 0.8
+    assert set(per_tap.column("placement_count_distinct").to_pylist()) == {1}
+
+
+def test_click_farm_works_shifts_on_few_lines_with_human_agents(
+    week: tuple[pa.Table, ...],
+) -> None:
+    clicks, _, truth = week
+    farm = clicks.filter(pc.equal(truth.column("bot_kind"), BotKind.CLICK_FARM.value))
+    ips = farm.column("ip").to_numpy(zero_copy_only=False)
+    assert len(set(ips)) <= 4  # racks of phones behind a few lines ...
+    assert (
+        farm.group_by("ip")
+        .aggregate([("session_id", "count_distinct")])
+        .column("session_id_count_distinct")
+        .to_numpy()
+        .min()
+        > 20
+    )  # ... each line carrying many sessions
+    odd = {u.text for u in catalog.USER_AGENTS if u.odd}
+    assert not set(farm.column("user_agent").to_pylist()) & odd
+    hours = pc.hour(farm.column("event_time")).to_numpy()
+    assert np.isin(hours, range(1, 13)).mean() > 0.8  # the farm's day, the marketplaces' night
+    assert not pc.any(farm.column("logged_in")).as_py()
+
+
+def test_only_publisher_fraud_when_the_mix_says_so() -> None:
+    mix = parse_mix("click_spam=1,ad_stacking=1,click_farm=1")
+    config = _config(days=1, bot_mix=mix)
+    first, _, truth = _collect(config)
+    again, _, _ = _collect(config)
+    assert first.equals(again)  # deterministic for the new kinds too
+    kinds = set(truth.column("bot_kind").to_pylist())
+    assert kinds == {"human", *PUBLISHER_NAMES}
+
+
 def _daily_mix_ratio(truth: pa.Table, kind: str) -> float:
     """Largest / smallest daily share of ``kind`` among bot clicks."""
     days = pc.day(truth.column("event_time")).to_numpy()
@@ -174,11 +286,13 @@ def _daily_mix_ratio(truth: pa.Table, kind: str) -> float:
 
 
 def test_bot_mix_drifts_from_day_to_day_unless_drift_is_off() -> None:
-    # Kinds with short sessions: their daily counts are not dominated by sampling noise.
-    kinds = ("low_and_slow", "botnet", "residential_proxy")
-    _, _, drifting = _collect(_config(days=4, clicks_per_day=20_000, seed=3))
+    # Kinds with short sessions: their daily counts are not dominated by sampling noise. The
+    # denominator (all bot clicks of a day) holds scrapers' and night attacks' long sessions,
+    # whose counts are noisy: 60,000 clicks a day keep that noise well under the drift.
+    kinds = ("low_and_slow", "botnet", "residential_proxy", "click_spam")
+    _, _, drifting = _collect(_config(days=4, clicks_per_day=60_000, seed=3))
     assert max(_daily_mix_ratio(drifting, k) for k in kinds) > 1.4
-    _, _, still = _collect(_config(days=4, clicks_per_day=20_000, seed=3, drift=0.0))
+    _, _, still = _collect(_config(days=4, clicks_per_day=60_000, seed=3, drift=0.0))
     assert max(_daily_mix_ratio(still, k) for k in kinds) < 1.3
 
 
@@ -260,6 +374,7 @@ def test_cli_writes_parquet_and_prints_a_summary(cli: typer.Typer, tmp_path: Pat
         (["--bot-share", "1.5"], "bot_share"),
         (["--to", "s3"], "--to"),
         (["--bot-mix", "spider=1"], "unknown bot kind"),
+        (["--bot-mix", "click_spam=1,adware=1"], "unknown bot kind 'adware'"),
     ],
 )
 def test_cli_refuses_bad_arguments_with_a_message(
@@ -269,6 +384,20 @@ def test_cli_refuses_bad_arguments_with_a_message(
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_cli_takes_the_publisher_fraud_kinds_in_the_bot_mix(
+    cli: typer.Typer, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["simulate", "--days", "1", "--clicks-per-day", "5000", "--seed", "3",
+         "--start", "2026-01-05T00:00Z", "--out", str(tmp_path), "--no-progress",
+         "--bot-mix", "click_spam=2,ad_stacking=1,click_farm=1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    truth = ds.dataset(tmp_path / "truth", partitioning="hive").to_table()
+    assert set(truth.column("bot_kind").to_pylist()) == {"human", *PUBLISHER_NAMES}
 
 
 def test_default_window_ends_at_the_current_hour() -> None:

@@ -132,13 +132,25 @@ MARKETPLACES: tuple[str, ...] = ("US", "UK", "DE")
 MARKETPLACE_SHARES: tuple[float, ...] = (0.6, 0.2, 0.2)
 CURRENCIES: tuple[str, ...] = ("USD", "GBP", "EUR")
 
-#: Search queries an ad was shown for; a share of clicks comes from placements without one.
-PLACEMENTS: tuple[str, ...] = (
+#: Search queries an ad was shown for on the site; a share of clicks has no placement.
+SEARCH_PLACEMENTS: tuple[str, ...] = (
     "running shoes", "wireless earbuds", "coffee maker", "usb c cable", "yoga mat",
     "phone case", "air fryer", "desk lamp", "backpack", "gaming mouse", "water bottle",
     "kindle", "lego", "vitamin d", "dog food", "printer ink", "office chair", "sunscreen",
     "bluetooth speaker", "protein powder",
 )  # fmt: skip
+#: Off-site publishers (sites and apps) that show the ads, each in two slots. A few of them
+#: are fraudulent, chosen per seed; the names do not say which.
+PUBLISHERS: tuple[str, ...] = (
+    "dealhunter", "recipebox", "weathernow", "torchlight", "puzzlequest", "newsdigest",
+    "couponclub", "stepcounter",
+)  # fmt: skip
+PUBLISHER_SLOTS: tuple[str, ...] = ("banner", "feed")
+#: Every placement, search queries first; publisher p's slot s is at
+#: ``len(SEARCH_PLACEMENTS) + p * len(PUBLISHER_SLOTS) + s``.
+PLACEMENTS: tuple[str, ...] = SEARCH_PLACEMENTS + tuple(
+    f"pub:{name}/{slot}" for name in PUBLISHERS for slot in PUBLISHER_SLOTS
+)
 
 #: First octets typical of consumer broadband, hosting providers and mobile carriers.
 RESIDENTIAL_OCTETS: tuple[int, ...] = (24, 67, 68, 71, 73, 76, 86, 92, 98, 174, 2, 31, 84, 90)

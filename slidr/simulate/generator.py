@@ -172,10 +172,7 @@ class Generator:
         visitor = np.searchsorted(w.visitor_cdf, rng.random(n_sessions), side="right")
         visitor = np.minimum(visitor, len(w.visitor_cdf) - 1)
         logged_in = (w.customer[visitor] >= 0) & (rng.random(n_sessions) < CUSTOMER_LOGIN_SHARE)
-        over_carrier = (w.carrier_ip[visitor] > 0) & (
-            rng.random(n_sessions) < CARRIER_SESSION_SHARE
-        )
-        ip = np.where(over_carrier, w.carrier_ip[visitor], w.home_ip[visitor])
+        ip = self._visitor_ips(rng, visitor)
         v = visitor[session]
         n = len(session)
         return {
@@ -206,7 +203,8 @@ class Generator:
         session, starts = _sessions(rng, n_sessions, profile.session_clicks, hour_ms)
         n = len(session)
         gaps = rng.exponential(profile.gap_s * gap_scale * 1000, n) + 200.0
-        agent = rng.integers(0, len(agents.device), n_sessions)[session]
+        session_agent = rng.integers(0, len(agents.device), n_sessions)
+        agent = session_agent[session]
         device, platform, ua = agents.device[agent], agents.platform[agent], agents.ua[agent]
         if profile.rotate_ua:
             odd = rng.random(n) < profile.odd_ua_share
@@ -216,6 +214,8 @@ class Generator:
             ip = agents.ip[agent]
         elif profile.ip_mode == "rotate":
             ip = w.botnet_ips[rng.integers(0, len(w.botnet_ips), n)]
+        elif profile.ip_mode == "visitor":
+            ip = self._visitor_ips(rng, agents.visitor[session_agent])[session]
         else:
             ip = w.proxy_ips[rng.integers(0, len(w.proxy_ips), n_sessions)][session]
         n_customers = len(w.rfm_score)
@@ -223,10 +223,18 @@ class Generator:
             customer = rng.integers(0, n_customers, n_sessions)[session]
         else:
             customer = np.full(n, -1, dtype=np.int64)
-        if profile.targeted:
+        if profile.target == "competitor":
             ad = rng.choice(w.targeted_ads, size=n)
+        elif profile.target == "publisher":
+            ad = rng.choice(w.publisher_ads[kind], size=n)
         else:
             ad = rng.choice(len(w.ad_probs), size=n, p=w.ad_probs)
+        if not profile.publisher:
+            placement = self._placements(rng, n)
+        elif profile.one_placement_per_session:
+            placement = rng.choice(w.publisher_placements[kind], size=n_sessions)[session]
+        else:
+            placement = rng.choice(w.publisher_placements[kind], size=n)
         return {
             "t_ms": _click_times(session, starts, gaps),
             "sess": session,
@@ -237,13 +245,23 @@ class Generator:
             "platform": platform,
             "market": agents.marketplace[agent],
             "ad": ad,
-            "placement": self._placements(rng, n),
+            "placement": placement,
             "kind": np.full(n, KIND_CODE[kind], dtype=np.int64),
         }
 
     def _placements(self, rng: np.random.Generator, n: int) -> IntArray:
-        chosen = rng.integers(0, len(catalog.PLACEMENTS), n)
+        """Placements by popularity (null for a share of clicks), as humans see them."""
+        cdf = self.world.placement_cdf
+        chosen = np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), len(cdf) - 1)
         return np.where(rng.random(n) < PLACEMENT_SHARE, chosen, -1)
+
+    def _visitor_ips(self, rng: np.random.Generator, visitor: IntArray) -> IntArray:
+        """One IP per session of these visitors: carrier or home, as their own sessions get."""
+        w = self.world
+        over_carrier = (w.carrier_ip[visitor] > 0) & (
+            rng.random(len(visitor)) < CARRIER_SESSION_SHARE
+        )
+        return np.where(over_carrier, w.carrier_ip[visitor], w.home_ip[visitor])
 
     def _purchases(self, rng: np.random.Generator, clicks: Frame, hour: int) -> Frame:
         """Only humans buy; loyal (high-RFM) customers more often than anonymous visitors."""

@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from slidr.simulate import catalog
-from slidr.simulate.bots import PROFILES, BotKind
+from slidr.simulate.bots import PROFILES, PUBLISHER_KINDS, BotKind
 from slidr.simulate.config import SimConfig
 
 IntArray = npt.NDArray[np.int64]
@@ -28,6 +28,20 @@ N_ADS = 5000
 ADS_PER_CAMPAIGN = 10
 CAMPAIGNS_PER_ADVERTISER = 5
 BOTNET_IPS = 200_000
+#: Advertisers whose ads competitor click fraud goes after.
+COMPETITOR_VICTIMS = 8
+#: Share of human clicks with a placement that are on the site's own search results; the rest
+#: are on publishers' sites and apps.
+SEARCH_PLACEMENT_SHARE = 0.8
+#: Share of a publisher's human clicks in its first and second slot.
+SLOT_SHARES = (0.6, 0.4)
+#: Fraudulent publishers are among this many least popular publishers: small sites that make
+#: most of their clicks by fraud.
+FRAUD_AMONG_LEAST_POPULAR = 5
+#: Campaigns each fraudulent publisher's placements carry (and its fraud clicks go to).
+CAMPAIGNS_PER_FRAUD_PUBLISHER = 3
+#: Agents on fixed IPs that sit on consumer lines rather than in data centres.
+RESIDENTIAL_AGENT_KINDS = frozenset({BotKind.LOW_AND_SLOW, BotKind.CLICK_FARM})
 
 
 def random_ips(rng: np.random.Generator, n: int, first_octets: tuple[int, ...]) -> IntArray:
@@ -53,6 +67,8 @@ class Agents:
     ua: IntArray
     ip: IntArray
     marketplace: IntArray
+    #: The human visitor whose device each agent is (kinds ``on_visitors``), else -1.
+    visitor: IntArray
 
 
 class World:
@@ -69,6 +85,7 @@ class World:
         self._build_visitors(config, rng)
         self._build_customers(rng)
         self._build_ads(rng)
+        self._build_placements(rng)
         self.botnet_ips = random_ips(rng, BOTNET_IPS, catalog.RESIDENTIAL_OCTETS)
         # Residential proxies exit through the very IPs humans use.
         self.proxy_ips = np.unique(
@@ -152,24 +169,68 @@ class World:
         )
         # Click fraud goes after a few advertisers' budgets.
         victims = rng.choice(
-            N_ADS // (ADS_PER_CAMPAIGN * CAMPAIGNS_PER_ADVERTISER), 8, replace=False
+            N_ADS // (ADS_PER_CAMPAIGN * CAMPAIGNS_PER_ADVERTISER),
+            COMPETITOR_VICTIMS,
+            replace=False,
         )
         per_advertiser = ADS_PER_CAMPAIGN * CAMPAIGNS_PER_ADVERTISER
         self.targeted_ads = (victims[:, None] * per_advertiser + np.arange(per_advertiser)).ravel()
+        # Each fraudulent publisher carries a few campaigns of other advertisers.
+        n_campaigns = N_ADS // ADS_PER_CAMPAIGN
+        victim_campaigns = (
+            victims[:, None] * CAMPAIGNS_PER_ADVERTISER + np.arange(CAMPAIGNS_PER_ADVERTISER)
+        ).ravel()
+        others = np.setdiff1d(np.arange(n_campaigns), victim_campaigns)
+        chosen = rng.choice(
+            others, (len(PUBLISHER_KINDS), CAMPAIGNS_PER_FRAUD_PUBLISHER), replace=False
+        )
+        self.publisher_ads: dict[BotKind, IntArray] = {
+            kind: (campaigns[:, None] * ADS_PER_CAMPAIGN + np.arange(ADS_PER_CAMPAIGN)).ravel()
+            for kind, campaigns in zip(PUBLISHER_KINDS, chosen, strict=True)
+        }
+
+    def _build_placements(self, rng: np.random.Generator) -> None:
+        """Humans' placements by popularity (Zipf); a few small publishers are fraudulent."""
+        n_search, n_pub = len(catalog.SEARCH_PLACEMENTS), len(catalog.PUBLISHERS)
+        search = 1.0 / np.arange(1, n_search + 1)
+        search = search[rng.permutation(n_search)] / search.sum()
+        rank = rng.permutation(n_pub)  # 0 = the most popular publisher
+        publisher = 1.0 / (rank + 1.0)
+        publisher /= publisher.sum()
+        self.placement_probs: FloatArray = np.concatenate(
+            [
+                SEARCH_PLACEMENT_SHARE * search,
+                ((1 - SEARCH_PLACEMENT_SHARE) * publisher[:, None] * SLOT_SHARES).ravel(),
+            ]
+        )
+        self.placement_cdf: FloatArray = np.cumsum(self.placement_probs)
+        small = np.flatnonzero(rank >= n_pub - FRAUD_AMONG_LEAST_POPULAR)
+        fraud = rng.choice(small, len(PUBLISHER_KINDS), replace=False)
+        slots = len(catalog.PUBLISHER_SLOTS)
+        #: Placement codes of each publisher-fraud kind's publisher (its slots).
+        self.publisher_placements: dict[BotKind, IntArray] = {
+            kind: n_search + p * slots + np.arange(slots, dtype=np.int64)
+            for kind, p in zip(PUBLISHER_KINDS, fraud.tolist(), strict=True)
+        }
 
     def _build_agents(self, rng: np.random.Generator, kind: BotKind) -> Agents:
         profile = PROFILES[kind]
         n = profile.agents
         device = rng.choice(3, size=n, p=profile.devices).astype(np.int64)
+        if profile.on_visitors:
+            return self._visitor_agents(rng, device)
         platform = self.pick_platform(rng, device)
         odd = rng.random(n) < profile.odd_ua_share
         if profile.ip_mode == "agent":
             octets = (
                 catalog.RESIDENTIAL_OCTETS
-                if kind == BotKind.LOW_AND_SLOW
+                if kind in RESIDENTIAL_AGENT_KINDS
                 else catalog.DATACENTER_OCTETS
             )
-            ip = random_ips(rng, n, octets)
+            if profile.shared_ips:
+                ip = rng.choice(random_ips(rng, profile.shared_ips, octets), size=n)
+            else:
+                ip = random_ips(rng, n, octets)
         else:
             ip = np.zeros(n, dtype=np.int64)  # chosen per session or click
         return Agents(
@@ -179,6 +240,25 @@ class World:
             ip=ip,
             # Bots mostly hit the largest marketplace.
             marketplace=rng.choice(3, size=n, p=[0.8, 0.1, 0.1]).astype(np.int64),
+            visitor=np.full(n, -1, dtype=np.int64),
+        )
+
+    def _visitor_agents(self, rng: np.random.Generator, device: IntArray) -> Agents:
+        """Agents that are human visitors' devices (hijacked, or tapping a stacked slot)."""
+        visitor = np.empty_like(device)
+        for code in range(len(catalog.DEVICES)):
+            mask = device == code
+            pool = np.flatnonzero(self.device == code)
+            if not len(pool):
+                pool = np.arange(len(self.device))
+            visitor[mask] = rng.choice(pool, size=int(mask.sum()))
+        return Agents(
+            device=self.device[visitor],
+            platform=self.platform[visitor],
+            ua=self.ua[visitor],
+            ip=np.zeros(len(visitor), dtype=np.int64),  # the visitor's, chosen per session
+            marketplace=self.marketplace[visitor],
+            visitor=visitor,
         )
 
     def customers_table(self) -> pa.Table:

@@ -19,6 +19,9 @@ HUMAN_DIURNAL: FloatArray = np.array(
 #: Relative human activity per weekday, Monday first: more on the weekend.
 WEEKLY: FloatArray = np.array([0.92, 0.9, 0.92, 0.95, 1.02, 1.15, 1.14])
 
+#: UTC hours of a click farm's shift (08-20 local time at UTC+7).
+FARM_SHIFT_UTC = slice(1, 13)
+
 HOUR_SHARE: FloatArray = HUMAN_DIURNAL / HUMAN_DIURNAL.sum()
 WEEKDAY_FACTOR: FloatArray = WEEKLY / WEEKLY.mean()
 
@@ -84,6 +87,11 @@ def bot_hour_shares(kind: BotKind) -> FloatArray:
     elif profile == "night":
         weights = np.zeros(24)
         weights[[0, 1, 2, 3, 4]] = [0.6, 1.0, 1.0, 0.8, 0.4]
-    else:  # "humanlike": proxies hide in human traffic but are less peaky
+    elif profile == "humanlike":  # proxies hide in human traffic but are less peaky
         weights = 0.5 + HUMAN_DIURNAL
+    elif profile == "human":  # clicks made on real people's devices while they use them
+        weights = HUMAN_DIURNAL.copy()
+    else:  # "shift": a click farm's working day, 08-20 at UTC+7, the marketplaces' night
+        weights = np.full(24, 0.05)
+        weights[FARM_SHIFT_UTC] = 1.0
     return np.asarray(weights / weights.sum(), dtype=np.float64)
