@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +28,7 @@ from torch import nn
 from slidr.features import (
     CATEGORICAL_BUCKETS,
     CATEGORICAL_COLUMNS,
+    FEATURES,
     HEAVY_TAILED,
     N_FEATURES,
     NUMERIC_COLUMNS,
@@ -64,8 +65,14 @@ class SlidrNet(nn.Module):
     top_bucket: torch.Tensor
 
     def __init__(
-        self, hidden: tuple[int, int], *, embeddings: bool = True, cross_layers: int = 0
+        self,
+        hidden: tuple[int, int],
+        *,
+        embeddings: bool | Sequence[str] = True,
+        cross_layers: int = 0,
     ) -> None:
+        """``embeddings``: embed every categorical field (True), none (False), or these (by
+        feature name)."""
         super().__init__()
         mask = torch.zeros(N_FEATURES, dtype=torch.bool)
         mask[list(HEAVY_TAILED)] = True
@@ -74,13 +81,24 @@ class SlidrNet(nn.Module):
         self.register_buffer("mean", torch.zeros(len(numeric)))
         self.register_buffer("std", torch.ones(len(numeric)))
         self.register_buffer("numeric", torch.tensor(numeric, dtype=torch.long))
-        fields = list(CATEGORICAL_COLUMNS) if embeddings else []
-        buckets = list(CATEGORICAL_BUCKETS) if embeddings else []
+        if embeddings is True or embeddings is False:
+            chosen = list(CATEGORICAL_COLUMNS) if embeddings else []
+        else:
+            unknown = set(embeddings) - {FEATURES[c] for c in CATEGORICAL_COLUMNS}
+            if unknown:
+                raise ValueError(f"not categorical features: {sorted(unknown)}")
+            chosen = [c for c in CATEGORICAL_COLUMNS if FEATURES[c] in set(embeddings)]
+        fields = chosen
+        buckets = [CATEGORICAL_BUCKETS[CATEGORICAL_COLUMNS.index(c)] for c in chosen]
         self.register_buffer("categorical", torch.tensor(fields, dtype=torch.long))
         self.register_buffer("top_bucket", torch.tensor([b - 1 for b in buckets]).float())
         # Zero at the start: a bucket no training click had (a new ad) adds nothing, instead of
         # a random vector.
         self.embeddings = nn.ModuleList(nn.Embedding(b, embedding_dim(b)) for b in buckets)
+        # Per field, the buckets training saw often enough to learn (fit_vocabulary); the
+        # others read bucket 0, the "none" row, as an unseen value does.
+        for i, b in enumerate(buckets):
+            self.register_buffer(f"known{i}", torch.ones(b, dtype=torch.bool))
         for table in self.embeddings:
             assert isinstance(table, nn.Embedding)
             nn.init.zeros_(table.weight)
@@ -100,7 +118,9 @@ class SlidrNet(nn.Module):
             ids = x.index_select(1, self.categorical).clamp(min=0.0)
             ids = torch.minimum(ids, self.top_bucket).long()
             for i, table in enumerate(self.embeddings):
-                parts.append(table(ids[:, i]))
+                field = ids[:, i]
+                known = getattr(self, f"known{i}")
+                parts.append(table(torch.where(known[field], field, torch.zeros_like(field))))
         return torch.cat(parts, dim=1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,6 +144,18 @@ class SlidrNet(nn.Module):
             self.mean.copy_(z.mean(dim=0))
             self.std.copy_(z.std(dim=0).clamp(min=1e-6))
 
+    def fit_vocabulary(self, x: torch.Tensor, min_rows: int) -> None:
+        """Keep the buckets of each embedded field with at least ``min_rows`` training rows."""
+        with torch.no_grad():
+            ids = x.index_select(1, self.categorical).clamp(min=0.0)
+            ids = torch.minimum(ids, self.top_bucket).long()
+            for i, table in enumerate(self.embeddings):
+                assert isinstance(table, nn.Embedding)
+                counts = torch.bincount(ids[:, i], minlength=table.num_embeddings)
+                known = counts >= min_rows
+                known[0] = True
+                getattr(self, f"known{i}").copy_(known)
+
     def l2_penalty(self) -> torch.Tensor:
         """L2 on the weights of the intermediate (hidden) layers, as in the article, and on the
         embeddings (a rare bucket's vector stays small)."""
@@ -137,7 +169,8 @@ class SlidrNet(nn.Module):
         """The architecture in a line (metadata, reports)."""
         parts = [f"{len(self.numeric)} numeric"]
         if len(self.embeddings):
-            parts.append(f"{len(self.embeddings)} embeddings")
+            names = [FEATURES[int(c)] for c in self.categorical]
+            parts.append(f"embeddings of {', '.join(names)}")
         if len(self.cross):
             parts.append(f"{len(self.cross)} cross layers")
         return (
@@ -202,6 +235,7 @@ def _train(
     x, y, w = (torch.from_numpy(a) for a in (fit.x, fit.y, fit.w))
     xs, ys, ws = (torch.from_numpy(a) for a in (stop.x, stop.y, stop.w))
     net.fit_standardisation(x)
+    net.fit_vocabulary(x, learn.min_bucket_rows)
     optimiser = torch.optim.Adam(net.parameters(), lr=learn.learning_rate)
     best = (float("inf"), 0, copy.deepcopy(net.state_dict()))
     history: list[dict[str, float]] = []

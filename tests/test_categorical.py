@@ -196,7 +196,10 @@ def check_the_baselines() -> None:
     rng = np.random.default_rng(3)
     x = rows(8000, 2)
     ad = INDEX["ad_bucket"]
-    x[:, ad] = rng.integers(0, 300, len(x))  # more values than the trees' 255 categories
+    # 20 frequent values (each above the one-hot's and the embeddings' minimum of rows), and
+    # 300 rare ones: more values than the trees' 255 categories.
+    i = rng.permutation(len(x))
+    x[:, ad] = np.where(i < 7000, i % 20, 100 + i % 300)
     y = (x[:, ad] % 3 == 0).astype(np.float32)  # a label only the ids carry
     fit = Split(x[:6000], y[:6000], np.ones(6000, dtype=np.float32))
     held, truth = x[6000:], y[6000:]
@@ -208,3 +211,27 @@ def check_the_baselines() -> None:
     unseen[:, ad] = 10_000.0  # a bucket no fit row had
     assert np.isfinite(baselines.logistic_regression(fit, 0)(unseen)).all()
     assert np.isfinite(baselines.boosted_trees(fit, 0)(unseen)).all()
+
+
+def test_the_network_embeds_the_chosen_fields_and_reads_rare_buckets_as_none() -> None:
+    x = rows(400, 4)
+    ad, ua = INDEX["ad_bucket"], INDEX["user_agent_bucket"]
+    x[:, ad] = np.where(np.arange(len(x)) < 390, 7.0, np.arange(len(x)) % 5 + 100)  # 7 is common
+    net = SlidrNet((16, 8), embeddings=("ad_bucket", "user_agent_bucket"))
+    assert [FEATURES[int(c)] for c in net.categorical] == ["ad_bucket", "user_agent_bucket"]
+    net.fit_vocabulary(torch.from_numpy(x), min_rows=20)
+    for table in net.embeddings:
+        assert isinstance(table, torch.nn.Embedding)
+        torch.nn.init.normal_(table.weight)
+    net.eval()
+    known = net.get_buffer("known0")
+    assert bool(known[7]) and bool(known[0]) and not bool(known[100:105].any())
+    rare, none = x[:1].copy(), x[:1].copy()
+    rare[:, ad], none[:, ad] = 101.0, 0.0
+    assert predict(net, rare) == predict(net, none)  # too few rows: read as no value
+    other = x[:1].copy()
+    other[:, INDEX["campaign_bucket"]] += 1  # not embedded: not read
+    assert predict(net, other) == predict(net, x[:1])
+    assert ua in net.categorical.tolist()
+    with pytest.raises(ValueError, match="not categorical"):
+        SlidrNet((16, 8), embeddings=("ip_clicks_1m",))
