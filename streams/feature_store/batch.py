@@ -462,6 +462,9 @@ class _BucketIds:
 #: The click fields the categorical features read, each once, and per feature its field's
 #: position there and its bucket ids.
 _FIELDS = tuple(dict.fromkeys(c.click_field for c in SPEC.categorical))
-_CATEGORY_FIELDS = attrgetter(*_FIELDS) if len(_FIELDS) > 1 else (lambda c: ())
+#: attrgetter of one name returns the value itself, not a 1-tuple.
+_CATEGORY_FIELDS = (
+    attrgetter(*_FIELDS) if len(_FIELDS) > 1 else lambda c: tuple(getattr(c, f) for f in _FIELDS)
+)
 _CATEGORICAL = [(_FIELDS.index(c.click_field), _BucketIds(c)) for c in SPEC.categorical]
 _CATEGORICAL_COLUMNS = np.array([INDEX[c.name] for c in SPEC.categorical], dtype=np.int64)
