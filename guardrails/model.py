@@ -3,7 +3,10 @@
 Inputs are IVR, FPR and robotic coverage (``slidr.metrics.Rates``) per slice, and overall under
 the key ``"all"``, each at that model's calibrated thresholds on the held-out day. The candidate
 must stay within absolute bounds and the FPR budget, and must not move any slice too far from
-what the serving model does on the same day.
+what the serving model does on the same day. When the serving model is itself over the FPR
+budget on that day (with the same confidence), a candidate may lower IVR by any amount: the
+change limit guards a working model against a drifting successor, and keeping a model that
+invalidates too many humans is the harm the budget exists to prevent.
 
 Every figure is a rate on a sample of the day's clicks (at 1 % FPR of 500 purchasing clicks,
 five of them), so a check refuses only when its bound is exceeded with the stated confidence
@@ -121,18 +124,23 @@ def _bounded(
     return judged(name, observed, bounds, settings, low=low, high=high, detail=detail)
 
 
+def _fpr_budget(overall: Rates, settings: GuardrailSettings, budget: float) -> Check:
+    slack = settings.fpr_budget_slack
+    return _bounded(
+        "fpr_budget",
+        overall.fpr,
+        overall.purchasing,
+        settings,
+        high=budget + slack,
+        detail=f"budget {budget:g} + slack {slack:g}; {overall.purchasing:,} purchasing clicks",
+    )
+
+
 def _absolute(overall: Rates, settings: GuardrailSettings, budget: float) -> list[Check]:
-    slack, s = settings.fpr_budget_slack, settings
+    s = settings
     return [
         _bounded("ivr", overall.ivr, overall.clicks, s, low=s.min_ivr, high=s.max_ivr),
-        _bounded(
-            "fpr_budget",
-            overall.fpr,
-            overall.purchasing,
-            s,
-            high=budget + slack,
-            detail=f"budget {budget:g} + slack {slack:g}; {overall.purchasing:,} purchasing clicks",
-        ),
+        _fpr_budget(overall, s, budget),
         _bounded("fpr_ceiling", overall.fpr, overall.purchasing, s, high=s.max_fpr),
         _bounded("coverage", overall.coverage, overall.robotic, s, low=s.min_coverage),
     ]
@@ -143,21 +151,29 @@ def _change_bounds(candidate: tuple[float, int], serving: tuple[float, int]) -> 
 
 
 def _change(
-    name: str, candidate: Rates, serving: Rates, settings: GuardrailSettings
+    name: str,
+    candidate: Rates,
+    serving: Rates,
+    settings: GuardrailSettings,
+    *,
+    serving_over_budget: bool = False,
 ) -> list[Check]:
     if candidate.clicks == 0 or serving.clicks == 0:
         return [Check(f"change:{name}", Status.SKIPPED, None, "", "no clicks on the held-out day")]
     limit = settings.max_ivr_change
+    detail = f"candidate {candidate.ivr:.4f} vs serving {serving.ivr:.4f}"
+    if serving_over_budget:
+        detail += "; the serving model is over its FPR budget: any decrease allowed"
     checks = [
         judged(
             f"ivr_change:{name}",
             candidate.ivr - serving.ivr,
             _change_bounds((candidate.ivr, candidate.clicks), (serving.ivr, serving.clicks)),
             settings,
-            low=-limit,
+            low=None if serving_over_budget else -limit,
             high=limit,
-            bound=f"|change| <= {limit:g}",
-            detail=f"candidate {candidate.ivr:.4f} vs serving {serving.ivr:.4f}",
+            bound=f"<= {limit:g}" if serving_over_budget else f"|change| <= {limit:g}",
+            detail=detail,
         )
     ]
     purchasing = min(candidate.purchasing, serving.purchasing)
@@ -209,10 +225,16 @@ def check_candidate(
     if serving is None:
         checks.append(Check("change", Status.SKIPPED, None, "", "no serving model to compare with"))
         return GuardrailReport("candidate model", tuple(checks))
+    incumbent = serving.get(OVERALL)
+    over = incumbent is not None and (
+        _fpr_budget(incumbent, settings, budget).status is Status.FAILED
+    )
     # Overall first, then the slices in name order.
     for name in sorted(set(candidate) | set(serving), key=lambda n: (n != OVERALL, n)):
         if name in candidate and name in serving:
-            checks += _change(name, candidate[name], serving[name], settings)
+            checks += _change(
+                name, candidate[name], serving[name], settings, serving_over_budget=over
+            )
         else:
             side = "candidate" if name not in candidate else "serving model"
             checks.append(

@@ -85,6 +85,31 @@ def test_a_slice_whose_ivr_moves_too_far_is_refused() -> None:
     assert check.detail == "candidate 0.4000 vs serving 0.2500"
 
 
+def test_a_serving_model_over_budget_lets_a_candidate_invalidate_less() -> None:
+    """The second `make demo` on a new world: the serving model invalidates 8 % of purchasing
+    clicks; a candidate within budget lowers IVR by more than the change limit and is kept,
+    while a rise beyond the limit is still refused."""
+    serving = {"all": figures(0.45, fpr=0.08, purchasing=500), "app/out": figures(0.45)}
+    lower = {"all": figures(0.28, purchasing=500), "app/out": figures(0.28)}
+
+    report = check_candidate(lower, serving, BUDGET, SETTINGS)
+
+    assert report.passed, report.to_markdown()
+    (waived,) = [c for c in report.checks if c.name == "ivr_change:app/out"]
+    assert waived.bound == "<= 0.1"
+    assert waived.detail.endswith("the serving model is over its FPR budget: any decrease allowed")
+    higher = {"all": figures(0.28, purchasing=500), "app/out": figures(0.60)}
+    assert failed_names(check_candidate(higher, serving, BUDGET, SETTINGS)) == {
+        "ivr_change:app/out"
+    }
+    # Within its budget, the same drop is refused as before.
+    within = {**serving, "all": figures(0.45, fpr=0.02, purchasing=500)}
+    assert failed_names(check_candidate(lower, within, BUDGET, SETTINGS)) == {
+        "ivr_change:all",
+        "ivr_change:app/out",
+    }
+
+
 def test_fpr_increase_is_compared_only_where_purchases_make_it_meaningful() -> None:
     candidate = {
         **healthy(),
