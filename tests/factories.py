@@ -1,10 +1,14 @@
-"""Small, explicit clicks for tests that need to know exactly what went in."""
+"""Small, explicit clicks (and model inputs) for tests that need to know exactly what went in."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+import numpy.typing as npt
+
 from slidr.events import Click, DeviceType, Platform
+from slidr.features import CATEGORICAL_BUCKETS, CATEGORICAL_COLUMNS, N_FEATURES
 
 
 def make_click(
@@ -50,3 +54,13 @@ def mixed_traffic(n: int, prefix: str, start: datetime) -> list[Click]:
         )
         for i in range(n)
     ]
+
+
+def feature_rows(n: int, seed: int, *, ids_per_field: int = 300) -> npt.NDArray[np.float32]:
+    """Model inputs: heavy-tailed counters, and categorical ids drawn from the first
+    ``ids_per_field`` buckets of each field."""
+    rng = np.random.default_rng(seed)
+    x = rng.gamma(1.0, 5.0, size=(n, N_FEATURES)).astype(np.float32)
+    for column, buckets in zip(CATEGORICAL_COLUMNS, CATEGORICAL_BUCKETS, strict=True):
+        x[:, column] = rng.integers(0, min(buckets, ids_per_field), n)
+    return x

@@ -28,7 +28,6 @@ from slidr.features import (
     FEATURES,
     HEAVY_TAILED,
     INDEX,
-    N_FEATURES,
     SPEC,
     Categorical,
     FeatureSpec,
@@ -39,6 +38,7 @@ from slidr.features import (
 )
 from slidr.settings import PROJECT_ROOT
 from streams.feature_store import local_features
+from tests.factories import feature_rows
 
 AT = datetime(2026, 3, 7, 12, 0, tzinfo=UTC)
 
@@ -157,11 +157,7 @@ def test_the_feature_hash_covers_the_categorical_fields() -> None:
 
 
 def rows(n: int, seed: int) -> npt.NDArray[np.float32]:
-    rng = np.random.default_rng(seed)
-    x = rng.gamma(1.0, 5.0, size=(n, N_FEATURES)).astype(np.float32)
-    for column, buckets in zip(CATEGORICAL_COLUMNS, CATEGORICAL_BUCKETS, strict=True):
-        x[:, column] = rng.integers(0, min(buckets, 40), n)
-    return x
+    return feature_rows(n, seed, ids_per_field=40)
 
 
 @pytest.mark.parametrize("cross_layers", [0, 2])

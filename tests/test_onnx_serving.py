@@ -27,10 +27,11 @@ from models.heuristic import (
     limit_scores,
 )
 from models.network import SlidrNet, predict
-from slidr.features import CATEGORICAL_BUCKETS, CATEGORICAL_COLUMNS, INDEX, N_FEATURES
+from slidr.features import INDEX, N_FEATURES
 from slidr.model_record import HEURISTIC_FILE, ONNX_FILE, TORCHSCRIPT_FILE
 from slidr.settings import PROJECT_ROOT, Settings
 from streams.scorer import TritonScorer
+from tests.factories import feature_rows
 from tests.stack_fixtures import private_model, stub_pid
 
 MODEL_DIR = PROJECT_ROOT / "triton_repo" / "slidr"
@@ -90,15 +91,6 @@ def test_the_onnx_config_serves_what_the_local_config_declares() -> None:
 
 
 # --- the local Triton: ONNX Runtime in the Python backend ---
-
-
-def feature_rows(n: int, seed: int) -> npt.NDArray[np.float32]:
-    """Heavy-tailed counters, and categorical ids in their buckets (a few hundred of each)."""
-    rng = np.random.default_rng(seed)
-    x = rng.gamma(1.0, 5.0, size=(n, N_FEATURES)).astype(np.float32)
-    for column, buckets in zip(CATEGORICAL_COLUMNS, CATEGORICAL_BUCKETS, strict=True):
-        x[:, column] = rng.integers(0, min(buckets, 300), n)
-    return x
 
 
 def random_network(seed: int) -> tuple[SlidrNet, npt.NDArray[np.float32]]:

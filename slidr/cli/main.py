@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
 import typer
 
@@ -41,25 +42,33 @@ def _register() -> None:
         worker,
     )
 
-    app.add_typer(stack.app, name="stack")
-    app.command(name="simulate")(simulate.simulate)
-    app.command(name="topics")(topics.topics)
-    app.command(name="worker")(worker.worker)
-    app.command(name="decisions")(decisions.decisions)
-    app.command(name="billing")(billing.billing)
-    app.command(name="archive")(archive.archive)
-    app.add_typer(importer.app, name="import")
-    app.command(name="train")(train.train)
-    app.command(name="evaluate")(train.evaluate)
-    app.command(name="calibrate")(calibrate.calibrate)
-    app.command(name="retrain")(train.retrain)
-    app.command(name="models")(models.models)
-    app.command(name="promote")(models.promote)
-    app.command(name="rollback")(models.rollback)
-    app.command(name="monitor")(models.monitor)
-    app.command(name="replay")(replay.replay)
-    app.command(name="replay-agent")(replay.replay_agent)
-    app.command(name="contracts")(contracts.contracts)
+    # In the order `slidr --help` lists them; a Typer is a group of subcommands.
+    commands: dict[str, typer.Typer | Callable[..., None]] = {
+        "stack": stack.app,
+        "simulate": simulate.simulate,
+        "topics": topics.topics,
+        "worker": worker.worker,
+        "decisions": decisions.decisions,
+        "billing": billing.billing,
+        "archive": archive.archive,
+        "import": importer.app,
+        "train": train.train,
+        "evaluate": train.evaluate,
+        "calibrate": calibrate.calibrate,
+        "retrain": train.retrain,
+        "models": models.models,
+        "promote": models.promote,
+        "rollback": models.rollback,
+        "monitor": models.monitor,
+        "replay": replay.replay,
+        "replay-agent": replay.replay_agent,
+        "contracts": contracts.contracts,
+    }
+    for name, command in commands.items():
+        if isinstance(command, typer.Typer):
+            app.add_typer(command, name=name)
+        else:
+            app.command(name=name)(command)
 
 
 @app.callback()

@@ -82,6 +82,26 @@ class BotProfile:
         return self.target == "publisher"
 
 
+def publisher_fraud(
+    devices: tuple[float, float, float],
+    session_clicks: float,
+    gap_s: float,
+    agents: int,
+    hour_profile: HourProfile,
+    *,
+    ip_mode: IpMode = "visitor",
+    shared_ips: int = 0,
+    one_placement_per_session: bool = False,
+) -> BotProfile:
+    """A fraudulent publisher's clicks: human user agents, never logged in, on its own
+    placements and campaigns; on real visitors' devices unless its agents have their own IPs."""
+    return BotProfile(
+        devices, session_clicks, gap_s, ip_mode, agents, 0.0, False, hour_profile, False,
+        "publisher", on_visitors=ip_mode == "visitor", shared_ips=shared_ips,
+        one_placement_per_session=one_placement_per_session,
+    )  # fmt: skip
+
+
 PROFILES: dict[BotKind, BotProfile] = {
     BotKind.SCRAPER: BotProfile(
         (0.9, 0.1, 0.0), 40.0, 3.0, "agent", 60, 0.7, False, "flat", False, "competitor"
@@ -102,48 +122,15 @@ PROFILES: dict[BotKind, BotProfile] = {
         (0.35, 0.3, 0.35), 8.0, 20.0, "proxy", 300, 0.0, False, "flat", True, "competitor"
     ),
     # Adware is mostly a Windows and Android affair; the owner's own browser and network.
-    BotKind.CLICK_SPAM: BotProfile(
-        devices=(0.45, 0.35, 0.2),
-        session_clicks=3.0,
-        gap_s=30.0,
-        ip_mode="visitor",
-        agents=800,
-        odd_ua_share=0.0,
-        rotate_ua=False,
-        hour_profile="human",
-        logged_in=False,
-        target="publisher",
-        on_visitors=True,
-    ),
+    BotKind.CLICK_SPAM: publisher_fraud((0.45, 0.35, 0.2), 3.0, 30.0, 800, "human"),
     # In-app and mobile web stacks; each session is one tap on one slot of the publisher.
-    BotKind.AD_STACKING: BotProfile(
-        devices=(0.1, 0.3, 0.6),
-        session_clicks=4.0,
-        gap_s=0.08,
-        ip_mode="visitor",
-        agents=3000,
-        odd_ua_share=0.0,
-        rotate_ua=False,
-        hour_profile="human",
-        logged_in=False,
-        target="publisher",
-        on_visitors=True,
-        one_placement_per_session=True,
+    BotKind.AD_STACKING: publisher_fraud(
+        (0.1, 0.3, 0.6), 4.0, 0.08, 3000, "human", one_placement_per_session=True
     ),
     # Racks of phones on a handful of lines; people working through short tasks ("search for
     # this, click that ad") all shift long, not scripts.
-    BotKind.CLICK_FARM: BotProfile(
-        devices=(0.05, 0.15, 0.8),
-        session_clicks=5.0,
-        gap_s=20.0,
-        ip_mode="agent",
-        agents=60,
-        odd_ua_share=0.0,
-        rotate_ua=False,
-        hour_profile="shift",
-        logged_in=False,
-        target="publisher",
-        shared_ips=4,
+    BotKind.CLICK_FARM: publisher_fraud(
+        (0.05, 0.15, 0.8), 5.0, 20.0, 60, "shift", ip_mode="agent", shared_ips=4
     ),
 }
 
