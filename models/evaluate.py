@@ -110,6 +110,16 @@ def _curve_dict(c: Curve) -> dict[str, list[float | int | None]]:
     }
 
 
+def _point(points: tuple[OperatingPoint, ...], fpr: float, what: str) -> OperatingPoint:
+    for point in points:
+        if point.target_fpr is not None and math.isclose(point.target_fpr, fpr):
+            return point
+    if not points:
+        raise EvaluationError(f"no {what} points: the day has no ground truth (is_bot)")
+    evaluated = ", ".join(f"{p.target_fpr:g}" for p in points)
+    raise EvaluationError(f"{what} point {fpr:g} was not evaluated; pick one of {evaluated}")
+
+
 @dataclass(frozen=True)
 class ModelEvaluation:
     #: ROC-AUC with which a low score picks out purchasing clicks: AUC(purchased, -score).
@@ -120,6 +130,9 @@ class ModelEvaluation:
     auc_bot: float | None
     #: One operating point per FPR point, in the order of ``Evaluation.fpr_points``.
     at_fpr: tuple[OperatingPoint, ...]
+    #: The same points with the threshold set on the ground truth: true human FPR at most each
+    #: point (bot recall at equal true human FPR); empty without ``is_bot``.
+    at_human_fpr: tuple[OperatingPoint, ...]
     #: The model at its served threshold(s), when they were given.
     served: OperatingPoint | None
     #: Thinned curves (see ``_CURVE_FPR_GRID``): overall, and per slice, where FPR is NaN in a
@@ -128,12 +141,12 @@ class ModelEvaluation:
     slice_curves: dict[str, Curve]
 
     def at(self, fpr: float) -> OperatingPoint:
-        """The operating point chosen for the FPR point ``fpr``."""
-        for point in self.at_fpr:
-            if point.target_fpr is not None and math.isclose(point.target_fpr, fpr):
-                return point
-        evaluated = ", ".join(f"{p.target_fpr:g}" for p in self.at_fpr)
-        raise EvaluationError(f"FPR point {fpr:g} was not evaluated; pick one of {evaluated}")
+        """The operating point chosen for the FPR point ``fpr`` (weak-label FPR)."""
+        return _point(self.at_fpr, fpr, "FPR")
+
+    def at_human(self, fpr: float) -> OperatingPoint:
+        """The operating point whose true human FPR is at most ``fpr`` (needs ``is_bot``)."""
+        return _point(self.at_human_fpr, fpr, "true human FPR")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -143,6 +156,8 @@ class ModelEvaluation:
         if self.auc_bot is not None:
             out["auc_bot"] = _json(self.auc_bot)
         out["at_fpr"] = [p.to_dict() for p in self.at_fpr]
+        if self.at_human_fpr:
+            out["at_human_fpr"] = [p.to_dict() for p in self.at_human_fpr]
         if self.served is not None:
             out["served"] = self.served.to_dict()
         out["curves"] = {"all": _curve_dict(self.curve)} | {
@@ -294,12 +309,22 @@ def _evaluate_model(
     day: _Day, score: Floats, fpr_points: tuple[float, ...], served: Threshold | None
 ) -> ModelEvaluation:
     overall = curve(score, day.purchased, day.robotic)
+    humans = (
+        None
+        if day.is_bot is None
+        else curve(score, day.purchased, day.robotic, fpr_weight=(~day.is_bot).astype(np.float64))
+    )
     return ModelEvaluation(
         auc_purchased=_auc(day.purchased, -score),
         auc_label=_auc(day.label, score),
         auc_bot=None if day.is_bot is None else _auc(day.is_bot, score),
         at_fpr=tuple(
             day.at(score, float(overall.thresholds[overall.at_fpr(p)]), p) for p in fpr_points
+        ),
+        at_human_fpr=()
+        if humans is None
+        else tuple(
+            day.at(score, float(humans.thresholds[humans.at_fpr(p)]), p) for p in fpr_points
         ),
         served=None if served is None else day.at(score, served, None),
         curve=_thin(overall),

@@ -82,6 +82,33 @@ def test_each_point_is_the_lowest_threshold_within_the_fpr_point() -> None:
     assert point.hourly_ivr[5] == pytest.approx(invalid[hour == 5].mean())
 
 
+def test_points_at_equal_true_human_fpr_set_the_threshold_on_the_ground_truth() -> None:
+    frame, scores = _day()
+    ev = evaluate(frame, scores, fpr_points=[0.01, 0.02])
+    is_bot = frame["is_bot"].to_numpy()
+    good, weak = ev.models["good"], ev.models["weak"]
+    for fpr in (0.01, 0.02):
+        point = good.at_human(fpr)
+        assert isinstance(point.threshold, float) and point.overall.truth is not None
+        invalid = scores["good"] >= point.threshold
+        assert point.overall.truth == truth_rates(invalid, is_bot)
+        assert point.overall.truth.human_fpr <= fpr
+        # The lowest such threshold: one score lower passes the point.
+        next_lower = scores["good"][scores["good"] < point.threshold].max()
+        assert truth_rates(scores["good"] >= next_lower, is_bot).human_fpr > fpr
+        weaker = weak.at_human(fpr).overall.truth
+        assert weaker is not None
+        assert point.overall.truth.bot_recall > weaker.bot_recall + 0.1
+    data = ev.to_dict()["models"]["good"]
+    assert [p["target_fpr"] for p in data["at_human_fpr"]] == [0.01, 0.02]
+    blind = evaluate(*_day(truth=False), fpr_points=[0.01])
+    assert "at_human_fpr" not in blind.to_dict()["models"]["good"]
+    with pytest.raises(EvaluationError, match="no ground truth"):
+        blind.models["good"].at_human(0.01)
+    with pytest.raises(EvaluationError, match=r"pick one of 0\.01, 0\.02"):
+        good.at_human(0.05)
+
+
 def test_served_per_slice_thresholds_are_applied_slice_by_slice() -> None:
     frame, scores = _day()
     per_slice = {"app/in": 0.3, "app/out": 0.5, "desktop/in": 0.7, "desktop/out": 0.9}
