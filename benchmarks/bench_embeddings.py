@@ -68,9 +68,9 @@ def _compare(root: Path, cross_layers: int, report_dir: Path) -> Evaluation:
         "network_dcn": lambda x: predict(dcn.module, x),
         "network_no_ids": lambda x: predict(plain.module, x),
         "logistic_regression_no_ids": baselines.logistic_regression(
-            fit, learn.seed, categorical=False
+            fit, learn.seed, categorical=()
         ),
-        "boosted_trees_no_ids": baselines.boosted_trees(fit, learn.seed, categorical=False),
+        "boosted_trees_no_ids": baselines.boosted_trees(fit, learn.seed, categorical=()),
     }
     outcome = fit_and_export(
         prepared, settings, report_dir, export=False, say=print, compare=compare

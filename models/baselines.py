@@ -13,7 +13,7 @@ the fit rows keep their own, the others are one "other" category).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -60,13 +60,15 @@ def _probability(model: Pipeline | HistGradientBoostingClassifier) -> Scorer:
     return score
 
 
-def logistic_regression(fit: Split, seed: int, *, categorical: bool = True) -> Scorer:
-    """``categorical``: one-hot encode the categorical ids too (else leave them out)."""
+def logistic_regression(
+    fit: Split, seed: int, *, categorical: Sequence[int] = CATEGORICAL_COLUMNS
+) -> Scorer:
+    """``categorical``: the categorical id columns to one-hot encode (the others are left out)."""
     numeric = make_pipeline(FunctionTransformer(_compress), StandardScaler())
     parts: list[tuple[str, object, list[int]]] = [("numeric", numeric, list(NUMERIC_COLUMNS))]
-    if categorical and CATEGORICAL_COLUMNS:
+    if categorical:
         onehot = OneHotEncoder(handle_unknown="ignore", min_frequency=MIN_FREQUENCY)
-        parts.append(("categorical", onehot, list(CATEGORICAL_COLUMNS)))
+        parts.append(("categorical", onehot, list(categorical)))
     model = make_pipeline(
         ColumnTransformer(parts, sparse_threshold=0.3),
         LogisticRegression(max_iter=2000, random_state=seed),
@@ -98,10 +100,13 @@ class _TopCategories:
         return out
 
 
-def boosted_trees(fit: Split, seed: int, *, categorical: bool = True) -> Scorer:
-    """``categorical``: split on the categorical ids as categories (else leave them out)."""
+def boosted_trees(
+    fit: Split, seed: int, *, categorical: Sequence[int] = CATEGORICAL_COLUMNS
+) -> Scorer:
+    """``categorical``: the categorical id columns to split on as categories (the others are
+    left out)."""
     # Trees do not care about scale; early stopping off so the split is the same as the others'.
-    columns = list(CATEGORICAL_COLUMNS) if categorical else []
+    columns = list(categorical)
     keep = list(NUMERIC_COLUMNS) + columns
     codes = _TopCategories(fit.x, columns)
     model = HistGradientBoostingClassifier(

@@ -34,6 +34,7 @@ from models.report import HEADLINE_FPR, write_report
 from models.scoring import feature_rows
 from models.weights import WeightReport, sample_weights
 from slidr.archive import DECISIONS, FEATURES_DATASET, has_dataset
+from slidr.features import CATEGORICAL_COLUMNS, FEATURES, IDENTIFYING_COLUMNS
 from slidr.metrics import curve
 from slidr.settings import LearnSettings, Settings
 
@@ -292,6 +293,34 @@ def train(
     )
 
 
+def categorical_inputs(learn: LearnSettings, labels: LabelReport) -> tuple[int, ...]:
+    """The categorical id columns every model reads (the same for all: a fair comparison).
+
+    With ``identifying_ids`` "auto", the ids that name a user are left out when some human
+    labels come from the customer's RFM score: a label given per customer is a fact about the
+    user, and with the user's IP network and exact user agent as inputs the models learn which
+    users are high-RFM customers rather than what humans do. Other logged-in humans then score
+    as bots, and the high-RFM clicks, which stand in for humans in calibration, no longer
+    represent them (docs/learning.md).
+    """
+    leave_out = learn.identifying_ids == "never" or (
+        learn.identifying_ids == "auto" and labels.human_by_rfm > 0
+    )
+    dropped = set(IDENTIFYING_COLUMNS) if leave_out else set()
+    return tuple(c for c in CATEGORICAL_COLUMNS if c not in dropped)
+
+
+def embedding_settings(learn: LearnSettings, inputs: Sequence[int]) -> LearnSettings:
+    """``learn`` with its embeddings narrowed to the ``inputs`` ids."""
+    if learn.embeddings is False:
+        return learn
+    every = {FEATURES[c] for c in CATEGORICAL_COLUMNS}
+    wanted = every if learn.embeddings is True else set(learn.embeddings)
+    return learn.model_copy(
+        update={"embeddings": tuple(FEATURES[c] for c in inputs if FEATURES[c] in wanted)}
+    )
+
+
 def fit_and_export(
     prepared: Prepared,
     settings: Settings,
@@ -318,14 +347,20 @@ def fit_and_export(
     def on_epoch(epoch: int, train_loss: float, holdout_loss: float) -> None:
         say(f"epoch {epoch}: train loss {train_loss:.4f}, holdout loss {holdout_loss:.4f}")
 
-    network = train_network(fit, stop, learn, on_epoch)
+    inputs = categorical_inputs(learn, prepared.labels)
+    if len(inputs) < len(CATEGORICAL_COLUMNS):
+        say(
+            "ids that name a user (IP network, user agent) left out of every model: some human "
+            "labels come from customers' RFM scores (learn.identifying_ids)"
+        )
+    network = train_network(fit, stop, embedding_settings(learn, inputs), on_epoch)
     seconds[NETWORK] = network.seconds
     say(f"network: {network.seconds:.1f} s, best epoch {network.best_epoch} of {network.epochs}")
     started = time.perf_counter()
-    logreg = baselines.logistic_regression(fit, learn.seed)
+    logreg = baselines.logistic_regression(fit, learn.seed, categorical=inputs)
     seconds["logistic_regression"] = time.perf_counter() - started
     started = time.perf_counter()
-    trees = baselines.boosted_trees(fit, learn.seed)
+    trees = baselines.boosted_trees(fit, learn.seed, categorical=inputs)
     seconds["boosted_trees"] = time.perf_counter() - started
     say(", ".join(f"{name} {s:.1f} s" for name, s in seconds.items() if name != NETWORK))
 

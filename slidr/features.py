@@ -322,6 +322,10 @@ FEATURE_HASH = SPEC.digest()
 #: Columns of the categorical ids, in spec order, and each one's number of buckets.
 CATEGORICAL_COLUMNS: tuple[int, ...] = tuple(INDEX[c.name] for c in SPEC.categorical)
 CATEGORICAL_BUCKETS: tuple[int, ...] = tuple(c.buckets for c in SPEC.categorical)
+#: The ids that name a user rather than a context: an IP network, a device's exact user agent.
+#: A model can learn from them which users carry a label, not how humans and bots behave;
+#: ``models.train.categorical_inputs`` leaves them out when labels are given per customer.
+IDENTIFYING_COLUMNS: tuple[int, ...] = (INDEX["ip_prefix_bucket"], INDEX["user_agent_bucket"])
 #: Every other column: counts, gaps, time and login, which models read as numbers.
 NUMERIC_COLUMNS: tuple[int, ...] = tuple(
     i for i in range(N_FEATURES) if i not in set(CATEGORICAL_COLUMNS)

@@ -358,6 +358,11 @@ class LearnSettings(_Section):
     #: for every field, false for none (the numeric features only), or the feature names of
     #: some (docs/learning.md compares them).
     embeddings: bool | tuple[str, ...] = True
+    #: The ids that name a user (IP network, exact user agent: slidr.features.IDENTIFYING_COLUMNS)
+    #: as inputs of every model: "auto" leaves them out when some human labels come from the
+    #: customer's RFM score, because the models then learn which users are high-RFM customers
+    #: instead of what humans do, and score other logged-in humans as bots (docs/learning.md).
+    identifying_ids: Literal["auto", "always", "never"] = "auto"
     #: A bucket with fewer training rows than this is read as "none" (bucket 0): its embedding
     #: would be learned from too few clicks. 200 beat 1 on every simulated validation seed and
     #: kept the TalkingData-format gain (docs/learning.md).

@@ -19,7 +19,9 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from models import baselines
+from models.dataset import LabelReport
 from models.network import SlidrNet, Split, predict
+from models.train import categorical_inputs, embedding_settings
 from slidr.events import Click, DeviceType, Platform
 from slidr.features import (
     CATEGORICAL_BUCKETS,
@@ -36,7 +38,7 @@ from slidr.features import (
     ip_prefix,
     ua_family,
 )
-from slidr.settings import PROJECT_ROOT
+from slidr.settings import PROJECT_ROOT, LearnSettings
 from streams.feature_store import local_features
 from tests.factories import feature_rows
 
@@ -201,7 +203,7 @@ def check_the_baselines() -> None:
     held, truth = x[6000:], y[6000:]
     for learner in (baselines.logistic_regression, baselines.boosted_trees):
         with_ids = roc_auc_score(truth, learner(fit, 0)(held))
-        without = roc_auc_score(truth, learner(fit, 0, categorical=False)(held))
+        without = roc_auc_score(truth, learner(fit, 0, categorical=())(held))
         assert with_ids > 0.8 and without < 0.6, (learner.__name__, with_ids, without)
     unseen = held[:2].copy()
     unseen[:, ad] = 10_000.0  # a bucket no fit row had
@@ -231,3 +233,35 @@ def test_the_network_embeds_the_chosen_fields_and_reads_rare_buckets_as_none() -
     assert ua in net.categorical.tolist()
     with pytest.raises(ValueError, match="not categorical"):
         SlidrNet((16, 8), embeddings=("ip_clicks_1m",))
+
+
+def test_ids_that_name_a_user_are_left_out_when_labels_are_given_per_customer() -> None:
+    per_customer = LabelReport(
+        clicks=10,
+        without_features=0,
+        not_yet_labelled=0,
+        labelled=10,
+        human_by_purchase=2,
+        human_by_rfm=3,
+        non_human=5,
+        as_of="2026-01-01T00:00:00+00:00",
+    )
+    per_click = dataclasses.replace(per_customer, human_by_rfm=0)  # e.g. TalkingData
+    learn = LearnSettings()
+    inputs = categorical_inputs(learn, per_customer)
+    assert [FEATURES[c] for c in CATEGORICAL_COLUMNS if c not in inputs] == [
+        "ip_prefix_bucket",
+        "user_agent_bucket",
+    ]
+    assert categorical_inputs(learn, per_click) == CATEGORICAL_COLUMNS
+    always = learn.model_copy(update={"identifying_ids": "always"})
+    never = learn.model_copy(update={"identifying_ids": "never"})
+    assert categorical_inputs(always, per_customer) == CATEGORICAL_COLUMNS
+    assert categorical_inputs(never, per_click) == inputs
+    # The network embeds what the others read, narrowed further by its own choice.
+    net = SlidrNet((16, 8), embeddings=embedding_settings(learn, inputs).embeddings)
+    assert sorted(net.categorical.tolist()) == sorted(inputs)
+    some = learn.model_copy(update={"embeddings": ("ad_bucket", "ip_prefix_bucket")})
+    assert embedding_settings(some, inputs).embeddings == ("ad_bucket",)
+    none = learn.model_copy(update={"embeddings": False})
+    assert embedding_settings(none, inputs).embeddings is False
