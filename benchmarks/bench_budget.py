@@ -7,9 +7,9 @@ and stopped here), train exactly what the daily cycle trains (``models.train.pre
 later day against the simulator's ground truth, for two calibrations:
 
 - ``previous``: the calibration before issue 19: slices with fewer than ``min_purchases``
-  purchasing clicks pooled into their parent, the budget bound to the purchaser FPR;
+  purchasing clicks pooled into their parent, the budget bound to the purchaser FPR's point;
 - ``current``: the settings' defaults (shrinkage toward the parent, the budget bound to the
-  estimated human FPR, calibration/human.py).
+  estimated human FPR, calibration/human.py, at its ``budget_confidence`` upper bound).
 
 Figures per seed: the estimated and the true human FPR at the operating point (calibration
 day; and of a second calibration on the later day itself, a second test of the estimate), the
@@ -129,6 +129,8 @@ def scored_days(
 class SeedFigures:
     seed: int
     budget: float
+    #: The FPR the current calibration solved at (the budget less its confidence margin).
+    solved_budget: float
     #: Calibration day, at the current calibration's thresholds.
     estimated_human_fpr: float
     estimated_human_fpr_interval: tuple[float, float]
@@ -226,7 +228,9 @@ def measure_seed(
     from slidr.settings import CalibrationSettings
 
     current = CalibrationSettings()
-    previous = CalibrationSettings(slice_pooling="pool", fpr_target="purchaser")
+    previous = CalibrationSettings(
+        slice_pooling="pool", fpr_target="purchaser", budget_confidence=0.5
+    )
     now = _calibrate(calib, later, current)
     before = _calibrate(calib, later, previous)
     if not (now.calibrated and before.calibrated):
@@ -258,6 +262,7 @@ def measure_seed(
     return SeedFigures(
         seed=seed,
         budget=current.fpr_budget,
+        solved_budget=now.solved_budget,
         estimated_human_fpr=estimate.value,
         estimated_human_fpr_interval=(estimate.low, estimate.high),
         purchaser_fpr=float(mine.calibration_day.overall.fpr),
@@ -301,16 +306,17 @@ def main() -> None:
     if args.prepare_only:
         return
     header = (
-        "| seed | est. human FPR [95 %] | purchaser FPR | true human FPR | next day: true human "
-        "FPR (x budget) | previous | own thresholds (previous) | IVR next day | previous at "
-        "equal human FPR | global at equal human FPR |"
+        "| seed | solved at | est. human FPR [95 %] | purchaser FPR | true human FPR | next day: "
+        "true human FPR (x budget) | previous | own thresholds (previous) | IVR next day | "
+        "previous at equal human FPR | global at equal human FPR |"
     )
     print(header)
-    print("|" + "---|" * 10)
+    print("|" + "---|" * 11)
     for r in results:
         low, high = r.estimated_human_fpr_interval
         print(
-            f"| {r.seed} | {r.estimated_human_fpr:.2%} [{low:.2%}, {high:.2%}] | "
+            f"| {r.seed} | {r.solved_budget:.2%} | {r.estimated_human_fpr:.2%} "
+            f"[{low:.2%}, {high:.2%}] | "
             f"{r.purchaser_fpr:.2%} | {r.true_human_fpr:.2%} | {r.realised_human_fpr:.2%} "
             f"({r.realised_ratio:.2f}x) | {r.previous_realised_human_fpr:.2%} | "
             f"{r.slices_with_own_threshold} ({r.previous_slices_with_own_threshold}) | "

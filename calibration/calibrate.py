@@ -23,7 +23,15 @@ from calibration.fit import FitMethod, IvrFit, fit_ivr
 from calibration.human import Estimate, human_weights, stand_in_weights, weighted_rate
 from calibration.problem import SliceTerms, SolveFailed, allocation_problem
 from calibration.slices import SliceData, build_shrunk_slices, build_slices, check_frame
-from slidr.metrics import REPORT_CONFIDENCE, Curve, Floats, curve, effective_size, knee
+from slidr.metrics import (
+    REPORT_CONFIDENCE,
+    Curve,
+    Floats,
+    curve,
+    effective_size,
+    knee,
+    z_one_sided,
+)
 from slidr.serving_figures import SCORE_BINS
 from slidr.settings import CalibrationSettings
 from slidr.slices import ROOT_SLICE, SLICE_FIELDS
@@ -93,6 +101,9 @@ class CalibrationOutcome:
     #: What to serve: the new thresholds, or the last good ones when the solve gave none.
     thresholds: dict[str, float]
     min_feasible_budget: float
+    #: The FPR the thresholds were solved at: the budget's point under ``budget_confidence``
+    #: (:func:`bounded_budget`), never below ``min_feasible_budget``.
+    solved_budget: float
     notes: list[str]
     windows: dict[str, list[str]]
     solve_ms: float
@@ -274,6 +285,15 @@ def run(
     )
     points: dict[str, SlicePoint] = {}
     solve_ms = 0.0
+    n = evidence(calib, settings)
+    solved_at = max(bounded_budget(settings.fpr_budget, n, settings.budget_confidence), min_budget)
+    if solved_at < settings.fpr_budget:
+        notes.append(
+            f"the budget binds the {settings.budget_confidence:.0%} upper bound of the "
+            f"{settings.fpr_target} FPR on {n:,.0f} (effective) clicks: solved at "
+            f"{solved_at:.2%}"
+            + (", the smallest feasible budget" if solved_at == min_budget else "")
+        )
     if settings.fpr_budget < min_budget:
         status = Status.INFEASIBLE_BUDGET
         # Rounded up, so that the budget the message names is feasible as written.
@@ -288,7 +308,7 @@ def run(
         terms = [SliceTerms(sf.unit.click_share, sf.unit.purchase_share, sf.fit) for sf in fits]
         t0 = time.perf_counter()
         try:
-            chosen = problem.solve(terms, settings.fpr_budget)
+            chosen = problem.solve(terms, solved_at)
         except SolveFailed as exc:
             status, message = Status.SOLVER_FAILED, f"{exc}; {keeping}"
         else:
@@ -297,6 +317,12 @@ def run(
             status = Status.CALIBRATED
             message = (
                 f"calibrated {len(points)} slices under an FPR budget of {settings.fpr_budget:.2%}"
+                + (
+                    f" (solved at {solved_at:.2%}, whose {settings.budget_confidence:.0%} upper "
+                    "bound is the budget)"
+                    if solved_at < settings.fpr_budget
+                    else ""
+                )
             )
         solve_ms = (time.perf_counter() - t0) * 1e3
     if status is not Status.CALIBRATED:
@@ -311,6 +337,7 @@ def run(
         points=points,
         thresholds=kept,
         min_feasible_budget=min_budget,
+        solved_budget=solved_at,
         notes=notes,
         windows={"calibrate": _window(calib), "evaluate": _window(held_out)},
         solve_ms=solve_ms,
@@ -338,6 +365,35 @@ def hour_profile(
     k = np.bincount(band[bought & invalid], minlength=bands).astype(np.float64)
     fpr = np.divide(k, n, out=np.zeros(bands), where=n > 0)
     return {"purchaser": fpr.tolist(), "purchases": n.tolist()}
+
+
+def evidence(frame: pd.DataFrame, settings: CalibrationSettings) -> float:
+    """The sample size behind the FPR the budget binds: the purchasing clicks, or Kish's
+    effective size of the human stand-ins' (unsmoothed) weights, as in :func:`fpr_estimates`."""
+    if settings.fpr_target == "purchaser":
+        return float(frame["purchased"].sum())
+    behind = stand_in_weights(
+        frame, with_rfm=settings.human_with_rfm, hour_bands=settings.human_hour_bands
+    )
+    return effective_size(behind[behind > 0])
+
+
+def bounded_budget(budget: float, n: float, confidence: float) -> float:
+    """The largest FPR whose one-sided Wilson upper bound at ``confidence``, observed on ``n``
+    clicks, is at most ``budget`` (0 when none is).
+
+    Wilson's bound is the rate the score test would just accept, ``|p - b| = z sqrt(b (1 - b)
+    / n)`` with the variance at ``b``, so the answer is ``b - z sqrt(b (1 - b) / n)``.
+
+    >>> round(bounded_budget(0.02, 600, 0.8), 4)
+    0.0152
+    >>> bounded_budget(0.02, 600, 0.5)  # the point itself
+    0.02
+    """
+    z = z_one_sided(confidence)
+    if n <= 0:
+        return budget
+    return max(budget - z * math.sqrt(budget * (1.0 - budget) / n), 0.0)
 
 
 def fpr_weight(frame: pd.DataFrame, settings: CalibrationSettings) -> Floats:

@@ -55,6 +55,8 @@ def record_of(outcome: CalibrationOutcome, model: str) -> dict[str, Any]:
         "thresholds": outcome.thresholds,
         "slice_fields": list(s.slice_fields),
         "fpr_budget": s.fpr_budget,
+        # The FPR solved at: the budget less its margin at ``budget_confidence``.
+        "solved_budget": outcome.solved_budget,
         # Which FPR the budget binds, and both FPRs of these thresholds with 95 % intervals.
         "fpr_target": s.fpr_target,
         "fpr": {

@@ -64,6 +64,7 @@ def report_of(outcome: CalibrationOutcome) -> dict[str, Any]:
             "model_version": outcome.model_version,
             "settings": outcome.settings.model_dump(mode="json"),
             "min_feasible_budget": outcome.min_feasible_budget,
+            "solved_budget": outcome.solved_budget,
             "thresholds": outcome.thresholds,
             "notes": outcome.notes,
             "data_window": outcome.windows,

@@ -414,6 +414,12 @@ class CalibrationSettings(_Section):
     #: Which FPR the budget binds: "human" (the estimated share of all human clicks
     #: invalidated, calibration/human.py) or "purchaser" (the article's: purchasing clicks).
     fpr_target: Literal["human", "purchaser"] = "human"
+    #: The budget binds the one-sided upper bound of the calibration day's FPR estimate at this
+    #: confidence (Wilson's, on the purchasing clicks or the stand-ins' effective size), not the
+    #: estimate itself: the thresholds are solved at the largest FPR whose bound is the budget.
+    #: 0.5 binds the point (the article's). 0.8: the lowest level at which the next day held
+    #: the budget on the mean of the validation seeds (docs/calibration.md).
+    budget_confidence: float = Field(default=0.8, ge=0.5, lt=1.0)
     #: Stand-ins for humans in the human-FPR estimate: purchasing clicks, plus high-RFM clicks.
     human_with_rfm: bool = True
     #: Cells of the human-FPR estimate: each slice times this many bands of hours of the day.

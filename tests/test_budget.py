@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from calibration import Policy, Status, run
-from calibration.calibrate import fpr_estimates
+from calibration.calibrate import bounded_budget, fpr_estimates
 from calibration.human import human_weights, stand_in_weights, weighted_rate
 from calibration.shrink import fit_shrinkage
 from calibration.slices import build_shrunk_slices
-from slidr.metrics import Bools
+from slidr.metrics import Bools, wilson, z_one_sided
 from slidr.settings import CalibrationSettings
 from tests.test_calibration import SLICES, synthetic_day
 
@@ -96,6 +96,40 @@ def test_the_budget_binds_the_human_fpr_and_both_figures_are_reported() -> None:
     assert set(figures) == {"purchaser", "human"}
     assert figures["human"].low <= figures["human"].value <= figures["human"].high
     assert outcome.comparison[Policy.SLICE_LEVEL].calibration_day.overall.fpr > 0
+
+
+@pytest.mark.parametrize("n", [50.0, 600.0, 20_000.0])
+def test_the_bounded_budget_is_the_fpr_whose_upper_bound_is_the_budget(n: float) -> None:
+    solved = bounded_budget(0.02, n, 0.8)
+    assert 0.0 < solved < 0.02
+    assert wilson(solved, n, z_one_sided(0.8))[1] == pytest.approx(0.02)
+    assert bounded_budget(0.02, n, 0.5) == 0.02  # the point: no margin
+    assert bounded_budget(0.02, n, 0.95) < solved  # surer, lower
+    assert bounded_budget(0.02, 4 * n, 0.8) > solved  # more evidence, a smaller margin
+    assert bounded_budget(0.02, 1.0, 0.99) == 0.0  # no FPR is bounded below the budget
+
+
+def test_the_thresholds_are_solved_where_the_estimate_s_upper_bound_meets_the_budget() -> None:
+    days = synthetic_day(1, "2026-01-05"), synthetic_day(2, "2026-01-06")
+    point = run(*days, SHRINK.model_copy(update={"budget_confidence": 0.5}), model_version=1)
+    bound = run(*days, SHRINK.model_copy(update={"budget_confidence": 0.8}), model_version=1)
+    assert point.calibrated and bound.calibrated, (point.message, bound.message)
+    assert point.solved_budget == SHRINK.fpr_budget
+    assert point.min_feasible_budget < bound.solved_budget < SHRINK.fpr_budget
+    estimate = bound.fpr_estimates["calibration_day"]["all"]["human"]
+    # The one-sided 80 % bound of what the thresholds invalidate meets the budget, not the point.
+    assert estimate.value <= bound.solved_budget + 1e-3
+    upper = wilson(estimate.value, estimate.n, z_one_sided(0.8))[1]
+    assert upper <= SHRINK.fpr_budget + 1e-3
+    within = point.fpr_estimates["calibration_day"]["all"]["human"].value
+    assert within > estimate.value
+    assert any("80% upper bound" in note for note in bound.notes)
+    assert "solved at" in bound.message and "solved at" not in point.message
+    # Below the coverage floor's smallest feasible budget the floor wins.
+    near_floor = {"fpr_budget": 1.2 * point.min_feasible_budget, "budget_confidence": 0.95}
+    floor = run(*days, SHRINK.model_copy(update=near_floor), model_version=1)
+    assert floor.calibrated and floor.solved_budget == floor.min_feasible_budget
+    assert any("smallest feasible budget" in note for note in floor.notes)
 
 
 def _thin_stand_ins(rng: np.random.Generator) -> tuple[pd.DataFrame, Bools]:
