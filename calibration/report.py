@@ -203,10 +203,15 @@ def fpr_lines(outcome: CalibrationOutcome) -> list[str]:
                 f"{name}: purchaser {_pct(p.value)} [{_pct(p.low)}, {_pct(p.high)}], "
                 f"human (est.) {_pct(h.value)} [{_pct(h.low)}, {_pct(h.high)}]"
             )
-        target = outcome.settings.fpr_target
+        s = outcome.settings
+        bound = (
+            f", solved at {outcome.solved_budget:.2%} for its {s.budget_confidence:.0%} upper bound"
+            if outcome.solved_budget < s.fpr_budget
+            else ""
+        )
         lines.append(
-            f"FPR, {day.replace('_', ' ')} (budget {outcome.settings.fpr_budget:.2%} on the "
-            f"{target} FPR): " + "; ".join(cells)
+            f"FPR, {day.replace('_', ' ')} (budget {s.fpr_budget:.2%} on the "
+            f"{s.fpr_target} FPR{bound}): " + "; ".join(cells)
         )
     return lines
 
