@@ -58,6 +58,15 @@ def calibrate(
         min=1e-6,
         max=0.999999,
     ),
+    budget_confidence: float | None = setting_option(
+        "calibration",
+        "budget_confidence",
+        "The budget binds the FPR estimate's one-sided upper bound at this confidence; 0.5 "
+        "binds the estimate itself. Default: setting.",
+        "--budget-confidence",
+        min=0.5,
+        max=0.999999,
+    ),
     min_coverage: float | None = setting_option(
         "calibration",
         "min_coverage",
@@ -109,7 +118,10 @@ def calibrate(
             param_hint="--eval-day",
         )
     settings = get_settings().overriding(
-        "calibration", fpr_budget=budget, min_coverage=min_coverage
+        "calibration",
+        fpr_budget=budget,
+        budget_confidence=budget_confidence,
+        min_coverage=min_coverage,
     )
     calibration = settings.calibration
     root = archive_root(settings, archive)
