@@ -315,14 +315,10 @@ def run(
             points = _points(fits, chosen)
             kept = {name: p.threshold for name, p in points.items()}
             status = Status.CALIBRATED
+            margin = solved_at_phrase(settings, solved_at)
             message = (
                 f"calibrated {len(points)} slices under an FPR budget of {settings.fpr_budget:.2%}"
-                + (
-                    f" (solved at {solved_at:.2%}, whose {settings.budget_confidence:.0%} upper "
-                    "bound is the budget)"
-                    if solved_at < settings.fpr_budget
-                    else ""
-                )
+                + (f" ({margin})" if margin else "")
             )
         solve_ms = (time.perf_counter() - t0) * 1e3
     if status is not Status.CALIBRATED:
@@ -376,6 +372,15 @@ def evidence(frame: pd.DataFrame, settings: CalibrationSettings) -> float:
         frame, with_rfm=settings.human_with_rfm, hour_bands=settings.human_hour_bands
     )
     return effective_size(behind[behind > 0])
+
+
+def solved_at_phrase(settings: CalibrationSettings, solved: float) -> str:
+    """Where the thresholds were solved when that is below the budget, else "": one wording
+    for the outcome's message and the report's lines."""
+    if solved >= settings.fpr_budget:
+        return ""
+    confidence = settings.budget_confidence
+    return f"solved at {solved:.2%}, whose {confidence:.0%} upper bound is the budget"
 
 
 def bounded_budget(budget: float, n: float, confidence: float) -> float:

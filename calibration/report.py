@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Column, Table
 
-from calibration.calibrate import CalibrationOutcome, Policy
+from calibration.calibrate import CalibrationOutcome, Policy, solved_at_phrase
 from calibration.plots import plot_slices
 from slidr.console import make_console
 from slidr.metrics import REPORT_CONFIDENCE, Rates, TruthRates, z_two_sided
@@ -204,14 +204,10 @@ def fpr_lines(outcome: CalibrationOutcome) -> list[str]:
                 f"human (est.) {_pct(h.value)} [{_pct(h.low)}, {_pct(h.high)}]"
             )
         s = outcome.settings
-        bound = (
-            f", solved at {outcome.solved_budget:.2%} for its {s.budget_confidence:.0%} upper bound"
-            if outcome.solved_budget < s.fpr_budget
-            else ""
-        )
+        margin = solved_at_phrase(s, outcome.solved_budget)
         lines.append(
             f"FPR, {day.replace('_', ' ')} (budget {s.fpr_budget:.2%} on the "
-            f"{s.fpr_target} FPR{bound}): " + "; ".join(cells)
+            f"{s.fpr_target} FPR{'; ' + margin if margin else ''}): " + "; ".join(cells)
         )
     return lines
 
