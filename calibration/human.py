@@ -12,8 +12,7 @@ at or below ``m``, and ``k`` of all its clicks do, the cell holds about ``k / q`
 positive-unlabelled estimate of Elkan and Noto, per cell). Each stand-in then carries the
 weight ``(k / q) / stand-ins in the cell``; the human FPR of a threshold is the weighted share
 of stand-ins it invalidates. Stand-ins are the purchasing clicks, and optionally the
-high-RFM (``rfm_human``) clicks the coverage heuristic does not flag, as a second sample of
-humans (:func:`stand_ins`).
+high-RFM (``rfm_human``) clicks as a second sample of humans.
 
 Both assumptions err the same way: a bot scoring below ``m`` is counted as a human of its
 cell, which weights bot-heavy (logged-out) cells up, where humans are invalidated more, so the
@@ -40,17 +39,10 @@ SMOOTH_STAND_INS = 4.0
 
 
 def stand_ins(frame: pd.DataFrame, with_rfm: bool) -> Bools:
-    """Clicks standing in for humans: purchasing, and high-RFM ones when asked and known,
-    except those the coverage heuristic flags (``robotic``): bots that take over customer
-    accounts click as a high-RFM customer, and the model scores them highest, so as stand-ins
-    they read as invalidated humans exactly where a threshold would catch them. Bots do not
-    buy: a purchasing click stays whatever its session did."""
+    """Clicks standing in for humans: purchasing, and high-RFM ones when asked and known."""
     chosen = frame["purchased"].to_numpy(dtype=bool)
     if with_rfm and "rfm_human" in frame.columns:
-        rfm = frame["rfm_human"].to_numpy(dtype=bool)
-        if "robotic" in frame.columns:
-            rfm = rfm & ~frame["robotic"].to_numpy(dtype=bool)
-        chosen = chosen | rfm
+        chosen = chosen | frame["rfm_human"].to_numpy(dtype=bool)
     out: Bools = chosen
     return out
 

@@ -9,7 +9,7 @@ import pytest
 
 from calibration import Policy, Status, run
 from calibration.calibrate import bounded_budget, fpr_estimates
-from calibration.human import human_weights, stand_in_weights, stand_ins, weighted_rate
+from calibration.human import human_weights, stand_in_weights, weighted_rate
 from calibration.shrink import fit_shrinkage
 from calibration.slices import build_shrunk_slices
 from slidr.metrics import Bools, wilson, z_one_sided
@@ -86,20 +86,6 @@ def test_the_human_fpr_estimate_corrects_purchasers_bias() -> None:
     assert abs(purchaser / truth - 1) > 0.25  # the stand-in alone is far off
     assert estimate.value == pytest.approx(truth, rel=0.25)
     assert estimate.low <= estimate.value <= estimate.high and estimate.value > purchaser
-
-
-def test_flagged_high_rfm_clicks_are_no_stand_ins_but_flagged_purchasing_clicks_are() -> None:
-    # A bot on a taken-over high-RFM account scores highest: as a stand-in it would read as an
-    # invalidated human exactly where the threshold catches it.
-    frame = pd.DataFrame(
-        {
-            "purchased": [True, True, False, False, False],
-            "rfm_human": [False, True, True, True, False],
-            "robotic": [True, False, False, True, True],
-        }
-    )
-    assert stand_ins(frame, with_rfm=True).tolist() == [True, True, True, False, False]
-    assert stand_ins(frame, with_rfm=False).tolist() == [True, True, False, False, False]
 
 
 def test_the_budget_binds_the_human_fpr_and_both_figures_are_reported() -> None:
