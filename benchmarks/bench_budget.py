@@ -297,7 +297,7 @@ def against_targets(results: list[SeedFigures]) -> list[str]:
     """One line per target of issue 19: on how many seeds (or estimation problems) it is met."""
 
     def inside(estimate: float, interval: tuple[float, float], truth: float) -> tuple[bool, bool]:
-        return abs(estimate / truth - 1) <= 0.25, interval[0] <= truth <= interval[1]
+        return abs(estimate / truth - 1) <= 0.25, _covers(interval, truth)
 
     problems = [
         inside(r.estimated_human_fpr, r.estimated_human_fpr_interval, r.true_human_fpr)
@@ -331,9 +331,12 @@ def against_targets(results: list[SeedFigures]) -> list[str]:
     return lines
 
 
+def _covers(interval: tuple[float, float], truth: float) -> bool:
+    return interval[0] <= truth <= interval[1]
+
+
 def _versus(estimate: float, interval: tuple[float, float], truth: float) -> str:
-    low, high = interval
-    inside = "in" if low <= truth <= high else "out"
+    inside = "in" if _covers(interval, truth) else "out"
     return f"{estimate:.2%} vs {truth:.2%} ({estimate / truth - 1:+.0%}, {inside})"
 
 
