@@ -61,6 +61,8 @@ FRAME_COLUMNS = (
 )  # fmt: skip
 #: The previous calibration's budget swept to compare IVR at equal realised human FPR.
 SWEEP = (0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.08)
+#: ``--guardrail``: candidates solved at these multiples of the budget, judged against it.
+GUARDRAIL_CANDIDATES = (1.0, 2.0, 3.0)
 
 
 def _free_port() -> int:
@@ -155,6 +157,65 @@ class SeedFigures:
     intraday_realised_human_fpr: float | None = None
     intraday_ivr: float | None = None
     intraday_resolves: int | None = None
+    #: ``--guardrail``: the model guardrail's budget check on the later day (below).
+    guardrail: list[GuardrailVerdict] | None = None
+
+
+@dataclass(frozen=True)
+class GuardrailVerdict:
+    """A candidate solved at ``solved_at`` judged on the later day against the budget: the
+    ``fpr_budget`` check on the purchaser FPR and on the estimated human FPR, and the truth."""
+
+    solved_at: float
+    true_human_fpr: float
+    over_on_the_truth: bool
+    purchaser_fpr: float
+    purchaser_verdict: str
+    human_fpr: float
+    human_n: float
+    human_verdict: str
+
+
+def guardrail_verdicts(calib: pd.DataFrame, later: pd.DataFrame) -> list[GuardrailVerdict]:
+    """Candidates of growing harm (solved at 1-3x the budget), each judged by the model
+    guardrails' budget check on the later day with either FPR, as ``models.daily`` does."""
+    from calibration import Policy
+    from guardrails.model import BudgetFpr, check_candidate, purchaser_fpr
+    from slidr.settings import CalibrationSettings, GuardrailSettings
+
+    settings, guard = CalibrationSettings(), GuardrailSettings()
+    bound = settings.fpr_budget + guard.fpr_budget_slack
+    out = []
+    for times in GUARDRAIL_CANDIDATES:
+        solved = settings.model_copy(update={"fpr_budget": times * settings.fpr_budget})
+        outcome = _calibrate(calib, later, solved)
+        if not outcome.calibrated:
+            continue
+        day = outcome.comparison[Policy.SLICE_LEVEL].evaluation_day
+        human = outcome.fpr_estimates["evaluation_day"]["all"]["human"]
+        verdicts = []
+        for fpr in (
+            purchaser_fpr(day.overall),
+            BudgetFpr(human.value, human.n, "human FPR (est.)"),
+        ):
+            report = check_candidate({"all": day.overall}, None, settings.fpr_budget, guard,
+                                     candidate_fpr=fpr)  # fmt: skip
+            (check,) = [c for c in report.checks if c.name == "fpr_budget"]
+            verdicts.append(str(check.status))
+        truth = float(day.truth.human_fpr)
+        out.append(
+            GuardrailVerdict(
+                solved_at=solved.fpr_budget,
+                true_human_fpr=truth,
+                over_on_the_truth=truth > bound,
+                purchaser_fpr=float(day.overall.fpr),
+                purchaser_verdict=verdicts[0],
+                human_fpr=human.value,
+                human_n=human.n,
+                human_verdict=verdicts[1],
+            )
+        )
+    return out
 
 
 def replay_intraday(outcome: Any, later: pd.DataFrame) -> tuple[npt.NDArray[np.bool_], int]:
@@ -223,7 +284,11 @@ def _global_ivr_at(later: pd.DataFrame, human_fpr: float) -> float:
 
 
 def measure_seed(
-    seed: int, calib: pd.DataFrame, later: pd.DataFrame, intraday: bool = False
+    seed: int,
+    calib: pd.DataFrame,
+    later: pd.DataFrame,
+    intraday: bool = False,
+    guardrail: bool = False,
 ) -> SeedFigures:
     from calibration import Policy
     from slidr.settings import CalibrationSettings
@@ -268,6 +333,8 @@ def measure_seed(
             "intraday_ivr": float(flags.mean()),
             "intraday_resolves": resolves,
         }
+    if guardrail:
+        extra["guardrail"] = guardrail_verdicts(calib, later)
     return SeedFigures(
         seed=seed,
         budget=current.fpr_budget,
@@ -340,6 +407,34 @@ def _versus(estimate: float, interval: tuple[float, float], truth: float) -> str
     return f"{estimate:.2%} vs {truth:.2%} ({estimate / truth - 1:+.0%}, {inside})"
 
 
+def print_guardrail(results: list[SeedFigures]) -> None:
+    """The budget check's verdicts per candidate, then how often each FPR refused the
+    candidates over the budget (plus slack) on the truth, and those within it."""
+    print(
+        "\n| seed | solved at | true human FPR, later day | purchaser FPR: verdict "
+        "| human FPR (est., effective n): verdict |"
+    )
+    print("|" + "---|" * 5)
+    verdicts = [(r.seed, v) for r in results for v in r.guardrail or []]
+    for seed, v in verdicts:
+        mark = " (over)" if v.over_on_the_truth else ""
+        print(
+            f"| {seed} | {v.solved_at:.0%} | {v.true_human_fpr:.2%}{mark} | "
+            f"{v.purchaser_fpr:.2%}: {v.purchaser_verdict} | "
+            f"{v.human_fpr:.2%} ({v.human_n:,.0f}): {v.human_verdict} |"
+        )
+    for over, label in ((True, "over the budget plus slack"), (False, "within it")):
+        group = [v for _, v in verdicts if v.over_on_the_truth is over]
+        refused = [
+            sum(getattr(v, f"{fpr}_verdict") == "failed" for v in group)
+            for fpr in ("purchaser", "human")
+        ]
+        print(
+            f"candidates {label} on the truth: {len(group)}; refused on the purchaser FPR "
+            f"{refused[0]}, on the human estimate {refused[1]}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[301, 311, 321, 331])
@@ -351,6 +446,12 @@ def main() -> None:
     parser.add_argument(
         "--intraday", action="store_true", help="also replay the later day with intraday re-solves"
     )
+    parser.add_argument(
+        "--guardrail",
+        action="store_true",
+        help="also judge candidates solved at 1-3x the budget with the model guardrails' budget "
+        "check, on the purchaser FPR and on the human estimate, against the truth",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
     results = []
@@ -359,7 +460,7 @@ def main() -> None:
         calib, later = scored_days(seed, args.days, args.clicks_per_day, args.cache)
         print(f"seed {seed}: scored days ready ({time.perf_counter() - started:.0f} s)")
         if not args.prepare_only:
-            results.append(measure_seed(seed, calib, later, args.intraday))
+            results.append(measure_seed(seed, calib, later, args.intraday, args.guardrail))
     if args.prepare_only:
         return
     header = (
@@ -411,6 +512,8 @@ def main() -> None:
                 f"({r.intraday_realised_human_fpr / r.budget:.2f}x) | {r.ivr:.2%} | "
                 f"{r.intraday_ivr:.2%} | {r.intraday_resolves} |"
             )
+    if args.guardrail:
+        print_guardrail(results)
     print()
     for line in against_targets(results):
         print(line)

@@ -8,6 +8,10 @@ budget on that day (with the same confidence), a candidate may lower IVR by any 
 change limit guards a working model against a drifting successor, and keeping a model that
 invalidates too many humans is the harm the budget exists to prevent.
 
+The budget and the ceiling judge the FPR the budget binds (``BudgetFpr``): the purchaser FPR of
+the rates by default, or the estimated human FPR the caller passes (``SLIDR_CALIBRATION__
+FPR_TARGET=human``, calibration/human.py), a share of Kish's effective number of stand-ins.
+
 Every figure is a rate on a sample of the day's clicks (at 1 % FPR of 500 purchasing clicks,
 five of them), so a check refuses only when its bound is exceeded with the stated confidence
 (``GuardrailSettings.confidence``): the one-sided Wilson bound of the rate (Newcombe's interval
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from statistics import NormalDist
 
 from guardrails.report import Check, GuardrailError, GuardrailReport, Status
@@ -105,14 +110,31 @@ def judged(
     return Check(name, status, observed, bound, detail, interval, sure)
 
 
-def _rate_bounds(rate: float, n: int) -> Bounds:
+@dataclass(frozen=True)
+class BudgetFpr:
+    """The FPR the budget binds, overall: a share of ``n`` clicks (purchasing clicks, or the
+    effective size of the weighted human stand-ins), and what it is, for the check's detail."""
+
+    value: float
+    n: float
+    #: e.g. "purchaser FPR on 464 purchasing clicks".
+    label: str
+
+
+def purchaser_fpr(overall: Rates) -> BudgetFpr:
+    """The article's budget figure: the share of purchasing clicks invalidated."""
+    label = f"purchaser FPR on {overall.purchasing:,} purchasing clicks"
+    return BudgetFpr(overall.fpr, overall.purchasing, label)
+
+
+def _rate_bounds(rate: float, n: float) -> Bounds:
     return lambda z: wilson(rate, n, z)
 
 
 def _bounded(
     name: str,
     observed: float,
-    n: int,
+    n: float,
     settings: GuardrailSettings,
     *,
     low: float | None = None,
@@ -124,24 +146,26 @@ def _bounded(
     return judged(name, observed, bounds, settings, low=low, high=high, detail=detail)
 
 
-def _fpr_budget(overall: Rates, settings: GuardrailSettings, budget: float) -> Check:
+def _fpr_budget(fpr: BudgetFpr, settings: GuardrailSettings, budget: float) -> Check:
     slack = settings.fpr_budget_slack
     return _bounded(
         "fpr_budget",
-        overall.fpr,
-        overall.purchasing,
+        fpr.value,
+        fpr.n,
         settings,
         high=budget + slack,
-        detail=f"budget {budget:g} + slack {slack:g}; {overall.purchasing:,} purchasing clicks",
+        detail=f"budget {budget:g} + slack {slack:g}; {fpr.label}",
     )
 
 
-def _absolute(overall: Rates, settings: GuardrailSettings, budget: float) -> list[Check]:
+def _absolute(
+    overall: Rates, fpr: BudgetFpr, settings: GuardrailSettings, budget: float
+) -> list[Check]:
     s = settings
     return [
         _bounded("ivr", overall.ivr, overall.clicks, s, low=s.min_ivr, high=s.max_ivr),
-        _fpr_budget(overall, s, budget),
-        _bounded("fpr_ceiling", overall.fpr, overall.purchasing, s, high=s.max_fpr),
+        _fpr_budget(fpr, s, budget),
+        _bounded("fpr_ceiling", fpr.value, fpr.n, s, high=s.max_fpr, detail=fpr.label),
         _bounded("coverage", overall.coverage, overall.robotic, s, low=s.min_coverage),
     ]
 
@@ -208,17 +232,23 @@ def check_candidate(
     serving: Mapping[str, Rates] | None,
     budget: float,
     settings: GuardrailSettings,
+    *,
+    candidate_fpr: BudgetFpr | None = None,
+    serving_fpr: BudgetFpr | None = None,
 ) -> GuardrailReport:
     """The candidate's held-out figures against the bounds, the budget and the serving model.
 
     ``serving`` is None when nothing serves yet (the first model): no change is compared.
-    A slice present on one side only is reported as skipped.
+    A slice present on one side only is reported as skipped. ``candidate_fpr`` and
+    ``serving_fpr`` are the overall FPR the budget binds for each model; by default their
+    purchaser FPR.
     """
     if not 0.0 < budget <= 1.0:
         raise GuardrailError(f"FPR budget {budget!r} must be in (0, 1], e.g. 0.02")
     checks: list[Check] = []
     if OVERALL in candidate:
-        checks += _absolute(candidate[OVERALL], settings, budget)
+        mine = candidate_fpr or purchaser_fpr(candidate[OVERALL])
+        checks += _absolute(candidate[OVERALL], mine, settings, budget)
     else:
         missing = f"no {OVERALL!r} entry in the candidate's rates"
         checks.append(Check("overall", Status.FAILED, None, "present", missing))
@@ -226,9 +256,8 @@ def check_candidate(
         checks.append(Check("change", Status.SKIPPED, None, "", "no serving model to compare with"))
         return GuardrailReport("candidate model", tuple(checks))
     incumbent = serving.get(OVERALL)
-    over = incumbent is not None and (
-        _fpr_budget(incumbent, settings, budget).status is Status.FAILED
-    )
+    theirs = serving_fpr or (purchaser_fpr(incumbent) if incumbent is not None else None)
+    over = theirs is not None and _fpr_budget(theirs, settings, budget).status is Status.FAILED
     # Overall first, then the slices in name order.
     for name in sorted(set(candidate) | set(serving), key=lambda n: (n != OVERALL, n)):
         if name in candidate and name in serving:

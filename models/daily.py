@@ -21,12 +21,14 @@ from typing import Any
 import pandas as pd
 
 import calibration
+from calibration.calibrate import fpr_estimates
 from calibration.compare import PolicyRates, measure
+from calibration.human import Estimate
 from calibration.record import write_record
 from calibration.report import fpr_lines
 from calibration.report import write_report as write_calibration_report
 from guardrails.data import check_training_data
-from guardrails.model import OVERALL, check_candidate
+from guardrails.model import OVERALL, BudgetFpr, check_candidate, purchaser_fpr
 from guardrails.report import GuardrailReport, Status
 from models.cycle_page import CycleParts, write_page
 from models.report import PLOTS
@@ -78,11 +80,34 @@ def by_slice(measured: PolicyRates) -> dict[str, Rates]:
     return {OVERALL: measured.overall, **measured.per_slice}
 
 
-def headline(measured: PolicyRates) -> dict[str, Any]:
+def headline(measured: PolicyRates, human: Estimate | None = None) -> dict[str, Any]:
+    """The overall figures, the estimated human FPR with its 95 % interval when there is one,
+    then the ground truth's where the day has it."""
     figures: dict[str, Any] = measured.overall.as_dict()
+    if human is not None:
+        figures["human_fpr_est"] = human.value
+        figures["human_fpr_est_ci"] = [human.low, human.high]
     if measured.truth is not None:
         figures.update(measured.truth.as_dict())
     return figures
+
+
+@dataclass(frozen=True)
+class Served:
+    """One version on the later day at its own calibrated thresholds, as a worker serves it."""
+
+    record: ModelRecord
+    measured: PolicyRates
+    #: The estimated human FPR overall, when the budget binds it (``calibration.fpr_target``).
+    human: Estimate | None
+
+    @property
+    def bound(self) -> BudgetFpr:
+        """The overall FPR the budget binds, as the model guardrails judge it."""
+        if self.human is None:
+            return purchaser_fpr(self.measured.overall)
+        label = f"human FPR (est.) on {self.human.n:,.0f} effective stand-ins"
+        return BudgetFpr(self.human.value, self.human.n, label)
 
 
 class DailyCycle:
@@ -98,34 +123,44 @@ class DailyCycle:
         self.registry = Registry(settings, loader)
         self.say = say
 
-    def _served(self, version: int, later: pd.DataFrame) -> tuple[ModelRecord, PolicyRates]:
-        """``version`` on the later day at its own calibrated thresholds, as a worker serves it."""
+    def _served(self, version: int, later: pd.DataFrame) -> Served:
         t = self.settings.triton
         record = load_record(
             t.model_repository, t.model_name, version, self.settings.worker.global_threshold
         )
         scores = version_scorer(t.model_repository, t.model_name, version)(feature_rows(later))
-        measured = measure(later.assign(score=scores), record.thresholds, record.default_threshold)
-        return record, measured
+        scored = later.assign(score=scores)
+        measured = measure(scored, record.thresholds, record.default_threshold)
+        s = self.settings.calibration
+        if s.fpr_target == "purchaser":
+            return Served(record, measured, None)
+        # Each model's stand-in weights come from its own scores (the low-score end per cell).
+        both = fpr_estimates(scored, record.thresholds, record.default_threshold, s)
+        return Served(record, measured, both[OVERALL]["human"])
 
     def judge(
         self, candidate: int, serving: int, later: pd.DataFrame
     ) -> tuple[GuardrailReport, dict[str, dict[str, Any]]]:
         """Model guardrails: ``candidate`` and ``serving``, each at its own calibrated
         thresholds, on the later held-out day; also their headline figures for the log."""
-        _, mine = self._served(candidate, later)
-        current, theirs = self._served(serving, later)
+        mine = self._served(candidate, later)
+        theirs = self._served(serving, later)
         figures = {
-            f"candidate v{candidate}": headline(mine),
-            f"serving v{serving}": headline(theirs),
+            f"candidate v{candidate}": headline(mine.measured, mine.human),
+            f"serving v{serving}": headline(theirs.measured, theirs.human),
         }
         # Change limits guard a trained model against a drifting successor; the day-zero
         # heuristic is a placeholder every first network is meant to move far from.
-        baseline = None if current.kind == DAY_ZERO_KIND else by_slice(theirs)
-        if baseline is None:
+        day_zero = theirs.record.kind == DAY_ZERO_KIND
+        if day_zero:
             self.say(f"serving v{serving} is the day-zero heuristic: change limits skipped")
         report = check_candidate(
-            by_slice(mine), baseline, self.settings.calibration.fpr_budget, self.settings.guardrails
+            by_slice(mine.measured),
+            None if day_zero else by_slice(theirs.measured),
+            self.settings.calibration.fpr_budget,
+            self.settings.guardrails,
+            candidate_fpr=mine.bound,
+            serving_fpr=theirs.bound,
         )
         return report, figures
 

@@ -66,6 +66,14 @@ def test_a_normal_day_is_promoted_and_the_worker_serves_it(
         "promote",
     ]
     assert (tmp_path / "run" / "cycle.json").exists()
+    # The budget binds the human FPR (the default): the guardrail judged its estimate.
+    candidate = result.figures["candidate v2"]
+    low, high = candidate["human_fpr_est_ci"]
+    assert low <= candidate["human_fpr_est"] <= high
+    guarded = json.loads((tmp_path / "run" / "model-guardrails.json").read_text())
+    (budget,) = [c for c in guarded["checks"] if c["name"] == "fpr_budget"]
+    assert budget["observed"] == candidate["human_fpr_est"]
+    assert "human FPR (est.) on" in budget["detail"]
     # The run on one page: the candidate, both guardrail verdicts, the later day's figures.
     assert result.page == str(tmp_path / "run" / PAGE_FILE)
     page = Path(result.page).read_text()

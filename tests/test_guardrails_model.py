@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from guardrails.model import check_candidate
+from guardrails.model import BudgetFpr, check_candidate
 from guardrails.report import Check, GuardrailError, GuardrailFailed, GuardrailReport, Status
 from slidr.errors import SlidrError
 from slidr.metrics import Rates, rates
@@ -108,6 +108,48 @@ def test_a_serving_model_over_budget_lets_a_candidate_invalidate_less() -> None:
         "ivr_change:all",
         "ivr_change:app/out",
     }
+
+
+def test_the_budget_judges_the_human_fpr_estimate_when_given() -> None:
+    """Issue 19's demo: a candidate at 1.08 % purchaser FPR invalidated 3.56 % of humans. With
+    the budget bound to the human FPR, the budget and the ceiling judge the estimate on its
+    effective sample, the purchaser FPR no longer."""
+    candidate = {"all": figures(0.25, fpr=0.0108, purchasing=480)}
+    over = BudgetFpr(0.045, 600.0, "human FPR (est.) on 600 effective stand-ins")
+
+    report = check_candidate(candidate, None, BUDGET, SETTINGS, candidate_fpr=over)
+
+    assert failed_names(report) == {"fpr_budget"}
+    (budget,) = [c for c in report.checks if c.name == "fpr_budget"]
+    assert budget.observed == 0.045
+    assert budget.detail == "budget 0.02 + slack 0.005; human FPR (est.) on 600 effective stand-ins"
+    assert budget.sure is not None and budget.sure > 0.95
+    # The same point on a few effective stand-ins is not sure enough to refuse.
+    thin = BudgetFpr(0.045, 60.0, "human FPR (est.) on 60 effective stand-ins")
+    unsure = check_candidate(candidate, None, BUDGET, SETTINGS, candidate_fpr=thin)
+    assert not unsure.refused and failed_names(unsure) == {"fpr_budget"}
+    # Without it, the purchaser FPR decides and passes.
+    assert check_candidate(candidate, None, BUDGET, SETTINGS).passed
+    ceiling = BudgetFpr(0.09, 600.0, "human FPR (est.) on 600 effective stand-ins")
+    broken = check_candidate(candidate, None, BUDGET, SETTINGS, candidate_fpr=ceiling)
+    assert failed_names(broken) == {"fpr_budget", "fpr_ceiling"}
+
+
+def test_the_serving_model_is_over_budget_by_the_figure_the_budget_binds() -> None:
+    """Within budget on purchasing clicks, over it on the human estimate: the candidate may
+    invalidate less, as when the purchaser FPR shows it."""
+    serving = {"all": figures(0.45, fpr=0.015, purchasing=500), "app/out": figures(0.45)}
+    lower = {"all": figures(0.28, purchasing=500), "app/out": figures(0.28)}
+    human = BudgetFpr(0.015, 600.0, "human FPR (est.) on 600 effective stand-ins")
+
+    kept = check_candidate(lower, serving, BUDGET, SETTINGS).refused
+    over = BudgetFpr(0.06, 600.0, "human FPR (est.) on 600 effective stand-ins")
+    waived = check_candidate(
+        lower, serving, BUDGET, SETTINGS, candidate_fpr=human, serving_fpr=over
+    )
+
+    assert kept
+    assert waived.passed, waived.to_markdown()
 
 
 def test_fpr_increase_is_compared_only_where_purchases_make_it_meaningful() -> None:

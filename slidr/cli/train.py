@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -89,6 +89,16 @@ def evaluate(
     say(f"report: {out}")
 
 
+def _figures_line(figures: dict[str, Any]) -> str:
+    """The rates as percentages, each followed by its interval where the figures carry one."""
+    parts = []
+    for key, value in figures.items():
+        if isinstance(value, float):
+            ci = figures.get(f"{key}_ci")
+            parts.append(f"{key} {value:.2%}" + (f" [{ci[0]:.2%}, {ci[1]:.2%}]" if ci else ""))
+    return ", ".join(parts)
+
+
 def retrain(
     day: Annotated[
         str,
@@ -118,8 +128,7 @@ def retrain(
     cycle = DailyCycle(settings, out, TritonVersions(settings.triton), say=say)
     result = cycle.run(root, day)
     for name, figures in result.figures.items():
-        line = ", ".join(f"{k} {v:.2%}" for k, v in figures.items() if isinstance(v, float))
-        say(f"{name} on {day}: {line}")
+        say(f"{name} on {day}: {_figures_line(figures)}")
     say(f"run: {out}")
     if result.page is not None:
         say(f"report: {result.page}")
