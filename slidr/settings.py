@@ -411,8 +411,9 @@ class CalibrationSettings(_Section):
     #: Cap on the shrinkage prior's strength, in stand-in clicks (when slices do not differ
     #: measurably, each leans on its parent with this many pseudo-clicks).
     max_prior_strength: float = Field(default=2000.0, gt=0.0)
-    #: Which FPR the budget binds: "human" (the estimated share of all human clicks
-    #: invalidated, calibration/human.py) or "purchaser" (the article's: purchasing clicks).
+    #: Which FPR the budget binds, in the calibration and the model guardrails: "human" (the
+    #: estimated share of all human clicks invalidated, calibration/human.py) or "purchaser"
+    #: (the article's: purchasing clicks).
     fpr_target: Literal["human", "purchaser"] = "human"
     #: The budget binds the one-sided upper bound of the calibration day's FPR estimate at this
     #: confidence (Wilson's, on the purchasing clicks or the stand-ins' effective size), not the
