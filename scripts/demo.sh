@@ -42,8 +42,11 @@ $slidr retrain --day "$(day -6)" --archive "$archive" --report-dir "$run_dir/cyc
 $slidr models
 
 say "live: 3 days from $(day -3) into Kafka; a worker scores them (logs: $run_dir/worker.log)"
-$slidr simulate --days 3 --start "$(day -3)T00:00:00Z" --clicks-per-day "$clicks_per_day" \
-  --seed "$seed" --to kafka --truth-out "$run_dir/live" --no-progress >/dev/null
+# The same world carried on from the history (--origin): without it the live days would replay
+# the history's first three days, clicks the network trained on.
+$slidr simulate --days 3 --start "$(day -3)T00:00:00Z" --origin "$(day -10)T00:00:00Z" \
+  --clicks-per-day "$clicks_per_day" --seed "$seed" --to kafka --truth-out "$run_dir/live" \
+  --no-progress >/dev/null
 cp -r "$run_dir/live/truth/." "$archive/truth/"
 $slidr worker >"$run_dir/worker.log" 2>&1 &
 worker=$!

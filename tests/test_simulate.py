@@ -316,6 +316,38 @@ def test_same_seed_gives_byte_identical_files_and_other_seeds_differ(tmp_path: P
     assert len(changed) > len(digests[0]) // 2
 
 
+def test_a_later_start_with_the_same_origin_continues_the_world() -> None:
+    """The demo's live days once replayed the first days of its history (same seed, later
+    start), so the network was judged on clicks it had trained on. With the world's origin
+    kept, a later window is the same world's continuation: the clicks one long run makes."""
+    whole, _, _ = _collect(_config(days=3, seed=5))
+    later = MONDAY.replace(day=MONDAY.day + 2)
+    continued, _, _ = _collect(_config(days=1, seed=5, start=later, origin=MONDAY))
+    replayed, _, _ = _collect(_config(days=1, seed=5, start=later))
+
+    def ids(clicks: pa.Table, day: int) -> set[str]:
+        first = MONDAY.replace(day=MONDAY.day + day)
+        start = pa.scalar(first, clicks.column("event_time").type)
+        end = pa.scalar(first.replace(day=first.day + 1), clicks.column("event_time").type)
+        t = clicks.column("event_time")
+        inside = pc.and_(pc.greater_equal(t, start), pc.less(t, end))
+        return set(clicks.filter(inside).column("click_id").to_pylist())
+
+    def shape(clicks: pa.Table) -> set[tuple[int, str, str]]:
+        """Time of day (ms), IP and ad of every click: what a replay repeats."""
+        ms = pc.cast(clicks.column("event_time"), pa.int64()).to_numpy() % 86_400_000
+        ip, ad = clicks["ip"].to_pylist(), clicks["ad_id"].to_pylist()
+        return set(zip(ms.tolist(), ip, ad, strict=True))
+
+    third = ids(whole, 2)
+    assert ids(continued, 2) <= third
+    # Only sessions that started before the window are missing from the continuation.
+    assert len(ids(continued, 2)) > 0.98 * len(third)
+    first_day = whole.filter(pc.is_in(whole.column("click_id"), pa.array(sorted(ids(whole, 0)))))
+    assert shape(replayed) == shape(first_day)
+    assert len(shape(continued) & shape(first_day)) < 0.01 * len(shape(first_day))
+
+
 def test_parquet_layout_reads_back_with_hive_partitions(tmp_path: Path) -> None:
     summary = run(_config(days=1), [ParquetSink(tmp_path)])
     clicks = ds.dataset(tmp_path / "clicks", partitioning="hive").to_table()
@@ -339,6 +371,8 @@ def test_config_rejects_out_of_range_values() -> None:
         _config(bot_share=1.5)
     with pytest.raises(SimulationConfigError, match="days"):
         _config(days=0)
+    with pytest.raises(SimulationConfigError, match="at or before the start"):
+        _config(origin=MONDAY.replace(day=6))
     with pytest.raises(SimulationConfigError, match="unknown bot kind"):
         parse_mix("spider=1")
     assert parse_mix("scraper=2")[BotKind.SCRAPER] == 2.0

@@ -30,16 +30,16 @@ class Output(StrEnum):
     KAFKA = "kafka"
 
 
-def _start(text: str | None, days: int) -> datetime:
-    if text is None:
-        return window_ending_now(days)
+def _time(text: str, option: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise typer.BadParameter(
-            f"{text!r} is not an ISO-8601 time", param_hint="--start"
-        ) from None
+        raise typer.BadParameter(f"{text!r} is not an ISO-8601 time", param_hint=option) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _start(text: str | None, days: int) -> datetime:
+    return window_ending_now(days) if text is None else _time(text, "--start")
 
 
 def simulate(
@@ -102,6 +102,17 @@ def simulate(
             envvar="SLIDR_SIMULATE_START",
             help="First hour, ISO-8601 UTC (e.g. 2026-01-05T00:00Z). Default: the window ends at "
             "the current hour, so the pipeline accepts the events (it refuses events 8+ days old).",
+        ),
+    ] = None,
+    origin: Annotated[
+        str | None,
+        typer.Option(
+            "--origin",
+            envvar="SLIDR_SIMULATE_ORIGIN",
+            help="The simulated world's first hour, at or before --start (default: --start). "
+            "With the same --seed and --origin, a later --start continues the world: the same "
+            "customers and IPs, new sessions, the bots' drift carried on. Without it, a later "
+            "--start replays the first days of the world.",
         ),
     ] = None,
     to: Annotated[
@@ -179,6 +190,7 @@ def simulate(
     try:
         config = SimConfig(
             start=_start(start, days),
+            origin=None if origin is None else _time(origin, "--origin"),
             days=days,
             clicks_per_day=clicks_per_day,
             seed=seed,

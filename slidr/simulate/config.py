@@ -59,6 +59,11 @@ class SimConfig:
     purchase_rate: float = 0.03
     #: Scale of the day-to-day random walk of bot share, mix and speed; 0 = no drift.
     drift: float = 1.0
+    #: The world's first hour (default: ``start``). Each hour's traffic is drawn from the seed
+    #: and the hours since ``origin``, so a later ``start`` with the same seed and origin
+    #: continues the world (same population, new sessions, the bots' walk carried on) instead
+    #: of replaying its first days.
+    origin: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None:
@@ -67,6 +72,16 @@ class SimConfig:
         if start != start.replace(minute=0, second=0, microsecond=0):
             raise SimulationConfigError(f"start {start.isoformat()} must be on a whole hour")
         object.__setattr__(self, "start", start)
+        origin = start if self.origin is None else self.origin
+        if origin.tzinfo is None:
+            raise SimulationConfigError("origin needs a UTC offset, e.g. 2026-01-05T00:00:00Z")
+        origin = origin.astimezone(UTC)
+        if origin != origin.replace(minute=0, second=0, microsecond=0) or origin > start:
+            raise SimulationConfigError(
+                f"origin {origin.isoformat()} must be on a whole hour, at or before the start "
+                f"{start.isoformat()}"
+            )
+        object.__setattr__(self, "origin", origin)
         if not 1 <= self.days <= 366:
             raise SimulationConfigError(f"days must be between 1 and 366, got {self.days}")
         if not 24 <= self.clicks_per_day <= 500_000_000:
@@ -93,6 +108,12 @@ class SimConfig:
     @property
     def hours(self) -> int:
         return self.days * 24
+
+    @property
+    def hours_since_origin(self) -> int:
+        """Hours of the world before ``start``: the index of the run's first hour."""
+        assert self.origin is not None  # set in __post_init__
+        return int((self.start - self.origin).total_seconds()) // 3600
 
 
 def window_ending_now(days: int, now: datetime | None = None) -> datetime:

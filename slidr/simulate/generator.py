@@ -80,8 +80,15 @@ class Generator:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.world = World(config, self._rng(_WORLD))
+        # Hours and days are counted from the world's origin: a run that starts later with the
+        # same seed and origin continues the world rather than replaying its first hours.
+        self._first = config.hours_since_origin
         self.plan = plan_traffic_days(
-            self._rng(_PLAN), config.days, config.bot_share, config.bot_mix, config.drift
+            self._rng(_PLAN),
+            (self._first + config.hours + 23) // 24,
+            config.bot_share,
+            config.bot_mix,
+            config.drift,
         )
         self._start_ms = int(config.start.timestamp() * 1000)
         self._epoch_hour = self._start_ms // HOUR_MS
@@ -130,9 +137,9 @@ class Generator:
 
     def generate_hour(self, hour: int) -> tuple[Frame, Frame]:
         """Clicks of the sessions starting in ``hour`` (index from the start), their purchases."""
-        rng = self._rng(_HOUR, hour)
+        rng = self._rng(_HOUR, self._first + hour)
         when = self.config.start + timedelta(hours=hour)
-        day = hour // 24
+        day = (self._first + hour) // 24
         hour_ms = self._start_ms + hour * HOUR_MS
         human_expected = (
             self.config.clicks_per_day

@@ -76,6 +76,7 @@ def manifest(config: SimConfig, summary: Summary) -> dict[str, Any]:
     """What produced a dataset; no wall-clock values, so that reruns stay byte-identical."""
     settings = asdict(config)
     settings["start"] = config.start.isoformat()
+    settings["origin"] = config.origin.isoformat() if config.origin else None
     settings["bot_mix"] = {k.value: w for k, w in config.bot_mix.items()}
     return {"config": settings, "summary": summary.as_dict()}
 
