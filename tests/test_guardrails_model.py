@@ -111,26 +111,28 @@ def test_a_serving_model_over_budget_lets_a_candidate_invalidate_less() -> None:
 
 
 def test_the_budget_judges_the_human_fpr_estimate_when_given() -> None:
-    """Issue 19's demo: a candidate at 1.08 % purchaser FPR invalidated 3.56 % of humans. With
-    the budget bound to the human FPR, the budget and the ceiling judge the estimate on its
-    effective sample, the purchaser FPR no longer."""
-    candidate = {"all": figures(0.25, fpr=0.0108, purchasing=480)}
-    over = BudgetFpr(0.045, 600.0, "human FPR (est.) on 600 effective stand-ins")
+    """A demo world's first cycle (seed 28269): the candidate invalidated 4.71 % of the later
+    day's humans; its purchaser FPR, 3.07 % of 489 purchasing clicks, is over the bound on its
+    point only, its human FPR estimate, 3.78 % on 606 effective stand-ins, with confidence.
+    With the budget bound to the human FPR, the budget and the ceiling judge the estimate."""
+    candidate = {"all": figures(0.27, fpr=0.0307, purchasing=489)}
+    over = BudgetFpr(0.0378, 606.0, "human FPR (est.) on 606 effective stand-ins")
 
     report = check_candidate(candidate, None, BUDGET, SETTINGS, candidate_fpr=over)
 
-    assert failed_names(report) == {"fpr_budget"}
+    assert failed_names(report) == {"fpr_budget"} and report.refused
     (budget,) = [c for c in report.checks if c.name == "fpr_budget"]
-    assert budget.observed == 0.045
-    assert budget.detail == "budget 0.02 + slack 0.005; human FPR (est.) on 600 effective stand-ins"
+    assert budget.observed == 0.0378
+    assert budget.detail == "budget 0.02 + slack 0.005; human FPR (est.) on 606 effective stand-ins"
     assert budget.sure is not None and budget.sure > 0.95
     # The same point on a few effective stand-ins is not sure enough to refuse.
-    thin = BudgetFpr(0.045, 60.0, "human FPR (est.) on 60 effective stand-ins")
+    thin = BudgetFpr(0.0378, 60.0, "human FPR (est.) on 60 effective stand-ins")
     unsure = check_candidate(candidate, None, BUDGET, SETTINGS, candidate_fpr=thin)
     assert not unsure.refused and failed_names(unsure) == {"fpr_budget"}
-    # Without it, the purchaser FPR decides and passes.
-    assert check_candidate(candidate, None, BUDGET, SETTINGS).passed
-    ceiling = BudgetFpr(0.09, 600.0, "human FPR (est.) on 600 effective stand-ins")
+    # On the purchaser FPR the check is unsure: the candidate would have been promoted.
+    purchaser = check_candidate(candidate, None, BUDGET, SETTINGS)
+    assert not purchaser.refused and failed_names(purchaser) == {"fpr_budget"}
+    ceiling = BudgetFpr(0.09, 606.0, "human FPR (est.) on 606 effective stand-ins")
     broken = check_candidate(candidate, None, BUDGET, SETTINGS, candidate_fpr=ceiling)
     assert failed_names(broken) == {"fpr_budget", "fpr_ceiling"}
 
