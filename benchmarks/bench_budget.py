@@ -180,7 +180,8 @@ def guardrail_verdicts(calib: pd.DataFrame, later: pd.DataFrame) -> list[Guardra
     """Candidates of growing harm (solved at 1-3x the budget), each judged by the model
     guardrails' budget check on the later day with either FPR, as ``models.daily`` does."""
     from calibration import Policy
-    from guardrails.model import BudgetFpr, check_candidate, purchaser_fpr
+    from guardrails.model import check_candidate, purchaser_fpr
+    from models.daily import estimated_human_fpr
     from slidr.settings import CalibrationSettings, GuardrailSettings
 
     settings, guard = CalibrationSettings(), GuardrailSettings()
@@ -194,10 +195,7 @@ def guardrail_verdicts(calib: pd.DataFrame, later: pd.DataFrame) -> list[Guardra
         day = outcome.comparison[Policy.SLICE_LEVEL].evaluation_day
         human = outcome.fpr_estimates["evaluation_day"]["all"]["human"]
         verdicts = []
-        for fpr in (
-            purchaser_fpr(day.overall),
-            BudgetFpr(human.value, human.n, "human FPR (est.)"),
-        ):
+        for fpr in (purchaser_fpr(day.overall), estimated_human_fpr(human)):
             report = check_candidate({"all": day.overall}, None, settings.fpr_budget, guard,
                                      candidate_fpr=fpr)  # fmt: skip
             (check,) = [c for c in report.checks if c.name == "fpr_budget"]

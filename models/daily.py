@@ -92,6 +92,12 @@ def headline(measured: PolicyRates, human: Estimate | None = None) -> dict[str, 
     return figures
 
 
+def estimated_human_fpr(estimate: Estimate) -> BudgetFpr:
+    """The estimated human FPR as the model guardrails judge it: on its effective size."""
+    label = f"human FPR (est.) on {estimate.n:,.0f} effective stand-ins"
+    return BudgetFpr(estimate.value, estimate.n, label)
+
+
 @dataclass(frozen=True)
 class Served:
     """One version on the later day at its own calibrated thresholds, as a worker serves it."""
@@ -106,8 +112,7 @@ class Served:
         """The overall FPR the budget binds, as the model guardrails judge it."""
         if self.human is None:
             return purchaser_fpr(self.measured.overall)
-        label = f"human FPR (est.) on {self.human.n:,.0f} effective stand-ins"
-        return BudgetFpr(self.human.value, self.human.n, label)
+        return estimated_human_fpr(self.human)
 
 
 class DailyCycle:
