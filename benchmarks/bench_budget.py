@@ -47,13 +47,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.simulated
+
+if TYPE_CHECKING:
+    from guardrails.report import Status
 
 FRAME_COLUMNS = (
     "date", "hour", "slice", "logged_in", "score", "purchased", "rfm_human", "robotic", "label",
@@ -170,10 +173,10 @@ class GuardrailVerdict:
     true_human_fpr: float
     over_on_the_truth: bool
     purchaser_fpr: float
-    purchaser_verdict: str
+    purchaser_verdict: Status
     human_fpr: float
     human_n: float
-    human_verdict: str
+    human_verdict: Status
 
 
 def guardrail_verdicts(calib: pd.DataFrame, later: pd.DataFrame) -> list[GuardrailVerdict]:
@@ -199,7 +202,7 @@ def guardrail_verdicts(calib: pd.DataFrame, later: pd.DataFrame) -> list[Guardra
             report = check_candidate({"all": day.overall}, None, settings.fpr_budget, guard,
                                      candidate_fpr=fpr)  # fmt: skip
             (check,) = [c for c in report.checks if c.name == "fpr_budget"]
-            verdicts.append(str(check.status))
+            verdicts.append(check.status)
         truth = float(day.truth.human_fpr)
         out.append(
             GuardrailVerdict(
@@ -408,6 +411,8 @@ def _versus(estimate: float, interval: tuple[float, float], truth: float) -> str
 def print_guardrail(results: list[SeedFigures]) -> None:
     """The budget check's verdicts per candidate, then how often each FPR refused the
     candidates over the budget (plus slack) on the truth, and those within it."""
+    from guardrails.report import Status
+
     print(
         "\n| seed | solved at | true human FPR, later day | purchaser FPR: verdict "
         "| human FPR (est., effective n): verdict |"
@@ -424,8 +429,11 @@ def print_guardrail(results: list[SeedFigures]) -> None:
     for over, label in ((True, "over the budget plus slack"), (False, "within it")):
         group = [v for _, v in verdicts if v.over_on_the_truth is over]
         refused = [
-            sum(getattr(v, f"{fpr}_verdict") == "failed" for v in group)
-            for fpr in ("purchaser", "human")
+            sum(verdict is Status.FAILED for verdict in verdicts_of)
+            for verdicts_of in (
+                [v.purchaser_verdict for v in group],
+                [v.human_verdict for v in group],
+            )
         ]
         print(
             f"candidates {label} on the truth: {len(group)}; refused on the purchaser FPR "
