@@ -463,8 +463,10 @@ class Resolution:
             + (f" (solver {m.solved:.3f}, clipped)" if m.clipped else "")
             for s, m in sorted(self.moves.items())
         )
+        until = datetime.fromtimestamp(self.window[1], UTC)
         return (
-            f"version {self.version}: {'; '.join(self.triggered_by)}; re-solved under "
+            f"version {self.version}, clicks until {until:%Y-%m-%d %H:%M}Z: "
+            f"{'; '.join(self.triggered_by)}; re-solved under "
             f"{self.target:.2%} stand-in FPR in {self.solve_ms:.1f} ms; thresholds {moves}; "
             f"window FPR at them {self.fpr_after:.2%}"
         )

@@ -48,9 +48,19 @@ $slidr simulate --days 3 --start "$(day -3)T00:00:00Z" --origin "$(day -10)T00:0
   --clicks-per-day "$clicks_per_day" --seed "$seed" --to kafka --truth-out "$run_dir/live" \
   --no-progress >/dev/null
 cp -r "$run_dir/live/truth/." "$archive/truth/"
+# The monitor beside the worker, with the intraday re-solve on: it joins the purchases with the
+# live decisions and re-solves the serving version's thresholds when the realised FPR leaves its
+# band; the worker follows each new record without restart. It keeps the clicks' time, so three
+# days decided in minutes are judged hour by hour. Its rollback rules judge a minute of the
+# monitor's clock, here most of a day of clicks: they only alert in this replay.
+# SLIDR_INTRADAY__ENABLED=false runs it without the re-solve.
+SLIDR_INTRADAY__ENABLED=${SLIDR_INTRADAY__ENABLED:-true} SLIDR_MONITOR__AUTO_ROLLBACK=false \
+  SLIDR_MONITOR__CONSUMER_GROUP=$tag-monitor SLIDR_MONITOR__FROM_BEGINNING=true \
+  $slidr monitor >"$run_dir/monitor.log" 2>&1 &
+monitor=$!
 $slidr worker >"$run_dir/worker.log" 2>&1 &
 worker=$!
-trap 'kill $worker 2>/dev/null || true; wait $worker 2>/dev/null || true' EXIT
+trap 'kill $worker $monitor 2>/dev/null || true; wait $worker $monitor 2>/dev/null || true' EXIT
 want=$(.venv/bin/python -c "import pyarrow.dataset as ds; print(ds.dataset('$run_dir/live/truth', partitioning='hive').count_rows())")
 for _ in $(seq 1 600); do
   sleep 3
@@ -61,6 +71,12 @@ for _ in $(seq 1 600); do
   say "decided $decided of $want clicks"
   [ "$decided" -ge "$want" ] && break
 done
+kill $worker $monitor 2>/dev/null || true
+wait $worker $monitor 2>/dev/null || true
+resolves=$(grep -c "intraday re-solve of model" "$run_dir/monitor.log" || true)
+say "intraday re-solves by the monitor: $resolves (logs: $run_dir/monitor.log)"
+grep -o "intraday re-solve of model .*; window FPR" "$run_dir/monitor.log" | sed "s/; window FPR$//" |
+  sed 's/^/  /' >&2 || true
 $slidr decisions --truth "$run_dir/live/truth"
 
 say "archiving clicks, purchases and decisions"

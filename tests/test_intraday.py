@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -206,6 +207,50 @@ def test_a_drifted_fpr_is_re_solved_into_a_new_record_with_bounded_moves(
     again = json.loads(path.read_text())
     assert again["thresholds"]["app/out"] == pytest.approx(0.60)
     assert again["intraday"]["calibrated_record"] == "v1-daily"
+
+
+def test_a_backlog_is_judged_in_event_time_with_purchases_read_before_their_decisions(
+    tmp_path: Path,
+) -> None:
+    """A worker catching up decides ten hours of clicks while the monitor's clock stands still,
+    and the purchases are already on their topic: they wait for their decisions, and the hours
+    are re-solved as the hours they were (one re-solve per ``min_interval_s`` of click time)."""
+    add_version(tmp_path, 1)
+    path = tmp_path / "m" / "1" / "calibration.json"
+    path.write_text(json.dumps(record()))
+    limits = LIMITS.model_copy(
+        update={"window_s": 4 * 3600.0, "evaluate_every_s": 60.0, "min_interval_s": 3600.0}
+    )
+    settings = Settings(
+        triton=TritonSettings(model_repository=tmp_path, model_name="m"),
+        monitor=MonitorSettings(min_decisions=10**6),
+        intraday=limits,
+    )
+    monitor = Monitor(settings, Registry(settings, FakeTriton()), clock=Clock())
+    assert monitor.budget is not None
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    observations = [
+        replace(o, event_at=start.timestamp() + 9.0 * i)  # 4,000 clicks over 10 hours
+        for i, o in enumerate(drifted(np.random.default_rng(7), n_clicks=4000))
+    ]
+    for i, o in enumerate(observations):
+        if i % 5 and i % 2:  # half the humans buy, a minute after their click
+            bought = datetime.fromtimestamp(o.event_at + 60.0, UTC)  # type: ignore[operator]
+            event = {"click_id": o.click_id, "event_time": bought.isoformat()}
+            monitor.budget.purchase(json.dumps(event).encode())
+    for o in observations:
+        monitor.observe(o)
+
+    m = monitor.metrics.registry.get_sample_value
+    assert m("slidr_monitor_purchases_joined_total") == 1600
+    written = m("slidr_monitor_resolves_total", {"outcome": "written"}) or 0.0
+    assert 2 <= written <= 10, written  # never more often than once an hour of clicks
+    served = json.loads(path.read_text())
+    assert 0.55 < served["thresholds"]["app/out"] <= 0.5 + 0.05 * written + 1e-9
+    # The window is the last 4 hours of clicks (00:00-10:00 UTC), by the clicks' hours of the
+    # day (the diurnal factor reads them), not the monitor's clock.
+    window = monitor.budget.windows[1].data(monitor.budget.watermark)
+    assert window.stand_in_hours[6:10].sum() == window.total_stand_ins > 0
 
 
 def test_the_worker_never_imports_the_monitor_calibration_or_torch() -> None:

@@ -3,13 +3,17 @@ slice, and a new calibration record when it leaves its band (the logic: calibrat
 
 calibration/ is offline code (cvxpy, pandas, no torch); the monitor may import it because the
 worker never imports the monitor (tests/test_intraday.py checks both).
+
+It keeps event time: windows, the join's horizon and the spacing of re-solves run on the
+clicks' and purchases' own times, up to the newest click decided (the watermark). A worker
+catching up a backlog decides hours of clicks in minutes, and those hours are judged, and
+re-solved, as the hours they were; the diurnal factor reads their real hours of the day.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 
 import orjson
 
@@ -31,23 +35,26 @@ from calibration.record import calibration_path, replace_record
 from slidr.model_record import read_optional
 from slidr.settings import Settings
 from streams.monitor.budget_metrics import BudgetMetrics
+from streams.monitor.window import epoch_seconds
 
 log = logging.getLogger(__name__)
 
 
 class BudgetKeeper:
-    def __init__(
-        self, settings: Settings, model: str, metrics: BudgetMetrics, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, settings: Settings, model: str, metrics: BudgetMetrics) -> None:
         self.settings = settings
         self.limits = settings.intraday
         self.model = model
         self.metrics = metrics
-        self.clock = clock
         self.join = PurchaseJoin(self.limits.join_horizon_s)
         self.windows: dict[int, BudgetWindow] = {}
+        #: Event time: the newest click decided, epoch seconds.
+        self.watermark = -math.inf
         self._resolved: dict[int, float] = {}
+        #: The next evaluation: on the monitor's clock (a quiet stream is still judged) or once
+        #: the watermark has moved ``evaluate_every_s`` on (a backlog is judged as it is read).
         self._next = 0.0
+        self._next_event = math.inf
         self._expired = 0
 
     def _window(self, version: int) -> BudgetWindow:
@@ -59,19 +66,26 @@ class BudgetKeeper:
     def decision(
         self, click_id: str, version: int, slice_name: str, score: float, at: float
     ) -> None:
-        """A scored model decision (not GIVT, not degraded)."""
+        """A scored model decision (not GIVT, not degraded) of a click made at ``at``."""
+        if self.watermark == -math.inf:
+            self._next_event = at + self.limits.evaluate_every_s
+        self.watermark = max(self.watermark, at)
         self._window(version).add_decision(slice_name, score, at)
-        joined = self.join.decision(click_id, Joined(version, slice_name, score, at), self.clock())
+        joined = self.join.decision(click_id, Joined(version, slice_name, score, at), at)
         if joined is not None:
             self._stand_in(joined)
 
     def purchase(self, payload: bytes) -> None:
+        """A purchase: it waits for its click's decision until the watermark is a join horizon
+        past the purchase's own time (the watermark's time if it has none)."""
         try:
-            click_id = orjson.loads(payload).get("click_id")
+            event = orjson.loads(payload)
+            click_id = event.get("click_id")
         except (orjson.JSONDecodeError, AttributeError):
             return
         if isinstance(click_id, str) and click_id:
-            joined = self.join.purchase(click_id, self.clock())
+            at = epoch_seconds(event.get("event_time"))
+            joined = self.join.purchase(click_id, self.watermark if at is None else at)
             if joined is not None:
                 self._stand_in(joined)
 
@@ -79,14 +93,28 @@ class BudgetKeeper:
         self.metrics.joined.inc()
         self._window(j.version).add_stand_in(j.slice, j.score, j.at)
 
-    def due(self, now: float) -> bool:
-        return now >= self._next
+    def due(self, wall: float) -> bool:
+        """Whether to evaluate, on the monitor's clock."""
+        return wall >= self._next
 
-    def evaluate(self, serving: int, now: float) -> Resolution | None:
-        """Judge the serving version's window; re-solve and write a record when it left its
-        band (at most once per ``min_interval_s``). Returns the re-solve written, if any."""
-        self._next = now + self.limits.evaluate_every_s
-        self.join.expire(self.clock())
+    def behind(self) -> bool:
+        """Whether the watermark has moved a step past the last evaluation."""
+        return self.watermark >= self._next_event
+
+    def postpone(self, wall: float) -> None:
+        """The next evaluation one step from now, on both clocks."""
+        self._next = wall + self.limits.evaluate_every_s
+        self._next_event = self.watermark + self.limits.evaluate_every_s
+
+    def evaluate(self, serving: int, wall: float) -> Resolution | None:
+        """Judge the serving version's window up to the watermark; re-solve and write a record
+        when it left its band (at most once per ``min_interval_s`` of event time). ``wall``:
+        the monitor's clock. Returns the re-solve written, if any."""
+        self.postpone(wall)
+        now = self.watermark
+        if now == -math.inf:
+            return None  # no decision yet
+        self.join.expire(now)
         if self.join.expired_purchases > self._expired:
             self.metrics.unjoined.inc(self.join.expired_purchases - self._expired)
             self._expired = self.join.expired_purchases

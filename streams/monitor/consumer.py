@@ -114,7 +114,7 @@ class Monitor:
             # Imported only when on: it brings calibration/ (cvxpy, pandas) into the monitor.
             from streams.monitor.budget import BudgetKeeper
 
-            self.budget = BudgetKeeper(settings, registry.name, self.metrics.budget, clock)
+            self.budget = BudgetKeeper(settings, registry.name, self.metrics.budget)
 
     def observe(self, o: Observation) -> None:
         window = self.windows.get(o.version)
@@ -123,7 +123,10 @@ class Monitor:
         window.add(o)
         self.metrics.decisions.labels(str(o.version)).inc()
         if self.budget is not None and not o.degraded and o.click_id:
-            self.budget.decision(o.click_id, o.version, o.slice, o.score, o.at)
+            at = o.at if o.event_at is None else o.event_at
+            self.budget.decision(o.click_id, o.version, o.slice, o.score, at)
+            if self.budget.behind():  # a backlog's hours are judged as they are read
+                self._keep_budget(self.clock())
 
     def baseline(self, version: int) -> ServingFigures | None:
         """Expected figures of ``version``, else those observed for the stable version."""
@@ -144,10 +147,7 @@ class Monitor:
         self.metrics.serving_version.set(serving)
         self.watch_versions(serving, now)
         if self.budget is not None and self.budget.due(now):
-            try:
-                self.budget.evaluate(serving, now)
-            except (SlidrError, OSError, ValueError) as exc:  # keep watching the version
-                log.exception("intraday re-solve of version %d failed: %s", serving, exc)
+            self._keep_budget(now, serving)
         window = self.windows.get(serving)
         if window is None:
             return []
@@ -166,6 +166,19 @@ class Monitor:
             self._alerted[serving] = now
             self._alert(serving, found, window, now)
         return found
+
+    def _keep_budget(self, now: float, serving: int | None = None) -> None:
+        assert self.budget is not None
+        if serving is None:
+            try:
+                serving = self.registry.serving().version
+            except SlidrError:
+                self.budget.postpone(now)  # evaluate() reports the registry once a second
+                return
+        try:
+            self.budget.evaluate(serving, now)
+        except (SlidrError, OSError, ValueError) as exc:  # keep watching the version
+            log.exception("intraday re-solve of version %d failed: %s", serving, exc)
 
     def watch_versions(self, serving: int, now: float) -> dict[int, Deviation]:
         """Fail-open shares of every version with decisions in the window; flags (never rolls

@@ -4,6 +4,7 @@ length costs a few counters per slice, however many decisions it holds."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -31,6 +32,9 @@ class Observation:
     at: float
     #: The click's id (the intraday re-solve joins purchases with it; streams/monitor/budget.py).
     click_id: str = field(default="", compare=False)
+    #: When the click happened, epoch seconds: the intraday re-solve's clock (a worker catching
+    #: up a backlog decides hours of clicks in minutes).
+    event_at: float | None = field(default=None, compare=False)
 
     @classmethod
     def from_json(cls, payload: bytes, at: float) -> Observation | None:
@@ -48,9 +52,20 @@ class Observation:
                 model_error=MODEL_ERROR in d["reason_codes"],
                 at=at,
                 click_id=str(d.get("click_id", "")),
+                event_at=epoch_seconds(d.get("event_time")),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
+
+
+def epoch_seconds(stamp: object) -> float | None:
+    """An event's ISO 8601 time as epoch seconds; None when absent or not a time."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
 
 
 @dataclass
