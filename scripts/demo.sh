@@ -75,8 +75,7 @@ kill $worker $monitor 2>/dev/null || true
 wait $worker $monitor 2>/dev/null || true
 resolves=$(grep -c "intraday re-solve of model" "$run_dir/monitor.log" || true)
 say "intraday re-solves by the monitor: $resolves (logs: $run_dir/monitor.log)"
-grep -o "intraday re-solve of model .*; window FPR" "$run_dir/monitor.log" | sed "s/; window FPR$//" |
-  sed 's/^/  /' >&2 || true
+sed -n 's/.*\(intraday re-solve of model .*\); window FPR.*/  \1/p' "$run_dir/monitor.log" >&2
 $slidr decisions --truth "$run_dir/live/truth"
 
 say "archiving clicks, purchases and decisions"
