@@ -1,5 +1,5 @@
 # The two commands of the README. Both do all set-up first (scripts/setup.sh is idempotent).
-.PHONY: setup demo test lint bench clean-state
+.PHONY: setup demo test lint bench
 
 setup:
 	@bash scripts/setup.sh
