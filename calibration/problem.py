@@ -88,7 +88,9 @@ class AllocationProblem:
             with warnings.catch_warnings():
                 # Past ~200 slices cvxpy suggests giving up DPP; re-solves still skip compiling.
                 warnings.filterwarnings("ignore", "Your problem has too many parameters")
-                self.problem.solve(solver=SOLVER)  # type: ignore[no-untyped-call]
+                # Cold: a warm start reuses the solver of the previous data, and on flat
+                # stretches of the curves the answer then depends on what was solved before.
+                self.problem.solve(solver=SOLVER, warm_start=False)  # type: ignore[no-untyped-call]
         except cp.error.SolverError as exc:
             raise SolveFailed(f"the solver failed: {exc}") from exc
         value = self.f.value

@@ -160,6 +160,23 @@ def test_a_resolve_reuses_the_compiled_problem(monkeypatch: pytest.MonkeyPatch) 
     assert problem.solve(other, budget=0.05) == pytest.approx([0.05] * 3, abs=1e-6)
 
 
+def test_a_solve_does_not_depend_on_what_the_process_solved_before() -> None:
+    """The compiled problem is shared, but the solver starts cold: warm-started, Clarabel kept
+    the previous data's state, and on flat stretches of the curves the same calibration picked
+    thresholds 0.02 apart after another seed's (bench_budget.py's sweep, seed 321)."""
+    hull = IvrFit(FitMethod.HULL, 0.0, 0.1, (0.0, 0.0, 0.0), (20.0, 2.0), (0.1, 0.28), 0.1, 0.0)
+    terms = [
+        SliceTerms(0.3, 0.5, hull),
+        SliceTerms(0.3, 0.2, quadratic_fit((-30.0, 3.0, 0.1))),
+        SliceTerms(0.4, 0.3, quadratic_fit((-8.0, 2.0, 0.05), lo=0.01)),
+    ]
+    other = [SliceTerms(1 / 3, 1 / 3, quadratic_fit((-5.0, 1.0, 0.2)))] * 3
+    problem = allocation_problem(3, 4)
+    first = problem.solve(terms, budget=0.02)
+    problem.solve(other, budget=0.05)
+    assert np.array_equal(problem.solve(terms, budget=0.02), first)
+
+
 def test_hull_and_quadratic_slices_share_one_problem() -> None:
     # A hull that is flat past f = 0.01: spending more there buys nothing.
     hull = IvrFit(FitMethod.HULL, 0.0, 0.1, (0.0, 0.0, 0.0), (20.0, 0.0), (0.1, 0.3), 0.1, 0.0)
