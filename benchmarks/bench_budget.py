@@ -429,11 +429,8 @@ def print_guardrail(results: list[SeedFigures]) -> None:
     for over, label in ((True, "over the budget plus slack"), (False, "within it")):
         group = [v for _, v in verdicts if v.over_on_the_truth is over]
         refused = [
-            sum(verdict is Status.FAILED for verdict in verdicts_of)
-            for verdicts_of in (
-                [v.purchaser_verdict for v in group],
-                [v.human_verdict for v in group],
-            )
+            sum(v.purchaser_verdict is Status.FAILED for v in group),
+            sum(v.human_verdict is Status.FAILED for v in group),
         ]
         print(
             f"candidates {label} on the truth: {len(group)}; refused on the purchaser FPR "

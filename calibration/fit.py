@@ -76,8 +76,9 @@ def fit_quadratic(f: Floats, y: Floats) -> tuple[float, float, float]:
         return 0.0, 0.0, float(y.mean())
     # Fit on u in [0, 1] for conditioning, then map back to f.
     u = (f - f[0]) / span
-    big_a, big_b, big_c = np.polyfit(u, y, 2) if len(u) > 2 else (1.0, 0.0, 0.0)
-    if big_a > 0:  # convex, or two points (a quadratic through them is undetermined): a line
+    # Two points leave a quadratic undetermined: the line through them.
+    big_a, big_b, big_c = np.polyfit(u, y, 2) if len(u) > 2 else (0.0, *np.polyfit(u, y, 1))
+    if big_a > 0:
         big_a = 0.0
         big_b, big_c = np.polyfit(u, y, 1)
     lo = float(f[0])
