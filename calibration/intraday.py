@@ -598,5 +598,14 @@ def intraday_record(record: Mapping[str, Any], r: Resolution) -> dict[str, Any]:
         "solve_ms": r.solve_ms,
         "calibrated_record": (record.get(INTRADAY_KEY) or {}).get("calibrated_record")
         or record.get("id"),
+        # What the daily cycle calibrated: its guardrails compare a successor with both.
+        "calibrated_thresholds": calibrated_thresholds(record) or record.get("thresholds"),
     }
     return out
+
+
+def calibrated_thresholds(record: Mapping[str, Any]) -> dict[str, float] | None:
+    """The thresholds the daily cycle calibrated, when ``record`` is an intraday re-solve's
+    (None for a daily record, and for a re-solve's written before they were kept)."""
+    kept = (record.get(INTRADAY_KEY) or {}).get("calibrated_thresholds")
+    return {str(k): float(v) for k, v in kept.items()} if isinstance(kept, dict) else None

@@ -8,6 +8,12 @@ budget on that day (with the same confidence), a candidate may lower IVR by any 
 change limit guards a working model against a drifting successor, and keeping a model that
 invalidates too many humans is the harm the budget exists to prevent.
 
+When the monitor has re-solved the serving model's thresholds intraday (calibration/
+intraday.py), the serving model is one model at two operating points: as it serves (the
+re-solve's) and as the daily cycle calibrated it. A candidate is compared with the nearer of
+the two on IVR and with the higher on FPR, so a tightening does not lock out a successor that
+lands where the serving model was calibrated, nor one that matches the tightening.
+
 The budget and the ceiling judge the FPR the budget binds (``BudgetFpr``): the purchaser FPR of
 the rates by default, or the estimated human FPR the caller passes (``SLIDR_CALIBRATION__
 FPR_TARGET=human``, calibration/human.py), a share of Kish's effective number of stand-ins.
@@ -174,6 +180,18 @@ def _change_bounds(candidate: tuple[float, int], serving: tuple[float, int]) -> 
     return lambda z: difference_interval(candidate, serving, z)
 
 
+def _reference(
+    serving: Rates, calibrated: Rates | None, distance: Callable[[Rates], float]
+) -> tuple[Rates, str]:
+    """The serving model's figures a change is measured from, and how the detail names them:
+    as it serves, or as it was calibrated when that has the smaller ``distance``."""
+    if calibrated is None or calibrated.clicks == 0:
+        return serving, "serving"
+    if distance(calibrated) < distance(serving):
+        return calibrated, "serving as calibrated"
+    return serving, "serving (re-solved intraday)"
+
+
 def _change(
     name: str,
     candidate: Rates,
@@ -181,18 +199,20 @@ def _change(
     settings: GuardrailSettings,
     *,
     serving_over_budget: bool = False,
+    calibrated: Rates | None = None,
 ) -> list[Check]:
     if candidate.clicks == 0 or serving.clicks == 0:
         return [Check(f"change:{name}", Status.SKIPPED, None, "", "no clicks on the held-out day")]
     limit = settings.max_ivr_change
-    detail = f"candidate {candidate.ivr:.4f} vs serving {serving.ivr:.4f}"
+    ref, label = _reference(serving, calibrated, lambda r: abs(r.ivr - candidate.ivr))
+    detail = f"candidate {candidate.ivr:.4f} vs {label} {ref.ivr:.4f}"
     if serving_over_budget:
         detail += "; the serving model is over its FPR budget: any decrease allowed"
     checks = [
         judged(
             f"ivr_change:{name}",
-            candidate.ivr - serving.ivr,
-            _change_bounds((candidate.ivr, candidate.clicks), (serving.ivr, serving.clicks)),
+            candidate.ivr - ref.ivr,
+            _change_bounds((candidate.ivr, candidate.clicks), (ref.ivr, ref.clicks)),
             settings,
             low=None if serving_over_budget else -limit,
             high=limit,
@@ -200,7 +220,8 @@ def _change(
             detail=detail,
         )
     ]
-    purchasing = min(candidate.purchasing, serving.purchasing)
+    ref, label = _reference(serving, calibrated, lambda r: -r.fpr)  # the higher FPR
+    purchasing = min(candidate.purchasing, ref.purchasing)
     if purchasing < settings.min_slice_purchases:
         checks.append(
             Check(
@@ -215,13 +236,11 @@ def _change(
     checks.append(
         judged(
             f"fpr_increase:{name}",
-            candidate.fpr - serving.fpr,
-            _change_bounds(
-                (candidate.fpr, candidate.purchasing), (serving.fpr, serving.purchasing)
-            ),
+            candidate.fpr - ref.fpr,
+            _change_bounds((candidate.fpr, candidate.purchasing), (ref.fpr, ref.purchasing)),
             settings,
             high=settings.max_fpr_increase,
-            detail=f"candidate {candidate.fpr:.4f} vs serving {serving.fpr:.4f}",
+            detail=f"candidate {candidate.fpr:.4f} vs {label} {ref.fpr:.4f}",
         )
     )
     return checks
@@ -235,13 +254,15 @@ def check_candidate(
     *,
     candidate_fpr: BudgetFpr | None = None,
     serving_fpr: BudgetFpr | None = None,
+    serving_calibrated: Mapping[str, Rates] | None = None,
 ) -> GuardrailReport:
     """The candidate's held-out figures against the bounds, the budget and the serving model.
 
     ``serving`` is None when nothing serves yet (the first model): no change is compared.
     A slice present on one side only is reported as skipped. ``candidate_fpr`` and
     ``serving_fpr`` are the overall FPR the budget binds for each model; by default their
-    purchaser FPR.
+    purchaser FPR. ``serving_calibrated``: the serving model at its daily calibration's
+    thresholds when it serves an intraday re-solve's.
     """
     if not 0.0 < budget <= 1.0:
         raise GuardrailError(f"FPR budget {budget!r} must be in (0, 1], e.g. 0.02")
@@ -262,7 +283,12 @@ def check_candidate(
     for name in sorted(set(candidate) | set(serving), key=lambda n: (n != OVERALL, n)):
         if name in candidate and name in serving:
             checks += _change(
-                name, candidate[name], serving[name], settings, serving_over_budget=over
+                name,
+                candidate[name],
+                serving[name],
+                settings,
+                serving_over_budget=over,
+                calibrated=(serving_calibrated or {}).get(name),
             )
         else:
             side = "candidate" if name not in candidate else "serving model"

@@ -24,7 +24,8 @@ import calibration
 from calibration.calibrate import fpr_estimates
 from calibration.compare import PolicyRates, measure
 from calibration.human import Estimate
-from calibration.record import write_record
+from calibration.intraday import calibrated_thresholds
+from calibration.record import calibration_path, write_record
 from calibration.report import fpr_lines
 from calibration.report import write_report as write_calibration_report
 from guardrails.data import check_training_data
@@ -36,7 +37,7 @@ from models.scoring import feature_rows, version_scorer
 from models.train import Prepared, fit_and_export, prepare
 from slidr.errors import SlidrError
 from slidr.metrics import Rates
-from slidr.model_record import ModelRecord, load_record
+from slidr.model_record import ModelRecord, load_record, read_optional
 from slidr.registry import Registry, VersionLoader
 from slidr.settings import Settings
 
@@ -106,6 +107,8 @@ class Served:
     measured: PolicyRates
     #: The estimated human FPR overall, when the budget binds it (``calibration.fpr_target``).
     human: Estimate | None
+    #: At the daily calibration's thresholds, when it serves an intraday re-solve's.
+    calibrated: PolicyRates | None = None
 
     @property
     def bound(self) -> BudgetFpr:
@@ -136,12 +139,16 @@ class DailyCycle:
         scores = version_scorer(t.model_repository, t.model_name, version)(feature_rows(later))
         scored = later.assign(score=scores)
         measured = measure(scored, record.thresholds, record.default_threshold)
+        daily = calibrated_thresholds(
+            read_optional(calibration_path(t.model_repository, t.model_name, version))
+        )
+        calibrated = None if daily is None else measure(scored, daily, record.default_threshold)
         s = self.settings.calibration
         if s.fpr_target == "purchaser":
-            return Served(record, measured, None)
+            return Served(record, measured, None, calibrated)
         # Each model's stand-in weights come from its own scores (the low-score end per cell).
         both = fpr_estimates(scored, record.thresholds, record.default_threshold, s)
-        return Served(record, measured, both[OVERALL]["human"])
+        return Served(record, measured, both[OVERALL]["human"], calibrated)
 
     def judge(
         self, candidate: int, serving: int, later: pd.DataFrame
@@ -154,6 +161,9 @@ class DailyCycle:
             f"candidate v{candidate}": headline(mine.measured, mine.human),
             f"serving v{serving}": headline(theirs.measured, theirs.human),
         }
+        if theirs.calibrated is not None:
+            # It serves an intraday re-solve's thresholds; the change limits read both.
+            figures[f"serving v{serving} as calibrated"] = headline(theirs.calibrated)
         # Change limits guard a trained model against a drifting successor; the day-zero
         # heuristic is a placeholder every first network is meant to move far from.
         day_zero = theirs.record.kind == DAY_ZERO_KIND
@@ -166,6 +176,7 @@ class DailyCycle:
             self.settings.guardrails,
             candidate_fpr=mine.bound,
             serving_fpr=theirs.bound,
+            serving_calibrated=None if theirs.calibrated is None else by_slice(theirs.calibrated),
         )
         return report, figures
 

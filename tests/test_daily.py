@@ -8,6 +8,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -16,6 +17,7 @@ import pytest
 from models.cycle_page import PAGE_FILE
 from models.daily import DailyCycle
 from models.dataset import load_labelled
+from models.scoring import score_version
 from models.train import ensure_features
 from slidr.registry import Registry, TritonVersions
 from slidr.settings import CalibrationSettings, GuardrailSettings, Settings
@@ -157,3 +159,45 @@ def test_a_model_that_invalidates_everything_is_refused(
     failed = {check.name for check in report.failed}
     assert {"ivr", "fpr_budget"} <= failed, report.to_markdown()
     assert figures["candidate v2"]["ivr"] == 1.0
+
+
+def test_a_serving_model_tightened_intraday_is_compared_as_served_and_as_calibrated(
+    week: Path, stack_settings: Settings, tmp_path: Path
+) -> None:
+    """The monitor raised the serving model's thresholds (calibration/intraday.py); the next
+    day's candidate lands where the serving model was calibrated. Against the tightened
+    thresholds alone its IVR rises beyond the change limit and it would be refused: a
+    tightening would lock out every successor that undoes it."""
+    settings = _settings(stack_settings)
+    repo, name = Path(settings.triton.model_repository), settings.triton.model_name
+    for version in (2, 3):  # the same scores as a trained model: change limits apply
+        shutil.copytree(repo / name / "1", repo / name / str(version))
+        meta = repo / name / str(version) / "metadata.json"
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "kind": "test_copy"}))
+    ensure_features(week, settings, print)
+    later, _ = load_labelled(week, settings.learn, [DAY])
+    scores = score_version(repo, name, 1, later)
+    calibrated = {"all": float(np.quantile(scores, 0.6))}
+    tightened = {"all": float(np.quantile(scores, 0.97))}
+    resolved = {"id": "v2-intraday", "thresholds": tightened}
+    (repo / name / "2" / "calibration.json").write_text(json.dumps(resolved))
+    (repo / name / "3" / "calibration.json").write_text(
+        json.dumps({"id": "v3-daily", "thresholds": calibrated})
+    )
+    cycle = DailyCycle(settings, tmp_path / "run", TritonVersions(settings.triton))
+
+    locked, _ = cycle.judge(3, 2, later)
+    resolved["intraday"] = {"calibrated_record": "v2-daily", "calibrated_thresholds": calibrated}
+    (repo / name / "2" / "calibration.json").write_text(json.dumps(resolved))
+    report, figures = cycle.judge(3, 2, later)
+
+    assert "ivr_change:all" in {c.name for c in locked.refusing}, locked.to_markdown()
+    # (The day-zero heuristic's scores are over budget at any IVR: only the changes matter.)
+    changes = [c for c in report.failed if c.name.startswith(("ivr_change", "fpr_increase"))]
+    assert not changes, report.to_markdown()
+    (change,) = [c for c in report.checks if c.name == "ivr_change:all"]
+    assert change.observed == pytest.approx(0.0)
+    assert "vs serving as calibrated" in change.detail
+    as_calibrated = figures["serving v2 as calibrated"]
+    assert as_calibrated["ivr"] == pytest.approx(figures["candidate v3"]["ivr"])
+    assert figures["serving v2"]["ivr"] < as_calibrated["ivr"] - 0.2

@@ -110,6 +110,40 @@ def test_a_serving_model_over_budget_lets_a_candidate_invalidate_less() -> None:
     }
 
 
+def test_a_serving_model_tightened_intraday_is_one_model_at_two_operating_points() -> None:
+    """Session 8's second `make demo`: the monitor had raised the serving model's thresholds,
+    and both next candidates, within budget, caught 11-20 points more in two slices than the
+    tightened model and were refused. Compared also with the serving model as calibrated, a
+    candidate between the two passes; one beyond both by more than the limit is refused."""
+    served = {"all": figures(0.15, fpr=0.005), "app/out": figures(0.12, fpr=0.004)}
+    calibrated = {"all": figures(0.30, fpr=0.02), "app/out": figures(0.32, fpr=0.021)}
+    between = {"all": figures(0.28, fpr=0.017), "app/out": figures(0.30, fpr=0.018)}
+
+    locked = check_candidate(between, served, BUDGET, SETTINGS)
+    report = check_candidate(between, served, BUDGET, SETTINGS, serving_calibrated=calibrated)
+
+    assert failed_names(locked) == {"ivr_change:all", "ivr_change:app/out"}
+    assert report.passed, report.to_markdown()
+    (change,) = [c for c in report.checks if c.name == "ivr_change:app/out"]
+    assert change.observed == pytest.approx(-0.02)
+    assert change.detail == "candidate 0.3000 vs serving as calibrated 0.3200"
+    (fpr,) = [c for c in report.checks if c.name == "fpr_increase:app/out"]
+    assert fpr.detail == "candidate 0.0180 vs serving as calibrated 0.0210"
+    # Near the tightening, it is compared with the serving model as it serves.
+    tight = {"all": figures(0.16, fpr=0.006), "app/out": figures(0.13, fpr=0.005)}
+    (near,) = [
+        c
+        for c in check_candidate(
+            tight, served, BUDGET, SETTINGS, serving_calibrated=calibrated
+        ).checks
+        if c.name == "ivr_change:app/out"
+    ]
+    assert near.detail == "candidate 0.1300 vs serving (re-solved intraday) 0.1200"
+    beyond = {**between, "app/out": figures(0.50, fpr=0.018)}
+    refused = check_candidate(beyond, served, BUDGET, SETTINGS, serving_calibrated=calibrated)
+    assert failed_names(refused) == {"ivr_change:app/out"}
+
+
 def test_the_budget_judges_the_human_fpr_estimate_when_given() -> None:
     """A demo world's first cycle (seed 28269): the candidate invalidated 4.71 % of the later
     day's humans; its purchaser FPR, 3.07 % of 489 purchasing clicks, is over the bound on its

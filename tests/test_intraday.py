@@ -23,6 +23,7 @@ from calibration.intraday import (
     BudgetWindow,
     Joined,
     PurchaseJoin,
+    calibrated_thresholds,
     clip_moves,
     diurnal_factor,
     expected_fpr,
@@ -207,6 +208,11 @@ def test_a_drifted_fpr_is_re_solved_into_a_new_record_with_bounded_moves(
     again = json.loads(path.read_text())
     assert again["thresholds"]["app/out"] == pytest.approx(0.60)
     assert again["intraday"]["calibrated_record"] == "v1-daily"
+    # The daily cycle's guardrails compare a successor with what was calibrated, too.
+    daily = json.loads((path.parent / "calibration.prev.json").read_text())["intraday"]
+    assert daily["calibrated_thresholds"] == again["intraday"]["calibrated_thresholds"]
+    assert calibrated_thresholds(again) == pytest.approx(record()["thresholds"])
+    assert calibrated_thresholds(record()) is None
 
 
 def test_a_backlog_is_judged_in_event_time_with_purchases_read_before_their_decisions(
