@@ -189,6 +189,8 @@ def render_page(result: CycleResult, parts: CycleParts) -> str:
         verdict = f"promoted: version {result.candidate} serves (was {result.serving_before})"
     else:
         verdict = f"refused at {result.stopped_at}: version {result.serving_before} keeps serving"
+        if result.recalibrated:
+            verdict += f", recalibrated (record {result.recalibrated})"
     evaluation = parts.evaluation
     context = {
         "result": result,

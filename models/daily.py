@@ -34,7 +34,7 @@ from guardrails.report import GuardrailReport, Status
 from models.cycle_page import CycleParts, write_page
 from models.report import PLOTS
 from models.scoring import feature_rows, version_scorer
-from models.train import Prepared, fit_and_export, prepare
+from models.train import Prepared, TrainOutcome, fit_and_export, prepare
 from slidr.errors import SlidrError
 from slidr.metrics import Rates
 from slidr.model_record import ModelRecord, load_record, read_optional
@@ -44,6 +44,16 @@ from slidr.settings import Settings
 log = logging.getLogger(__name__)
 #: metadata.json "kind" of the velocity heuristic installed by models/day_zero.py.
 DAY_ZERO_KIND = "velocity_heuristic"
+#: Steps whose refusal leaves good data and a trained candidate: the serving version is
+#: recalibrated on the candidate's held-out days instead.
+RECALIBRATE_AFTER = ("calibrate", "model guardrails")
+
+
+def scored_by(settings: Settings, version: int, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the ``score`` a version gives it, as Triton serves that version."""
+    t = settings.triton
+    scores = version_scorer(t.model_repository, t.model_name, version)(feature_rows(frame))
+    return frame.assign(score=scores)
 
 
 @dataclass
@@ -67,6 +77,8 @@ class CycleResult:
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The run's HTML page, once written.
     page: str | None = None
+    #: A refused candidate's cycle recalibrated the serving version instead (its record id).
+    recalibrated: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,19 +148,26 @@ class DailyCycle:
         record = load_record(
             t.model_repository, t.model_name, version, self.settings.worker.global_threshold
         )
-        scores = version_scorer(t.model_repository, t.model_name, version)(feature_rows(later))
-        scored = later.assign(score=scores)
-        measured = measure(scored, record.thresholds, record.default_threshold)
+        scored = scored_by(self.settings, version, later)
+        measured, human = self._measured(scored, record.thresholds, record.default_threshold)
         daily = calibrated_thresholds(
             read_optional(calibration_path(t.model_repository, t.model_name, version))
         )
         calibrated = None if daily is None else measure(scored, daily, record.default_threshold)
+        return Served(record, measured, human, calibrated)
+
+    def _measured(
+        self, scored: pd.DataFrame, thresholds: dict[str, float], default: float
+    ) -> tuple[PolicyRates, Estimate | None]:
+        """A version's figures at ``thresholds``; with its estimated human FPR when the budget
+        binds it (``calibration.fpr_target``)."""
+        measured = measure(scored, thresholds, default)
         s = self.settings.calibration
         if s.fpr_target == "purchaser":
-            return Served(record, measured, None, calibrated)
+            return measured, None
         # Each model's stand-in weights come from its own scores (the low-score end per cell).
-        both = fpr_estimates(scored, record.thresholds, record.default_threshold, s)
-        return Served(record, measured, both[OVERALL]["human"], calibrated)
+        both = fpr_estimates(scored, thresholds, default, s)
+        return measured, both[OVERALL]["human"]
 
     def judge(
         self, candidate: int, serving: int, later: pd.DataFrame
@@ -179,6 +198,46 @@ class DailyCycle:
             serving_calibrated=None if theirs.calibrated is None else by_slice(theirs.calibrated),
         )
         return report, figures
+
+    def recalibrate_serving(
+        self, serving: int, holdout: pd.DataFrame, later: pd.DataFrame, parts: CycleParts
+    ) -> tuple[str, str | None]:
+        """The serving version on the candidate's held-out days: calibrated on ``holdout``,
+        judged on ``later`` by the absolute checks and the budget, written when it passes.
+        A refused candidate must not leave the serving version on thresholds calibrated days
+        ago, or tightened intraday since (calibration/intraday.py): recalibration runs daily.
+        Returns what happened and the record written, if any."""
+        t = self.settings.triton
+        record = load_record(
+            t.model_repository, t.model_name, serving, self.settings.worker.global_threshold
+        )
+        if record.kind == DAY_ZERO_KIND:
+            return f"serving v{serving} is the day-zero heuristic: it keeps its threshold", None
+        later = scored_by(self.settings, serving, later)
+        calibrated = calibration.run(
+            scored_by(self.settings, serving, holdout),
+            later,
+            self.settings.calibration,
+            model_version=serving,
+            default_threshold=record.default_threshold,
+            last_good=record.thresholds,
+        )
+        write_calibration_report(calibrated, self.run_dir / "calibration-serving")
+        if not calibrated.calibrated:
+            raise CycleStopped(f"calibration of v{serving}: {calibrated.message}")
+        measured, human = self._measured(later, calibrated.thresholds, record.default_threshold)
+        checked = check_candidate(
+            by_slice(measured),
+            None,
+            self.settings.calibration.fpr_budget,
+            self.settings.guardrails,
+            candidate_fpr=None if human is None else estimated_human_fpr(human),
+        )
+        subject = f"serving v{serving} recalibrated"
+        self._guard(parts, "serving guardrails", GuardrailReport(subject, checked.checks))
+        written = read_optional(write_record(calibrated, t.model_repository, t.model_name))
+        thresholds = ", ".join(f"{n} {v:.4f}" for n, v in sorted(calibrated.thresholds.items()))
+        return f"serving v{serving} recalibrated: {thresholds}", str(written.get("id"))
 
     def _guard(self, parts: CycleParts, step: str, report: GuardrailReport) -> None:
         json_path, _ = report.save(self.run_dir, step.replace(" ", "-"))
@@ -303,8 +362,29 @@ class DailyCycle:
             seconds = time.perf_counter() - started
             result.steps.append(Step(name, True, seconds, detail))
             self.say(f"step {name!r}: {detail} ({seconds:.1f} s)")
+        if result.stopped_at in RECALIBRATE_AFTER:
+            self._recalibrate(serving, state["outcome"], result, parts)
         self._save(result, parts)
         return result
+
+    def _recalibrate(
+        self, serving: int, outcome: TrainOutcome, result: CycleResult, parts: CycleParts
+    ) -> None:
+        name, started = "recalibrate serving", time.perf_counter()
+        try:
+            detail, result.recalibrated = self.recalibrate_serving(
+                serving, outcome.holdout, outcome.later, parts
+            )
+        except SlidrError as exc:
+            result.steps.append(Step(name, False, time.perf_counter() - started, str(exc)))
+            self.say(f"step {name!r}: {exc}; version {serving} keeps its thresholds")
+            return
+        except Exception:
+            self._save(result, parts)
+            raise
+        seconds = time.perf_counter() - started
+        result.steps.append(Step(name, True, seconds, detail))
+        self.say(f"step {name!r}: {detail} ({seconds:.1f} s)")
 
     def _save(self, result: CycleResult, parts: CycleParts) -> None:
         try:

@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
-from models.cycle_page import PAGE_FILE
-from models.daily import DailyCycle
+from models.cycle_page import PAGE_FILE, CycleParts
+from models.daily import CycleStopped, DailyCycle
 from models.dataset import load_labelled
 from models.scoring import score_version
 from models.train import ensure_features
@@ -201,3 +201,53 @@ def test_a_serving_model_tightened_intraday_is_compared_as_served_and_as_calibra
     as_calibrated = figures["serving v2 as calibrated"]
     assert as_calibrated["ivr"] == pytest.approx(figures["candidate v3"]["ivr"])
     assert figures["serving v2"]["ivr"] < as_calibrated["ivr"] - 0.2
+
+
+def test_a_refused_cycle_recalibrates_the_serving_model_behind_the_same_checks(
+    week: Path, stack_settings: Settings, tmp_path: Path
+) -> None:
+    """The candidate was refused, and the serving model still serves thresholds the monitor
+    tightened intraday: the cycle recalibrates it on the same days (recalibration runs daily)
+    and writes the record only when the later day passes the absolute checks."""
+    settings = _settings(stack_settings)
+    repo, name = Path(settings.triton.model_repository), settings.triton.model_name
+    shutil.copytree(repo / name / "1", repo / name / "2")
+    meta = repo / name / "2" / "metadata.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "kind": "test_copy"}))
+    ensure_features(week, settings, print)
+    holdout, _ = load_labelled(week, settings.learn, ["2026-03-05"])
+    later, _ = load_labelled(week, settings.learn, [DAY])
+    tightened = {
+        "id": "v2-intraday",
+        "thresholds": {"all": 0.999},
+        "intraday": {"calibrated_record": "v2-daily", "calibrated_thresholds": {"all": 0.5}},
+    }
+    path = repo / name / "2" / "calibration.json"
+    path.write_text(json.dumps(tightened))
+
+    strict = settings.model_copy(
+        update={"guardrails": settings.guardrails.model_copy(update={"min_coverage": 0.999})}
+    )
+    refused = DailyCycle(strict, tmp_path / "strict", TritonVersions(settings.triton))
+    with pytest.raises(CycleStopped, match="coverage"):
+        refused.recalibrate_serving(2, holdout, later, CycleParts())
+    assert json.loads(path.read_text()) == tightened  # nothing written
+
+    lenient = settings.model_copy(
+        update={
+            "guardrails": settings.guardrails.model_copy(
+                update={"min_coverage": 0.0, "max_fpr": 1.0, "fpr_budget_slack": 1.0}
+            )
+        }
+    )
+    parts = CycleParts()
+    cycle = DailyCycle(lenient, tmp_path / "run", TritonVersions(settings.triton))
+    detail, record_id = cycle.recalibrate_serving(2, holdout, later, parts)
+
+    served = json.loads(path.read_text())
+    assert detail.startswith("serving v2 recalibrated: ")
+    assert record_id == served["id"] and "intraday" not in served
+    assert served["model_version"] == 2 and served["thresholds"] != tightened["thresholds"]
+    (report,) = parts.guardrails
+    assert report.subject == "serving v2 recalibrated" and report.passed
+    assert (tmp_path / "run" / "calibration-serving").is_dir()

@@ -114,9 +114,11 @@ def retrain(
 ) -> None:
     """Run the daily cycle: labels, data guardrails, train, calibrate, model guardrails, promote.
 
-    A failed or refused step stops the cycle and the serving version keeps serving; the run
-    directory's cycle.json and guardrail reports say which check failed, with the numbers;
-    its report.html shows the whole run on one page (open it in a browser).
+    A failed or refused step stops the cycle and the serving version keeps serving; refused
+    at calibrate or the model guardrails, the serving version is recalibrated on the same
+    days instead, behind the same absolute checks and budget. The run directory's cycle.json
+    and guardrail reports say which check failed, with the numbers; its report.html shows the
+    whole run on one page (open it in a browser).
     Schedule it once a day (docs/lifecycle.md shows a cron line). Exit code 3 when refused.
     """
     from models.daily import DailyCycle
@@ -133,6 +135,7 @@ def retrain(
     if result.page is not None:
         say(f"report: {result.page}")
     if not result.promoted:
-        say(f"refused at {result.stopped_at}; version {result.serving_before} keeps serving")
+        again = f", recalibrated (record {result.recalibrated})" if result.recalibrated else ""
+        say(f"refused at {result.stopped_at}; version {result.serving_before} keeps serving{again}")
         raise typer.Exit(3)
     say(f"version {result.candidate} is serving (was {result.serving_before})")
