@@ -112,6 +112,16 @@ def estimated_human_fpr(estimate: Estimate) -> BudgetFpr:
 
 
 @dataclass(frozen=True)
+class Recalibrated:
+    """What ``recalibrate_serving`` did: its step's detail, the record written (None when
+    nothing was), and the serving version's figures on the later day at the new thresholds."""
+
+    detail: str
+    record_id: str | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Served:
     """One version on the later day at its own calibrated thresholds, as a worker serves it."""
 
@@ -201,18 +211,17 @@ class DailyCycle:
 
     def recalibrate_serving(
         self, serving: int, holdout: pd.DataFrame, later: pd.DataFrame, parts: CycleParts
-    ) -> tuple[str, str | None]:
+    ) -> Recalibrated:
         """The serving version on the candidate's held-out days: calibrated on ``holdout``,
         judged on ``later`` by the absolute checks and the budget, written when it passes.
         A refused candidate must not leave the serving version on thresholds calibrated days
-        ago, or tightened intraday since (calibration/intraday.py): recalibration runs daily.
-        Returns what happened and the record written, if any."""
+        ago, or tightened intraday since (calibration/intraday.py): recalibration runs daily."""
         t = self.settings.triton
         record = load_record(
             t.model_repository, t.model_name, serving, self.settings.worker.global_threshold
         )
         if record.kind == DAY_ZERO_KIND:
-            return f"serving v{serving} is the day-zero heuristic: it keeps its threshold", None
+            return Recalibrated(f"serving v{serving} is the day-zero heuristic: kept as it is")
         later = scored_by(self.settings, serving, later)
         calibrated = calibration.run(
             scored_by(self.settings, serving, holdout),
@@ -237,7 +246,11 @@ class DailyCycle:
         self._guard(parts, "serving guardrails", GuardrailReport(subject, checked.checks))
         written = read_optional(write_record(calibrated, t.model_repository, t.model_name))
         thresholds = ", ".join(f"{n} {v:.4f}" for n, v in sorted(calibrated.thresholds.items()))
-        return f"serving v{serving} recalibrated: {thresholds}", str(written.get("id"))
+        return Recalibrated(
+            f"serving v{serving} recalibrated: {thresholds}",
+            str(written.get("id")),
+            headline(measured, human),
+        )
 
     def _guard(self, parts: CycleParts, step: str, report: GuardrailReport) -> None:
         json_path, _ = report.save(self.run_dir, step.replace(" ", "-"))
@@ -372,9 +385,7 @@ class DailyCycle:
     ) -> None:
         name, started = "recalibrate serving", time.perf_counter()
         try:
-            detail, result.recalibrated = self.recalibrate_serving(
-                serving, outcome.holdout, outcome.later, parts
-            )
+            done = self.recalibrate_serving(serving, outcome.holdout, outcome.later, parts)
         except SlidrError as exc:
             result.steps.append(Step(name, False, time.perf_counter() - started, str(exc)))
             self.say(f"step {name!r}: {exc}; version {serving} keeps its thresholds")
@@ -383,8 +394,11 @@ class DailyCycle:
             self._save(result, parts)
             raise
         seconds = time.perf_counter() - started
-        result.steps.append(Step(name, True, seconds, detail))
-        self.say(f"step {name!r}: {detail} ({seconds:.1f} s)")
+        result.steps.append(Step(name, True, seconds, done.detail))
+        result.recalibrated = done.record_id
+        if done.figures:
+            result.figures[f"serving v{serving} recalibrated"] = done.figures
+        self.say(f"step {name!r}: {done.detail} ({seconds:.1f} s)")
 
     def _save(self, result: CycleResult, parts: CycleParts) -> None:
         try:

@@ -242,11 +242,12 @@ def test_a_refused_cycle_recalibrates_the_serving_model_behind_the_same_checks(
     )
     parts = CycleParts()
     cycle = DailyCycle(lenient, tmp_path / "run", TritonVersions(settings.triton))
-    detail, record_id = cycle.recalibrate_serving(2, holdout, later, parts)
+    done = cycle.recalibrate_serving(2, holdout, later, parts)
 
     served = json.loads(path.read_text())
-    assert detail.startswith("serving v2 recalibrated: ")
-    assert record_id == served["id"] and "intraday" not in served
+    assert done.detail.startswith("serving v2 recalibrated: ")
+    assert done.record_id == served["id"] and "intraday" not in served
+    assert done.figures["ivr"] > 0 and "human_fpr_est" in done.figures
     assert served["model_version"] == 2 and served["thresholds"] != tightened["thresholds"]
     (report,) = parts.guardrails
     assert report.subject == "serving v2 recalibrated" and report.passed
