@@ -111,8 +111,8 @@ def _figures_table(figures: dict[str, dict[str, Any]], day: str) -> _Table | Non
         keys += [k for k in values if k not in keys]
     rows = [[name, *(_figure(values.get(k)) for k in keys)] for name, values in figures.items()]
     return _Table(
-        title=f"candidate and serving version on the later held-out day {day}, "
-        "each at its own calibrated thresholds",
+        title=f"candidate and serving version on the later held-out day {day}, each at its "
+        "own thresholds (the serving one also as calibrated, or recalibrated, when measured)",
         columns=["model", *(k.replace("_", " ") for k in keys)],
         rows=rows,
     )
