@@ -604,6 +604,19 @@ def intraday_record(record: Mapping[str, Any], r: Resolution) -> dict[str, Any]:
     return out
 
 
+def judged_until(record: Mapping[str, Any]) -> datetime | None:
+    """The newest click an intraday re-solve judged (its window's end); None for a daily
+    record."""
+    window = (record.get(INTRADAY_KEY) or {}).get("window")
+    if not isinstance(window, list) or len(window) != 2:
+        return None
+    try:
+        end = datetime.fromisoformat(str(window[1]))
+    except ValueError:
+        return None
+    return end if end.tzinfo is not None else end.replace(tzinfo=UTC)
+
+
 def calibrated_thresholds(record: Mapping[str, Any]) -> dict[str, float] | None:
     """The thresholds the daily cycle calibrated, when ``record`` is an intraday re-solve's
     (None for a daily record, and for a re-solve's written before they were kept)."""

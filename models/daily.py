@@ -24,7 +24,7 @@ import calibration
 from calibration.calibrate import fpr_estimates
 from calibration.compare import PolicyRates, measure
 from calibration.human import Estimate
-from calibration.intraday import calibrated_thresholds
+from calibration.intraday import calibrated_thresholds, judged_until
 from calibration.record import calibration_path, write_record
 from calibration.report import fpr_lines
 from calibration.report import write_report as write_calibration_report
@@ -222,6 +222,17 @@ class DailyCycle:
         )
         if record.kind == DAY_ZERO_KIND:
             return Recalibrated(f"serving v{serving} is the day-zero heuristic: kept as it is")
+        # Fresher evidence wins: a re-solve on clicks newer than these days is kept until a
+        # daily cycle's later day covers them.
+        resolved = judged_until(
+            read_optional(calibration_path(t.model_repository, t.model_name, serving))
+        )
+        newest = pd.Timestamp(later["event_time"].max())
+        if resolved is not None and resolved > newest:
+            return Recalibrated(
+                f"serving v{serving} was re-solved intraday on clicks until "
+                f"{resolved:%Y-%m-%d %H:%M}Z, newer than these days: kept as it is"
+            )
         later = scored_by(self.settings, serving, later)
         calibrated = calibration.run(
             scored_by(self.settings, serving, holdout),

@@ -7,6 +7,7 @@ import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.integration
 START = datetime(2026, 3, 2, tzinfo=UTC)
 #: The later held-out day of a week simulated from START (see test_learning.py).
 DAY = "2026-03-06"
+#: A re-solve on clicks after the later day.
+NEXT_DAY_NOON = "2026-03-07T12:00:00+00:00"
 
 
 @pytest.fixture(scope="module")
@@ -217,12 +220,26 @@ def test_a_refused_cycle_recalibrates_the_serving_model_behind_the_same_checks(
     ensure_features(week, settings, print)
     holdout, _ = load_labelled(week, settings.learn, ["2026-03-05"])
     later, _ = load_labelled(week, settings.learn, [DAY])
-    tightened = {
+    # Re-solved on clicks of the later day's morning: these days cover its evidence.
+    window = [f"{DAY}T06:00:00+00:00", f"{DAY}T10:00:00+00:00"]
+    tightened: dict[str, Any] = {
         "id": "v2-intraday",
         "thresholds": {"all": 0.999},
-        "intraday": {"calibrated_record": "v2-daily", "calibrated_thresholds": {"all": 0.5}},
+        "intraday": {
+            "calibrated_record": "v2-daily",
+            "calibrated_thresholds": {"all": 0.5},
+            "window": window,
+        },
     }
     path = repo / name / "2" / "calibration.json"
+    newer = {**tightened, "intraday": {**tightened["intraday"], "window": [DAY, NEXT_DAY_NOON]}}
+    path.write_text(json.dumps(newer))
+    kept = DailyCycle(settings, tmp_path / "kept", TritonVersions(settings.triton))
+    fresher = kept.recalibrate_serving(2, holdout, later, CycleParts())
+    assert fresher.record_id is None and fresher.detail.endswith(
+        "newer than these days: kept as it is"
+    )
+    assert json.loads(path.read_text()) == newer
     path.write_text(json.dumps(tightened))
 
     strict = settings.model_copy(

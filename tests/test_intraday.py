@@ -29,6 +29,7 @@ from calibration.intraday import (
     expected_fpr,
     hold_loosening,
     judge,
+    judged_until,
     out_of_band,
     stand_in_target,
 )
@@ -213,6 +214,9 @@ def test_a_drifted_fpr_is_re_solved_into_a_new_record_with_bounded_moves(
     assert daily["calibrated_thresholds"] == again["intraday"]["calibrated_thresholds"]
     assert calibrated_thresholds(again) == pytest.approx(record()["thresholds"])
     assert calibrated_thresholds(record()) is None
+    until = judged_until(again)
+    assert until is not None and until.isoformat() == again["intraday"]["window"][1]
+    assert judged_until(record()) is None
 
 
 def test_a_backlog_is_judged_in_event_time_with_purchases_read_before_their_decisions(
