@@ -185,7 +185,7 @@ def _reference(
 ) -> tuple[Rates, str]:
     """The serving model's figures a change is measured from, and how the detail names them:
     as it serves, or as it was calibrated when that has the smaller ``distance``."""
-    if calibrated is None or calibrated.clicks == 0:
+    if calibrated is None or calibrated.clicks == 0 or calibrated == serving:
         return serving, "serving"
     if distance(calibrated) < distance(serving):
         return calibrated, "serving as calibrated"

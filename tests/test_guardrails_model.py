@@ -142,6 +142,10 @@ def test_a_serving_model_tightened_intraday_is_one_model_at_two_operating_points
     beyond = {**between, "app/out": figures(0.50, fpr=0.018)}
     refused = check_candidate(beyond, served, BUDGET, SETTINGS, serving_calibrated=calibrated)
     assert failed_names(refused) == {"ivr_change:app/out"}
+    # A slice whose threshold the re-solve left alone is simply the serving model's.
+    same = check_candidate(between, served, BUDGET, SETTINGS, serving_calibrated=served)
+    (unmoved,) = [c for c in same.checks if c.name == "ivr_change:app/out"]
+    assert unmoved.detail == "candidate 0.3000 vs serving 0.1200"
 
 
 def test_the_budget_judges_the_human_fpr_estimate_when_given() -> None:
