@@ -160,11 +160,14 @@ class DailyCycle:
         )
         scored = scored_by(self.settings, version, later)
         measured, human = self._measured(scored, record.thresholds, record.default_threshold)
-        daily = calibrated_thresholds(
-            read_optional(calibration_path(t.model_repository, t.model_name, version))
-        )
+        daily = calibrated_thresholds(self._calibration(version))
         calibrated = None if daily is None else measure(scored, daily, record.default_threshold)
         return Served(record, measured, human, calibrated)
+
+    def _calibration(self, version: int) -> dict[str, Any]:
+        """A version's calibration record as written (empty when it has none)."""
+        t = self.settings.triton
+        return read_optional(calibration_path(t.model_repository, t.model_name, version))
 
     def _measured(
         self, scored: pd.DataFrame, thresholds: dict[str, float], default: float
@@ -224,9 +227,7 @@ class DailyCycle:
             return Recalibrated(f"serving v{serving} is the day-zero heuristic: kept as it is")
         # Fresher evidence wins: a re-solve on clicks newer than these days is kept until a
         # daily cycle's later day covers them.
-        resolved = judged_until(
-            read_optional(calibration_path(t.model_repository, t.model_name, serving))
-        )
+        resolved = judged_until(self._calibration(serving))
         newest = pd.Timestamp(later["event_time"].max())
         if resolved is not None and resolved > newest:
             return Recalibrated(
